@@ -1,0 +1,44 @@
+# stbias — `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format bench clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install torch and stbias (editable); quick when done
+
+run: install  ## the embedded default probe (no downloads)
+	$(PY) run.py
+
+test: install  ## the test suite CI runs (pytest's exit 5, no test collected, is not a failure)
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: install  ## the tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install  ## ruff check and format check
+	$(PY) -m ruff check stbias tests benchmarks run.py
+	$(PY) -m ruff format --check stbias tests benchmarks run.py
+
+format: install  ## ruff fix and format
+	$(PY) -m ruff check --fix stbias tests benchmarks run.py
+	$(PY) -m ruff format stbias tests benchmarks run.py
+
+bench: install  ## the benchmarks in benchmarks/
+	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:  ## remove caches and outputs (keeps .venv)
+	rm -rf outputs .pytest_cache .ruff_cache wandb

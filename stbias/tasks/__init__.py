@@ -1,0 +1,24 @@
+"""Tasks: one function per task, taking the composed config. The only place that instantiates."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from stbias.errors import StbiasError
+
+# task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
+TASKS: dict[str, str] = {}
+
+
+def run_task(cfg: Any) -> Any:
+    """Run the task the config names (``cfg.task.name``) and return what it returns."""
+    name = str(cfg.task.name)
+    # weight-only metrics (ASDT, self-convolution) need no data: the metric picks its own task
+    kind = cfg.get("metric", {}).get("task") if cfg.get("metric") is not None else None
+    if name == "probe" and kind:
+        name = str(kind)
+    if name not in TASKS:
+        raise StbiasError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    module, func = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
