@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from stbias.errors import StbiasError
+from stbias.io import torch_save
 
 FACTORS = ("dynamic", "static")
 UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
@@ -546,7 +546,7 @@ class PairStatistics(Metric):
             "next_id": torch.tensor(self._next_id),
             **{f"state.{k}": v.detach().cpu() for k, v in self._states.items()},
         }
-        atomic_torch_save(payload, path)
+        torch_save(payload, path)
 
     def load_state(self, path: str | os.PathLike) -> PairStatistics:
         """Replace this metric's sums with those saved at ``path``; returns ``self``."""
@@ -580,19 +580,3 @@ class PairStatistics(Metric):
             **kwargs,
         )
         return metric.load_state(path)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

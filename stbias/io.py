@@ -1,0 +1,125 @@
+"""Writing results: every file lands atomically (a temporary file beside it, then a rename)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` (numpy and torch values allowed) as indented JSON, atomically."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    _atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write dict rows as CSV (columns in first-seen order), atomically."""
+    rows = [dict(r) for r in rows]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="w")
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """Write named arrays as ``.npz``, atomically."""
+    arrays = {
+        k: np.asarray(_jsonable(v) if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()
+    }
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically."""
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and the git revision of the working tree, for the run's record."""
+    packages = {}
+    for name in (
+        "stbias",
+        "torch",
+        "torchvision",
+        "pytorch-lightning",
+        "torchmetrics",
+        "hydra-core",
+        "numpy",
+        "decord",
+        "pytorchvideo",
+        "timm",
+        "wandb",
+    ):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = (
+            subprocess.run(
+                ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", here, "status", "--porcelain"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = None, None
+    return {
+        "python": platform.python_version(),
+        "packages": packages,
+        "git": {"revision": rev, "dirty": dirty},
+    }
