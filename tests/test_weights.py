@@ -415,6 +415,10 @@ def test_task_rejects_mismatched_labels(tmp_path, monkeypatch):
         cfg.model = OmegaConf.create(TINY)
     with pytest.raises(StbiasError, match="one label per checkpoint"):
         run_task(cfg)
+    with open_dict(cfg):
+        cfg.metric.labels = ["one", "two"]
+    with pytest.raises(StbiasError, match=r"not files: \['a.pt'\]"):
+        run_task(cfg)
 
 
 @pytest.mark.slow

@@ -86,6 +86,12 @@ def _runs(model_cfg: Any, metric_cfg: Any) -> list[tuple[str, str | None]]:
         )
     if len(set(labels)) != len(labels):
         raise StbiasError(f"metric.labels {labels} repeat a label; give each checkpoint its own")
+    missing = [c for c in checkpoints if c is not None and not Path(c).is_file()]
+    if missing:
+        raise StbiasError(
+            f"metric.compare names checkpoints that are not files: {missing}; "
+            "give paths to weights files, or null for the builder's own weights"
+        )
     return list(zip(labels, checkpoints))
 
 
