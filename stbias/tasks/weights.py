@@ -1,0 +1,193 @@
+"""Weight temporality task: ``python run.py metric=asdt model=<name>`` (or ``metric=selfconv``).
+
+Reads only weights, no dataset. Writes ``results.json`` and ``results.csv`` (per temporal
+convolution: ``asdt``, ``asdt_scaled``, ``temporal_channels``, ``channels``,
+``temporal_fraction``, ``depth``, ``kernel``, ...) and the figures ``asdt``, ``asdt_scaled`` and
+``temporal_channels`` (PNG and PDF) into the run directory. ``metric.compare`` lists checkpoints
+(``null`` = the builder's own weights) measured on the same architecture and drawn on one plot,
+labelled by ``metric.labels``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from stbias.errors import StbiasError
+from stbias.metrics.weights import RULES, weight_temporality
+from stbias.plotting.weights import (
+    plot_asdt,
+    plot_temporal_channels,
+    save_figure,
+)
+from stbias.tasks.common import build_model
+
+CSV_FIELDS = (
+    "run",
+    "checkpoint",
+    "layer",
+    "label",
+    "depth",
+    "kernel",
+    "asdt",
+    "asdt_scaled",
+    "temporal_channels",
+    "channels",
+    "temporal_fraction",
+    "temporal_kernels",
+    "kernels",
+)
+
+
+def output_dir() -> Path:
+    """Hydra's run directory when running under Hydra, else the current directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _runs(model_cfg: Any, metric_cfg: Any) -> list[tuple[str, str | None]]:
+    """(label, checkpoint) of every set of weights to measure."""
+    compare = metric_cfg.get("compare")
+    if not compare:
+        checkpoint = model_cfg.get("checkpoint")
+        label = metric_cfg.get("labels") or [_default_label(checkpoint)]
+        return [(str(label[0]), str(checkpoint) if checkpoint else None)]
+    checkpoints = [None if c in (None, "", "null", "none") else str(c) for c in compare]
+    labels = metric_cfg.get("labels")
+    if labels is None:
+        labels = [_default_label(c) for c in checkpoints]
+    labels = [str(x) for x in labels]
+    if len(labels) != len(checkpoints):
+        raise StbiasError(
+            f"metric.labels has {len(labels)} entries {labels} but metric.compare has "
+            f"{len(checkpoints)}; give one label per checkpoint, or none"
+        )
+    if len(set(labels)) != len(labels):
+        raise StbiasError(f"metric.labels {labels} repeat a label; give each checkpoint its own")
+    missing = [c for c in checkpoints if c is not None and not Path(c).is_file()]
+    if missing:
+        raise StbiasError(
+            f"metric.compare names checkpoints that are not files: {missing}; "
+            "give paths to weights files, or null for the builder's own weights"
+        )
+    return list(zip(labels, checkpoints))
+
+
+def _default_label(checkpoint: Any) -> str:
+    return Path(str(checkpoint)).stem if checkpoint else "init"
+
+
+def _rows(label: str, checkpoint: str | None, layers: dict[str, dict[str, Any]]) -> list[dict]:
+    return [
+        {
+            "run": label,
+            "checkpoint": checkpoint or "",
+            "layer": name,
+            **{k: v for k, v in values.items() if k in CSV_FIELDS},
+            "kernel": "x".join(str(s) for s in values["kernel"]),
+        }
+        for name, values in layers.items()
+    ]
+
+
+def _build_with_checkpoint(model_cfg: Any, checkpoint: str | None) -> torch.nn.Module:
+    """Build the model with ``checkpoint`` in place of ``model.checkpoint``, then restore it."""
+    # set in place rather than copy, so interpolations in the model node still see the root
+    with open_dict(model_cfg):
+        had, original = "checkpoint" in model_cfg, model_cfg.get("checkpoint")
+        model_cfg.checkpoint = checkpoint
+        try:
+            return build_model(model_cfg)
+        finally:
+            if had:
+                model_cfg.checkpoint = original
+            else:
+                del model_cfg["checkpoint"]
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure ASDT and self-convolution of ``cfg.model``; write results and figures.
+
+    Returns:
+        ``(results, objects)``: the ``results.json`` content, and ``{"dir", "figures"}``.
+    """
+    if cfg.get("model") is None:
+        raise StbiasError(
+            "metric=asdt/selfconv needs a model: python run.py metric=asdt model=<name>"
+        )
+    metric = cfg.metric
+    rule = str(metric.get("rule", "spec"))
+    if rule not in RULES:
+        raise StbiasError(f"unknown metric.rule {rule!r}; valid rules: {', '.join(RULES)}")
+    delta = float(metric.get("delta", 0.0))
+    aliases = OmegaConf.to_container(cfg.model.layers) if cfg.model.get("layers") else {}
+    seed = int(cfg.get("seed", 0))
+
+    runs: dict[str, dict[str, Any]] = {}
+    for label, checkpoint in _runs(cfg.model, metric):
+        # the same seed for every run, so builder-initialised weights are reproducible
+        torch.manual_seed(seed)
+        model = _build_with_checkpoint(cfg.model, checkpoint)
+        layers = weight_temporality(model, delta=delta, rule=rule, aliases=aliases)
+        runs[label] = {"checkpoint": checkpoint, "layers": layers}
+        del model
+
+    first_label = next(iter(runs))
+    results: dict[str, Any] = {
+        "task": "weights",
+        "metric": str(metric.get("name", "asdt")),
+        "model": str(cfg.model.get("name", "")),
+        "seed": seed,
+        "delta": delta,
+        "rule": rule,
+        "run": first_label,
+        "checkpoint": runs[first_label]["checkpoint"],
+        "layers": runs[first_label]["layers"],
+    }
+    if len(runs) > 1 or metric.get("compare"):
+        results["compare"] = runs
+
+    out = output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results, out / "results.json")
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", *CSV_FIELDS])
+        writer.writeheader()
+        for label, r in runs.items():
+            for row in _rows(label, r["checkpoint"], r["layers"]):
+                writer.writerow({"model": results["model"], **row})
+
+    per_run = {label: r["layers"] for label, r in runs.items()}
+    title = results["model"] or None
+    figures = {
+        "asdt": save_figure(plot_asdt(per_run, title=title), out / "asdt"),
+        "asdt_scaled": save_figure(
+            plot_asdt(per_run, scaled=True, title=title), out / "asdt_scaled"
+        ),
+        "temporal_channels": save_figure(
+            plot_temporal_channels(per_run, title=title), out / "temporal_channels"
+        ),
+    }
+    return results, {"dir": out, "figures": figures}
