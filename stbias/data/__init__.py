@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import torch
 
-from stbias.errors import StbiasError
-
 from stbias.data.brushmnist import BrushMNIST
 from stbias.data.clips import crop_box, resize_short_side, temporal_indices
 from stbias.data.datasets import (
@@ -40,6 +38,7 @@ from stbias.data.datasets import (
 )
 from stbias.data.pfm import PlacesFacesMNIST
 from stbias.data.video import VideoClipDataset, VideoRecord
+from stbias.errors import StbiasError
 
 __all__ = [
     "BrushMNIST",
