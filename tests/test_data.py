@@ -298,6 +298,14 @@ def test_video_folder_skips_corrupt_and_empty_files(tmp_path):
             np.testing.assert_array_equal(got, b["frame_indices"][k].numpy())
 
 
+def test_pyav_fallback_for_widths_decord_misreads(tmp_path):
+    write_video(tmp_path / "narrow.mp4", n=8, w=48, h=32)  # decord 0.6 cannot copy 48-wide frames
+    (tmp_path / "train.csv").write_text("narrow.mp4,1\n")
+    s = video_folder(str(tmp_path), **CLIP)[0]
+    assert s["skipped"] == 0
+    check_clip(s)
+
+
 def test_frame_folder_stylized_layout(tmp_path):
     for k, offset in ((0, 0), (1, 1)):
         for video, n in (("v1", 12), ("v2", 6)):
