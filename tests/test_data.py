@@ -492,6 +492,9 @@ def test_brushmnist_variants_and_determinism():
     assert torch.equal(BrushMNIST(**kw)[23]["video"], normal)
     assert not torch.equal(BrushMNIST(**{**kw, "seed": 6})[23]["video"], normal)
     assert BrushMNIST(**kw, channels=3)[23]["video"].shape == (16, 64, 64, 3)
+    long = BrushMNIST(**{**kw, "num_frames": 64})[23]["trajectory"]
+    sub = BrushMNIST(**{**kw, "sampling_rate": 4})[23]["trajectory"]
+    assert torch.equal(sub, long[::4])
     with pytest.raises(StbiasError, match="valid: normal, footprint, reversed"):
         BrushMNIST(variant="sideways")
 
