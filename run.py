@@ -13,8 +13,14 @@ def main(cfg: DictConfig):
 
     try:
         return run_task(cfg)
-    except StbiasError as err:
-        print(f"stbias: error: {err}", file=sys.stderr)
+    except Exception as err:
+        # hydra.utils.instantiate wraps a builder's error; show the user the builder's message
+        cause = err
+        while cause is not None and not isinstance(cause, StbiasError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"stbias: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
