@@ -151,10 +151,8 @@ def test_acceptance_check_every_builtin_style(moving):
         assert row["flow_rel_epe_true"] < baseline + 0.1, name  # as accurate as the original
         assert row["mad_original"] > 0.08 and row["hist_original"] > 0.2, name
         assert row["mad"] > 0.15 and row["hist"] > 0.3, name
-    named = [n for n in table if not n.startswith("random")]
-    for name in named:
-        sub = acceptance_table(stylizer, clip, true_flow, styles=named)[name]
-        assert sub["mad_min"] > 0.1 and sub["hist_min"] > 0.05, name
+        # every pair of styles differs, random styles included
+        assert row["mad_min"] > 0.05 and row["hist_min"] > 0.15, name
 
 
 def test_acceptance_check_rejects_a_motion_breaking_stylizer(moving):

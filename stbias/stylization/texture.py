@@ -30,6 +30,7 @@ class TextureStyle:
     texture: float
     kernel_seed: int
     crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # top, left, height, width
+    hue_rotation: float = 0.0  # turns; rotates the style image's colours around the grey axis
 
 
 # Fixed styles: different palettes (warm, cool, saturated, stained tissue) and kernel sizes.
@@ -45,6 +46,7 @@ NAMED_STYLES: dict[str, TextureStyle] = {
 # images random styles draw from (the deep-field image is nearly black: poor for motion)
 _RANDOM_IMAGES = tuple(name for name in EMBEDDED_IMAGES if name != "hubble")
 _QUANTILES = 256
+_SAMPLE_PIXELS = 2**16  # pixels per clip and channel that its quantiles are estimated from
 
 
 def random_style(seed: int, k: int) -> TextureStyle:
@@ -57,6 +59,7 @@ def random_style(seed: int, k: int) -> TextureStyle:
         texture=float(rng.uniform(0.3, 0.9)),
         kernel_seed=int(rng.integers(2**31 - 1)),
         crop=(float(rng.uniform(0, 1 - height)), float(rng.uniform(0, 1 - width)), height, width),
+        hue_rotation=float(rng.uniform(0.15, 0.85)),
     )
 
 
@@ -130,7 +133,10 @@ class TextureStylizer(Stylizer):
         root = torch.stack([p["cov_root"] for p in params]).to(dev, dt)
         x = colour_transfer(x, mean, root)
         quantiles = torch.stack([p["quantiles"] for p in params]).to(dev, dt)
-        x = match_histograms(x, quantiles)
+        # quantiles from the same pixel grid in every frame: reordering frames changes nothing
+        stride = max(1, int(np.ceil(np.sqrt(t * h * w / _SAMPLE_PIXELS))))
+        sample = x.reshape(b, c, t, h, w)[..., ::stride, ::stride].reshape(b, c, -1)
+        x = match_histograms(x, quantiles, sample)
         return x.reshape(b, c, t, h, w)
 
 
@@ -140,6 +146,8 @@ def _style_params(spec: TextureStyle, channels: int, scale: float) -> dict[str, 
     top, left, ch, cw = spec.crop
     y0, x0 = int(top * h), int(left * w)
     image = image[:, y0 : y0 + max(8, int(ch * h)), x0 : x0 + max(8, int(cw * w))]
+    if spec.hue_rotation:
+        image = rotate_hue(image, spec.hue_rotation)
     image = to_channels(image, channels).double()
     pixels = image.reshape(channels, -1)
     mean = pixels.mean(1)
@@ -162,6 +170,18 @@ def _style_params(spec: TextureStyle, channels: int, scale: float) -> dict[str, 
         "cov_root": cov_root.float(),
         "quantiles": quantiles.float(),
     }
+
+
+def rotate_hue(image: torch.Tensor, turns: float) -> torch.Tensor:
+    """Rotate the colours of an RGB ``(3, H, W)`` image around the grey axis (YIQ chroma plane)."""
+    to_yiq = image.new_tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
+    )
+    angle = 2 * np.pi * turns
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+    rot = image.new_tensor([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
+    matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq
+    return torch.einsum("ij,jhw->ihw", matrix, image).clamp(0, 1)
 
 
 def _pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
@@ -188,23 +208,41 @@ def colour_transfer(
     return cov_root @ (inv_root.to(x.dtype) @ xc) + mean.unsqueeze(2)
 
 
-def match_histograms(x: torch.Tensor, target_quantiles: torch.Tensor) -> torch.Tensor:
+def match_histograms(
+    x: torch.Tensor,
+    target_quantiles: torch.Tensor,
+    sample: torch.Tensor | None = None,
+    lut_size: int = 1024,
+) -> torch.Tensor:
     """Per-channel histogram matching: a monotone lookup from the clip's quantiles to a target's.
+
+    The lookup is tabulated on ``lut_size`` points between the clip's minimum and maximum and
+    applied by linear interpolation, so its cost is linear in the number of pixels.
 
     Args:
         x: ``(B, C, N)`` pixels of each clip (all frames pooled, so one lookup serves every frame).
         target_quantiles: ``(B, C, K)`` increasing target values at quantiles ``linspace(0, 1, K)``.
+        sample: ``(B, C, M)`` pixels the clip's quantiles are estimated from (default ``x``).
+        lut_size: number of table points.
     """
     b, c, n = x.shape
     k = target_quantiles.shape[2]
-    flat = x.reshape(b * c, n)
-    positions = torch.linspace(0, n - 1, k, device=x.device).round().long()
-    source = flat.sort(dim=1).values[:, positions].contiguous()
+    sample = x if sample is None else sample
+    ordered = sample.reshape(b * c, -1).sort(dim=1).values
+    positions = torch.linspace(0, ordered.shape[1] - 1, k, device=x.device).round().long()
+    source = ordered[:, positions].contiguous()
     target = target_quantiles.reshape(b * c, k)
+    low, high = ordered[:, :1], ordered[:, -1:]
+    span = (high - low).clamp_min(1e-12)
+    grid = low + span * torch.linspace(0, 1, lut_size, device=x.device, dtype=x.dtype)
     # a run of equal values (a flat region) maps to the middle of its target range
-    low = _interp(flat, source, target, right=False)
-    high = _interp(flat, source, target, right=True)
-    return (0.5 * (low + high)).reshape(b, c, n)
+    lut = 0.5 * (_interp(grid, source, target, False) + _interp(grid, source, target, True))
+    flat = x.reshape(b * c, n)
+    pos = ((flat - low) / span * (lut_size - 1)).clamp(0, lut_size - 1)
+    i0 = pos.floor().long().clamp(max=lut_size - 2)
+    weight = pos - i0
+    out = lut.gather(1, i0) * (1 - weight) + lut.gather(1, i0 + 1) * weight
+    return out.reshape(b, c, n)
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor, right: bool) -> torch.Tensor:
