@@ -307,9 +307,15 @@ def test_pair_sampler_two_stream_and_single(texture):
     clip = torch.rand(1, 3, 3, 16, 16)
     single = PairSampler(texture, seed=1)(clip, [5])
     assert single["static"].shape == clip.shape
-    double = PairSampler(texture, seed=1, two_stream=True)(clip, [5])
+    sampler = PairSampler(texture, seed=1, two_stream=True)
+    double = sampler(clip, [5])
     assert [v.shape[2] for v in double["static"]] == [2, 2]
     assert torch.equal(single["styles"], double["styles"])
+    again = sampler(clip, [5])
+    assert torch.equal(again["jitter"], double["jitter"])
+    assert torch.equal(again["static"][1], double["static"][1])
+    other = sampler(clip, [6])
+    assert not torch.equal(other["jitter"], double["jitter"])
 
 
 # --- precomputed --------------------------------------------------------------------------------
