@@ -72,6 +72,8 @@ def clip(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
 def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(name):
     cfg = compose_cfg(*model_overrides(name))
     m = cfg.model
+    if m.get("requires"):
+        pytest.importorskip(m.requires)
     assert m.name == name
     for key in ("builder", "pretrained", "checkpoint", "layers", "channels", "input", "layout"):
         assert key in m, f"{name}.yaml lacks {key!r}"
@@ -477,3 +479,43 @@ def test_layers_task_suggests_module_paths_for_custom(capsys):
     for path, shape in [("layer3", "(1, 256, 1, 4, 4)"), ("layer4", "(1, 512, 1, 2, 2)")]:
         line = next(line for line in printed.splitlines() if line.strip().startswith(path + " "))
         assert shape in line
+
+
+# ---- Hugging Face (optional `hf` extra) ----------------------------------------------------
+
+
+def test_hf_pretrained_loads_through_from_pretrained(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from stbias.models.hf import hf_video
+
+    config = transformers.VideoMAEConfig(
+        image_size=32,
+        num_frames=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    src = transformers.VideoMAEForVideoClassification(config).eval()
+    src.save_pretrained(tmp_path / "vmae")
+    model = hf_video(
+        "videomae", True, num_classes=3, image_size=32, num_frames=4, source=str(tmp_path / "vmae")
+    ).eval()
+    assert same_weights(model.net, src)
+    spec = InputSpec(frames=4, size=32)
+    x = pack_inputs(clip(spec), spec)
+    assert torch.allclose(model(x), src(pixel_values=x.transpose(1, 2)).logits, atol=1e-6)
+    # VideoMAE blocks: (B, T/2 * (H/16) * (W/16), C) tubelet tokens
+    out = capture(model, {"b1": "net.videomae.encoder.layer.1"}, x)["b1"]
+    assert out.shape == (2, 2 * 2 * 2, 32)
+    with pytest.raises(StbiasError, match="input.size=32 and input.frames=4"):
+        hf_video("videomae", True, num_classes=3, source=str(tmp_path / "vmae"))
+
+
+def test_hf_pretrained_unavailable_says_how_to_pass_a_local_directory(tmp_path):
+    pytest.importorskip("transformers")
+    from stbias.models.hf import hf_video
+
+    with pytest.raises(StbiasError, match=r"save_pretrained\(DIR\).*model.builder.source=DIR"):
+        hf_video("timesformer", True, source=str(tmp_path / "missing"))

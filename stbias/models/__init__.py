@@ -17,6 +17,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   `pathways`, `alpha`.
 * `reduced` (optional) — `{size, frames}` small enough for quick CPU checks
   (`task=layers task.reduced=true`, the tests); left out when the size is fixed.
+* `requires` (optional) — a module an optional extra provides (`transformers`); the tests skip
+  the model when it is missing.
 """
 
 from stbias.models.inputs import InputSpec, pack_inputs, slow_indices, spec_shapes
