@@ -519,3 +519,11 @@ def test_hf_pretrained_unavailable_says_how_to_pass_a_local_directory(tmp_path):
 
     with pytest.raises(StbiasError, match=r"save_pretrained\(DIR\).*model.builder.source=DIR"):
         hf_video("timesformer", True, source=str(tmp_path / "missing"))
+
+
+def test_hf_models_without_transformers_name_the_extra(monkeypatch):
+    import stbias.models.hf as hf
+
+    monkeypatch.setattr(hf.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(StbiasError, match=r"pip install 'stbias\[hf\]'"):
+        hf.hf_video("videomae")
