@@ -527,3 +527,18 @@ def test_hf_models_without_transformers_name_the_extra(monkeypatch):
     monkeypatch.setattr(hf.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(StbiasError, match=r"pip install 'stbias\[hf\]'"):
         hf.hf_video("videomae")
+
+
+def test_global_head_pool_equals_the_libraries_fixed_pool_at_the_published_size():
+    from pytorchvideo.models import hub
+
+    torch.manual_seed(0)
+    ours = zoo.x3d("xs").eval()
+    reference = hub.x3d_xs().eval()
+    reference.load_state_dict(ours.state_dict())
+    assert isinstance(ours.blocks[5].pool.pool, nn.AdaptiveAvgPool3d)
+    assert isinstance(reference.blocks[5].pool.pool, nn.AvgPool3d)
+    spec = InputSpec(frames=4, size=160)
+    x = pack_inputs(clip(spec, batch=1), spec)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference(x), atol=1e-6)

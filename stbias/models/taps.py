@@ -123,7 +123,8 @@ class LayerTap:
     """Capture the outputs of named layers during a forward pass (a context manager).
 
     Hooks are registered on entry and always removed on exit, also when the forward raises.
-    After the forward, `outputs` maps each alias to its output tensor.
+    After the forward, `outputs` maps each alias to its output tensor. Tap modules that run
+    once per forward: a module called several times (a shared activation) keeps its last call.
 
     Example:
         >>> with LayerTap(model, {"res4": "blocks.4", "res5": "blocks.5"}) as tap:
