@@ -75,10 +75,11 @@ def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(name):
     if m.get("requires"):
         pytest.importorskip(m.requires)
     assert m.name == name
-    for key in ("builder", "pretrained", "checkpoint", "layers", "channels", "input", "layout"):
+    for key in ("builder", "pretrained", "checkpoint", "layers", "channels", "input"):
         assert key in m, f"{name}.yaml lacks {key!r}"
     assert m.pretrained is False and m.checkpoint is None
-    assert m.layout in LAYOUTS
+    layout = m.get("layout", "cnn")
+    assert layout in LAYOUTS
     layers = OmegaConf.to_container(m.layers, resolve=True)
     channels = OmegaConf.to_container(m.channels, resolve=True)
     assert layers, f"{name} declares no layers"
@@ -93,8 +94,8 @@ def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(name):
         logits = model(inputs)
     assert set(tap.outputs) == set(layers)
     for alias, out in tap.outputs.items():
-        assert channels_of(out, m.layout) == channels[alias], f"{name}.{alias}"
-        pooled = pool_features(out, m.layout)
+        assert channels_of(out, layout) == channels[alias], f"{name}.{alias}"
+        pooled = pool_features(out, layout)
         assert pooled.shape == (2, channels[alias])
         assert torch.isfinite(pooled).all()
     if m.get("num_classes"):

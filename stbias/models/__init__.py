@@ -8,8 +8,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
 * `pretrained` — fetch the published weights with the library's own loader.
 * `checkpoint` — null or a local weights file (`.pyth`, Lightning `.ckpt`, state dict).
 * `num_classes` — classifier outputs.
-* `layout` — how layer outputs are laid out: `cnn`, `channels_last`, `tokens`, `tokens_cls`
-  (see `stbias.models.taps`).
+* `layout` (optional, default `cnn`) — how layer outputs are laid out: `cnn`,
+  `channels_last`, `tokens`, `tokens_cls` (see `stbias.models.taps`).
 * `layers` — `alias: module.path`, a dotted module path with an optional `[i]` that picks element
   `i` of a tuple output (`blocks.3[0]`). Never integer positions alone.
 * `channels` — `alias: int`, the channel count each alias yields (checked by the tests).
