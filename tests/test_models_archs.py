@@ -75,14 +75,14 @@ def test_yaml_builds_and_every_alias_yields_declared_channels(name):
     model = instantiate(cfg.builder).eval()
     frames, size = TEST_SIZE[name]
     x = clip_input(cfg.input, 2, frames, size)
-    paths = {alias: layer.path for alias, layer in cfg.layers.items()}
-    with capture(model, paths.values()) as feats, torch.no_grad():
+    assert set(cfg.layers) == set(cfg.channels)
+    with capture(model, cfg.layers.values()) as feats, torch.no_grad():
         logits = model(x)
     assert logits.shape == (2, cfg.builder.num_classes)
-    for alias, layer in cfg.layers.items():
-        out = feats[layer.path]
+    for alias, path in cfg.layers.items():
+        out = feats[path]
         assert isinstance(out, torch.Tensor), alias
-        assert out.shape[0] == 2 and out.shape[1] == layer.channels, (alias, tuple(out.shape))
+        assert out.shape[0] == 2 and out.shape[1] == cfg.channels[alias], (alias, tuple(out.shape))
 
 
 @pytest.mark.parametrize("builder", [i3d_tiny, c2d_tiny, slowfast_tiny])
@@ -341,5 +341,5 @@ def test_archs_doc_lists_every_alias():
     for name in ARCH_YAMLS:
         cfg = load_model_cfg(name)
         assert f"`{name}`" in doc
-        for alias, layer in cfg.layers.items():
-            assert f"`{alias}`" in doc and f"`{layer.path}`" in doc, (name, alias)
+        for alias, path in cfg.layers.items():
+            assert f"`{alias}`" in doc and f"`{path}`" in doc, (name, alias)

@@ -21,6 +21,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   the model when it is missing.
 """
 
+from stbias.models.clstm import clstm
+from stbias.models.inception_i3d import inception_i3d
 from stbias.models.inputs import InputSpec, pack_inputs, slow_indices, spec_shapes
 from stbias.models.taps import (
     LAYOUTS,
@@ -34,9 +36,15 @@ from stbias.models.taps import (
     select_layers,
     suggest_layers,
 )
+from stbias.models.tiny import c2d_tiny, i3d_tiny, slowfast_tiny
 from stbias.models.weights import LoadReport, download_state, load_checkpoint
 
 __all__ = [
+    "c2d_tiny",
+    "clstm",
+    "i3d_tiny",
+    "inception_i3d",
+    "slowfast_tiny",
     "LAYOUTS",
     "InputSpec",
     "LayerTap",
