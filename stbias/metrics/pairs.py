@@ -489,7 +489,11 @@ class PairStatistics(Metric):
         self._set_states(states)
 
     def compute(self, lam: float = 0.5, estimator: str | None = None) -> dict[str, Any]:
-        """Scores, dims, unit classes (and intervals) at threshold ``lam``."""
+        """Scores, dims, unit classes (and intervals) at threshold ``lam``, over all processes."""
+        return self.report(lam, estimator)
+
+    def report(self, lam: float = 0.5, estimator: str | None = None) -> dict[str, Any]:
+        """Like ``compute`` from the states as they are now (no synchronisation of its own)."""
         return _report(self._states, lam, estimator or self.estimator, self.level)
 
     def _sync_dist(self, dist_sync_fn=gather_all_tensors, process_group=None) -> None:

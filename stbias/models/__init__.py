@@ -21,8 +21,6 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   the model when it is missing.
 """
 
-from stbias.models.clstm import clstm
-from stbias.models.inception_i3d import inception_i3d
 from stbias.models.inputs import InputSpec, pack_inputs, slow_indices, spec_shapes
 from stbias.models.taps import (
     LAYOUTS,
@@ -41,9 +39,7 @@ from stbias.models.weights import LoadReport, download_state, load_checkpoint
 
 __all__ = [
     "c2d_tiny",
-    "clstm",
     "i3d_tiny",
-    "inception_i3d",
     "slowfast_tiny",
     "LAYOUTS",
     "InputSpec",

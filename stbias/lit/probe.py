@@ -1,0 +1,236 @@
+"""The probe: a frozen model, three views per clip, one pair-statistics metric per layer.
+
+Each test step turns a batch of clips into the views of one static and one dynamic pair per clip
+(``anchor``, ``static`` = shuffled anchor, ``dynamic`` = anchor restyled), runs ONE forward pass
+over all views stacked along the batch axis, pools every tapped layer to ``(B, C)`` and adds the
+pairs to that layer's :class:`~stbias.metrics.PairStatistics`. The metrics sum across processes,
+so ``Trainer(devices=N, strategy="ddp")`` gives the numbers of one process.
+
+Every ``save_every`` steps each process writes its partial sums and how many of its clips they
+cover to ``<state_dir>/partial-rank<r>-of<w>.pt``; a later run with the same ``state_dir`` starts
+from there. At the end the summed sums of every layer go to ``<state_dir>/<alias>.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from stbias.data import video_to_float
+from stbias.io import torch_save
+from stbias.metrics import PairStatistics
+from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.models.taps import pooled_features
+from stbias.stylization.pairs import split_views, stack_views, view_names
+
+
+def layer_state_path(state_dir: str, alias: str) -> str:
+    """Where the final sums of layer ``alias`` are kept."""
+    return os.path.join(state_dir, f"{alias}.pt")
+
+
+class ProbeModule(pl.LightningModule):
+    """Run with ``Trainer.test``; afterwards ``results`` holds each layer's scores.
+
+    Args:
+        model: the network, used frozen in eval mode.
+        layers: alias -> module path of every probed layer.
+        channels: alias -> unit count of every probed layer.
+        spec: the model's input spec (normalisation, pathways).
+        sampler: ``sampler(clip01, index, pack=...)`` -> pair views (``PairSampler``).
+        layout: how the tapped outputs are laid out (see ``stbias.models.taps``).
+        include_cls: average the class token with the patch tokens.
+        bootstrap: bootstrap replicates per layer.
+        seed: seed of the bootstrap weights.
+        lam: unit-wise threshold used for ``results``.
+        estimator: layer-wise estimator.
+        model_name: the model's name, for messages.
+        state_dir: folder for partial and final sums (None: keep nothing on disk).
+        save_every: steps between two saves of the partial sums.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Mapping[str, str],
+        channels: Mapping[str, int],
+        spec: InputSpec,
+        sampler: Callable[..., dict[str, Any]],
+        layout: str = "cnn",
+        include_cls: bool = False,
+        bootstrap: int = 0,
+        seed: int = 0,
+        lam: float = 0.5,
+        estimator: str = "pooled",
+        model_name: str = "model",
+        state_dir: str | None = None,
+        save_every: int = 50,
+    ) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.layers = dict(layers)
+        self.spec = spec
+        self.sampler = sampler
+        self.layout = layout
+        self.include_cls = include_cls
+        self.lam = lam
+        self.model_name = model_name
+        self.state_dir = state_dir
+        self.save_every = max(int(save_every), 1)
+        self.stats = nn.ModuleDict(
+            {
+                alias: PairStatistics(
+                    int(channels[alias]), bootstrap=bootstrap, seed=seed, estimator=estimator
+                )
+                for alias in self.layers
+            }
+        )
+        self.skipped = torch.zeros((), dtype=torch.float64)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.skipped_clips = 0
+        self.clips_done = 0  # clips of this process already in the sums (resumed or run)
+        self.clips_run = 0  # clips this run pushed through the model
+
+    def train(self, mode: bool = True) -> ProbeModule:
+        """Keep the probed model in eval mode whatever Lightning asks."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def pack(self, clip01: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Normalise and split float clips ``(B, C, T, H, W)`` into the model's input."""
+        return pack_inputs(clip01, self.spec)
+
+    def features(self, x: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pooled ``(N, C)`` features of every probed layer from one forward pass."""
+        return pooled_features(
+            self.model,
+            self.layers,
+            x,
+            layout=self.layout,
+            include_cls=self.include_cls,
+            model_name=self.model_name,
+        )
+
+    def _partial_path(self) -> str | None:
+        if self.state_dir is None or self.trainer is None:
+            return None
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return os.path.join(self.state_dir, f"partial-rank{rank}-of{world}.pt")
+
+    def setup(self, stage: str) -> None:
+        """Pick up this process's partial sums from an interrupted run, if any."""
+        path = self._partial_path()
+        if path is None or not os.path.exists(path):
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if sorted(saved["layers"]) != sorted(self.stats):
+            return
+        for alias, metric in self.stats.items():
+            metric._set_states(saved["layers"][alias])
+            metric._update_count += 1
+        self.skipped = saved["skipped"].to(torch.float64)
+        self.clips_done = int(saved["clips_done"])
+
+    def _save_partial(self) -> None:
+        path = self._partial_path()
+        if path is None:
+            return
+        layers = {
+            alias: {k: v.detach().cpu() for k, v in metric._states.items()}
+            for alias, metric in self.stats.items()
+        }
+        torch_save({"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}, path)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
+        clip01 = video_to_float(batch["video"].to(self.device))
+        index = torch.as_tensor(batch["index"]).cpu()
+        views = self.sampler(clip01, index, pack=self.pack)
+        names = view_names(views)
+        feats = self.features(stack_views(views, names))
+        for alias, feat in feats.items():
+            chunks = split_views(feat, names)
+            for factor, (first, second) in views["pairs"].items():
+                mask = views["factor"][factor].to(feat.device)
+                if bool(mask.any()):
+                    self.stats[alias].update(
+                        chunks[first][mask], chunks[second][mask], factor, ids=index[mask.cpu()]
+                    )
+        if "skipped" in batch:
+            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
+        self.clips_done += clip01.shape[0]
+        self.clips_run += clip01.shape[0]
+        if (batch_idx + 1) % self.save_every == 0:
+            self._save_partial()
+
+    def on_test_epoch_end(self) -> None:
+        """Sum every process's sums, keep them on disk, score each layer."""
+        skipped = self.skipped.to(self.device)
+        if self.trainer.world_size > 1:
+            skipped = self.all_gather(skipped).sum()
+        self.skipped_clips = int(round(float(skipped)))
+        results = {}
+        for alias, metric in self.stats.items():
+            with metric.sync_context(should_unsync=True):
+                if self.state_dir is not None and self.trainer.is_global_zero:
+                    metric.save_state(layer_state_path(self.state_dir, alias))
+                results[alias] = metric.report(lam=self.lam)
+        self.results = results
+        partial = self._partial_path()
+        if partial is not None:
+            self.trainer.strategy.barrier()
+            if os.path.exists(partial):
+                os.remove(partial)
+
+
+class UnrepeatedSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` of ``range(length)``, from the ``skip``-th on.
+
+    Unlike ``DistributedSampler`` it never pads shards with repeated samples, so statistics summed
+    over processes equal those of one process; ``skip`` resumes a shard part-way.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world: int = 1, skip: int = 0) -> None:
+        self.indices = list(range(rank, length, world))[skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class EvalData(pl.LightningDataModule):
+    """One evaluation pass over ``dataset`` in index order, split across processes.
+
+    Args:
+        dataset: a map-style dataset of sample dicts.
+        batch_size: clips per process and step.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 0) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of this process's share not yet in the module's (resumed) sums."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        module = trainer.lightning_module if trainer else None
+        skip = int(getattr(module, "clips_done", 0))
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=UnrepeatedSampler(len(self.dataset), rank, world, skip),
+            num_workers=self.num_workers,
+        )
