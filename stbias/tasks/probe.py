@@ -155,6 +155,8 @@ def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None
             )
             logger.log_image("probe/fig3", images=[f for f in figures if f.endswith(".png")])
         logger.finalize("success")
+        if hasattr(logger, "log_table"):
+            logger.experiment.finish()  # flush the W&B run now: this process may go on
     except Exception as err:  # noqa: BLE001 - logging must never lose a finished run
         log.warning("could not log to %s (%s: %s)", type(logger).__name__, type(err).__name__, err)
 

@@ -1,0 +1,251 @@
+"""The probe end to end: composed configs, known answers, cache, resume, DDP, outputs, W&B."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from stbias.lit.probe import ProbeModule
+from stbias.tasks import run_task
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "probe.num_clips=8",
+    "probe.batch_size=4",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_cfg(tmp_path, folder, *overrides):
+    """The config ``run.py`` would get, with Hydra's runtime info (choices, run dir) set."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[*SMALL, f"probe.cache_dir={tmp_path / 'cache'}", *overrides],
+            return_hydra_config=True,
+        )
+    cfg.hydra.runtime.output_dir = str(folder)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _reset_hydra_config():
+    yield
+    HydraConfig.instance().cfg = None
+
+
+def probe(tmp_path, monkeypatch, *overrides, out="run"):
+    folder = tmp_path / out
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(folder)
+    record, _ = run_task(compose_cfg(tmp_path, folder, *overrides))
+    return record, folder
+
+
+def numbers(record):
+    return {
+        layer: (e["scores"], e["dims"], e["units"], e["n_pairs"])
+        for layer, e in record["layers"].items()
+    }
+
+
+def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
+    record, folder = probe(tmp_path, monkeypatch)
+    stored = json.loads((folder / "results.json").read_text())
+    assert stored["task"] == "probe" and stored["model"] == "i3d_tiny"
+    assert stored["dataset"] == "pfm" and stored["stylization"] == "texture"
+    assert stored["num_clips"] == 8 and stored["skipped_clips"] == 0
+    assert list(stored["layers"]) == ["res2", "res3", "res4", "pool"]
+    for entry in stored["layers"].values():
+        assert set(entry) >= {"scores", "dims", "percent", "lam", "units", "n_pairs"}
+        assert entry["n_pairs"] == {"dynamic": 8, "static": 8}
+        assert sum(entry["dims"].values()) == sum(
+            entry["units"][c] for c in ("dynamic", "static", "joint", "residual")
+        )
+    assert stored["environment"]["packages"]["torch"]
+    rows = (folder / "results.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("model,dataset,stylization,seed,layer")
+    with np.load(folder / "unit_scores.npz") as npz:
+        assert sorted(npz.files) == sorted(
+            f"{l}/{f}" for l in stored["layers"] for f in ("dynamic", "static")
+        )
+        assert npz["res3/static"].shape == (64,)
+    for ext in ("png", "pdf"):
+        assert (folder / f"fig3.{ext}").stat().st_size > 5000
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_frame_order_blind_model_has_no_dynamic_units(tmp_path, monkeypatch):
+    c2d, c2d_dir = probe(tmp_path, monkeypatch, "model=c2d_tiny", out="c2d")
+    i3d, _ = probe(tmp_path, monkeypatch, "model=i3d_tiny", out="i3d")
+    with np.load(c2d_dir / "unit_scores.npz") as npz:
+        for layer in c2d["layers"]:
+            live = npz[f"{layer}/static"] != 0
+            # shuffled frames give c2d_tiny identical pooled features: s_static = 1
+            np.testing.assert_allclose(npz[f"{layer}/static"][live], 1.0, atol=1e-4)
+    for layer, entry in c2d["layers"].items():
+        assert entry["units"]["dynamic"] == 0, layer
+        assert entry["scores"]["static"] > entry["scores"]["dynamic"]
+    # i3d_tiny sees frame order: shuffling changes its features
+    assert min(e["scores"]["static"] for e in i3d["layers"].values()) < min(
+        e["scores"]["static"] for e in c2d["layers"].values()
+    )
+
+
+def test_lambda_sweep_and_layer_subsets_reuse_the_cached_statistics(tmp_path, monkeypatch):
+    first, _ = probe(tmp_path, monkeypatch, "metric.lam=0.5", out="a")
+    assert first["cache"]["clips_run"] == 8 and first["cache"]["layers_from_cache"] == []
+    again, _ = probe(tmp_path, monkeypatch, "metric.lam=0.9", "probe.layers=[res3]", out="b")
+    assert again["cache"]["clips_run"] == 0 and again["cache"]["layers_from_cache"] == ["res3"]
+    assert list(again["layers"]) == ["res3"]
+    assert again["layers"]["res3"]["scores"] == first["layers"]["res3"]["scores"]
+    fresh, _ = probe(
+        tmp_path,
+        monkeypatch,
+        "metric.lam=0.9",
+        "probe.cache_dir=" + str(tmp_path / "other"),
+        out="c",
+    )
+    assert fresh["cache"]["clips_run"] == 8
+    assert again["layers"]["res3"]["units"] == fresh["layers"]["res3"]["units"]
+    changed, _ = probe(tmp_path, monkeypatch, "seed=1", out="d")
+    assert changed["cache"]["clips_run"] == 8  # the seed changes styles and shuffles
+
+
+def test_interrupted_probe_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    whole, _ = probe(
+        tmp_path,
+        monkeypatch,
+        "probe.num_clips=12",
+        "probe.batch_size=2",
+        f"probe.cache_dir={tmp_path / 'whole'}",
+        out="whole",
+    )
+    original = ProbeModule.test_step
+
+    def interrupted(self, batch, batch_idx):
+        if batch_idx == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, batch, batch_idx)
+
+    args = ["probe.num_clips=12", "probe.batch_size=2", "probe.save_every=2"]
+    monkeypatch.setattr(ProbeModule, "test_step", interrupted)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        probe(tmp_path, monkeypatch, *args, out="broken")
+    partial = list((tmp_path / "cache").rglob("partial-rank0-of1.pt"))
+    assert len(partial) == 1
+    monkeypatch.setattr(ProbeModule, "test_step", original)
+    resumed, _ = probe(tmp_path, monkeypatch, *args, out="resumed")
+    assert resumed["cache"]["clips_run"] == 8  # 4 of 12 clips came from the saved sums
+    for layer, entry in whole["layers"].items():
+        assert resumed["layers"][layer]["units"] == entry["units"]
+        for factor, value in entry["scores"].items():
+            assert resumed["layers"][layer]["scores"][factor] == pytest.approx(value, rel=1e-12)
+    assert not list((tmp_path / "cache").rglob("partial-*.pt"))
+
+
+def test_wandb_offline_run_holds_the_logged_numbers(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    record, folder = probe(tmp_path, monkeypatch, "logger=wandb", out="wb")
+    runs = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    dump = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "beta", "leet", "inspect", str(runs[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    logged = dict(re.findall(r'nested_key:\s+"([^"]+)"\s+value_json:\s+"([^"]+)"', dump))
+    for layer, entry in record["layers"].items():
+        assert float(logged[f"probe/dynamic_pct/{layer}"]) == entry["percent"]["dynamic"]
+        assert float(logged[f"probe/static_score/{layer}"]) == pytest.approx(
+            entry["scores"]["static"], rel=1e-12
+        )
+        assert int(float(logged[f"probe/joint_units/{layer}"])) == entry["units"]["joint"]
+    assert list(folder.glob("wandb/offline-run-*/files/media/images/probe/fig3*.png"))
+
+
+def _run_py(tmp_path, *args, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_missing_dataset_root_stops_with_one_clear_message(tmp_path):
+    proc = _run_py(
+        tmp_path, "model=i3d", "dataset=ssv2", "metric=unitwise", "logger=none", timeout=120
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "dataset.root" in proc.stderr and "ssv2" in proc.stderr.lower()
+
+
+@pytest.mark.slow
+def test_multirun_lambda_sweep_runs_the_model_once(tmp_path):
+    proc = _run_py(
+        tmp_path,
+        "-m",
+        "metric.lam=0.1,0.5,0.9",
+        *SMALL,
+        f"probe.cache_dir={tmp_path / 'c'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [
+        json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(3)
+    ]
+    assert [j["cache"]["clips_run"] for j in jobs] == [8, 0, 0]
+    assert [j["lam"] for j in jobs] == [0.1, 0.5, 0.9]
+    joint = [
+        j["layers"]["res3"]["units"]["joint"] + j["layers"]["res3"]["units"]["static"] for j in jobs
+    ]
+    assert joint[0] >= joint[1] >= joint[2]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_give_the_numbers_of_one(tmp_path):
+    args = [
+        "probe.num_clips=10",
+        "probe.batch_size=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
+    one = _run_py(
+        tmp_path, *args, f"probe.cache_dir={tmp_path / 'c1'}", f"hydra.run.dir={tmp_path / 'one'}"
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run_py(
+        tmp_path,
+        *args,
+        "trainer=ddp_cpu",
+        f"probe.cache_dir={tmp_path / 'c2'}",
+        f"hydra.run.dir={tmp_path / 'two'}",
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "results.json").read_text())
+    b = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert b["config"]["trainer"]["devices"] == 2 and b["config"]["trainer"]["strategy"] == "ddp"
+    for layer, entry in a["layers"].items():
+        other = b["layers"][layer]
+        assert other["units"] == entry["units"] and other["dims"] == entry["dims"]
+        assert other["n_pairs"] == entry["n_pairs"] == {"dynamic": 10, "static": 10}
+        for factor, value in entry["scores"].items():
+            assert other["scores"][factor] == pytest.approx(value, rel=1e-9)
