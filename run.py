@@ -25,4 +25,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        # no arguments: the embedded default, no download needed
+        sys.argv.append("experiment=quickstart")
     main()

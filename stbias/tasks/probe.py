@@ -34,16 +34,16 @@ _CACHE_VERSION = 1
 
 
 def choice(cfg: Any, group: str) -> str:
-    """The option chosen for a config group (``model=i3d`` -> ``i3d``)."""
+    """The option chosen for a config group: its ``name`` key, else Hydra's record of it."""
     from hydra.core.hydra_config import HydraConfig
 
+    node = cfg.get(group)
+    if node is not None and node.get("name"):
+        return str(node.name)
     if HydraConfig.initialized():
         chosen = HydraConfig.get().runtime.choices.get(group)
         if chosen:
             return str(chosen)
-    node = cfg.get(group)
-    if node is not None and node.get("name"):
-        return str(node.name)
     target = node.get("_target_") if node is not None else None
     return str(target).rsplit(".", 1)[-1] if target else "unknown"
 
