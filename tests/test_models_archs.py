@@ -337,7 +337,7 @@ def test_tiny_builders_reject_bad_values():
 
 
 def test_archs_doc_lists_every_alias():
-    doc = (ROOT / "stbias" / "models" / "ARCHS.md").read_text()
+    doc = (ROOT / "docs" / "models.md").read_text()
     for name in ARCH_YAMLS:
         cfg = load_model_cfg(name)
         assert f"`{name}`" in doc

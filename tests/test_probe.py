@@ -104,6 +104,22 @@ def test_frame_order_blind_model_has_no_dynamic_units(tmp_path, monkeypatch):
     )
 
 
+def test_custom_model_with_undeclared_channels(tmp_path, monkeypatch):
+    record, _ = probe(
+        tmp_path,
+        monkeypatch,
+        "model=custom",
+        "model.builder.constructor=stbias.models.tiny.c2d_tiny",
+        "model.layers={mid: stages.1, last: head.pool}",
+        "model.input.frames=16",
+        "model.input.size=64",
+        out="custom",
+    )
+    assert list(record["layers"]) == ["mid", "last"]
+    assert sum(record["layers"]["mid"]["dims"].values()) == 64  # inferred from one forward pass
+    assert record["layers"]["last"]["units"]["dynamic"] == 0
+
+
 def test_lambda_sweep_and_layer_subsets_reuse_the_cached_statistics(tmp_path, monkeypatch):
     first, _ = probe(tmp_path, monkeypatch, "metric.lam=0.5", out="a")
     assert first["cache"]["clips_run"] == 8 and first["cache"]["layers_from_cache"] == []

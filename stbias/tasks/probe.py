@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Subset
@@ -24,8 +25,8 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
-from stbias.models.inputs import InputSpec
-from stbias.models.taps import select_layers
+from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting.pairs import fig3, save_figure
 from stbias.tasks.common import build_logger, build_model, output_dir, plain
 
@@ -60,6 +61,16 @@ def build_dataset(dataset_cfg: Any, spec: InputSpec) -> Any:
             if key in dataset_cfg:
                 dataset_cfg[key] = value
     return instantiate(dataset_cfg)
+
+
+def infer_channels(
+    model: Any, layers: dict[str, str], spec: InputSpec, layout: str, name: str
+) -> dict[str, int]:
+    """Channel counts of layers a config does not declare, from one forward pass of a clip."""
+    clip = torch.rand(1, spec.channels, spec.frames, spec.size, spec.size)
+    with torch.no_grad():
+        outputs = capture(model.eval(), layers, pack_inputs(clip, spec), model_name=name)
+    return {alias: channels_of(out, layout) for alias, out in outputs.items()}
 
 
 def _weights_fingerprint(path: Any) -> Any:
@@ -186,8 +197,14 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     Returns the results record, the per-unit scores and the objects used.
     """
     name = choice(cfg, "model")
-    layers = select_layers(plain(cfg.model.layers), plain(cfg.probe.layers) or None, name)
-    channels = plain(cfg.model.channels)
+    declared = plain(cfg.model.get("layers")) or {}
+    if not declared:
+        raise StbiasError(
+            f"model {name} declares no layers to probe; set model.layers={{alias: module.path}} "
+            f"(python run.py task=layers model={name} lists the module paths)"
+        )
+    layers = select_layers(declared, plain(cfg.probe.layers) or None, name)
+    channels = dict(plain(cfg.model.get("channels")) or {})
     spec = InputSpec.from_dict(plain(cfg.model.input))
     lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
     state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), cache_key(cfg))
@@ -195,6 +212,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     cached = {a: f for a, f in cached.items() if os.path.exists(f)}
     missing = {a: p for a, p in layers.items() if a not in cached}
     meta_path = os.path.join(state_dir, "meta.json")
+    layout = str(cfg.model.get("layout", "cnn"))
 
     dataset = build_dataset(cfg.dataset, spec)
     if cfg.probe.num_clips is not None and int(cfg.probe.num_clips) < len(dataset):
@@ -207,13 +225,16 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         run_dir = os.path.join(state_dir, "run-" + "-".join(sorted(missing)))
         os.makedirs(run_dir, exist_ok=True)
         model = build_model(cfg.model)
+        undeclared = {a: p for a, p in missing.items() if a not in channels}
+        if undeclared:
+            channels.update(infer_channels(model, undeclared, spec, layout, name))
         module = ProbeModule(
             model,
             missing,
             channels,
             spec,
             instantiate(cfg.stylization),
-            layout=str(cfg.model.get("layout", "cnn")),
+            layout=layout,
             include_cls=bool(cfg.probe.include_cls),
             bootstrap=int(cfg.probe.bootstrap),
             seed=int(cfg.seed),
