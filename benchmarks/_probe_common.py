@@ -1,0 +1,62 @@
+"""Shared set-up of the probe benchmarks: a model config, clips in memory, a timed probe."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from stbias.lit.probe import ProbeModule
+from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.tasks.common import build_model, plain
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def model_setup(name: str, *overrides: str):
+    """(model, layers, channels, spec, sampler) for ``model=name`` at its configured input."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}", *overrides])
+    model = build_model(cfg.model).eval()
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    return (
+        model,
+        plain(cfg.model.layers),
+        plain(cfg.model.channels),
+        spec,
+        instantiate(cfg.stylization),
+    )
+
+
+def clips(spec: InputSpec, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random uint8 clips ``(n, T, H, W, C)`` at the model's input size."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, spec.frames, spec.size, spec.size, spec.channels)
+    return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+
+
+def time_probe(model, layers, channels, spec, sampler, videos, batch: int) -> float:
+    """Seconds for the probe's steps (stylization, packing, one forward, taps, statistics)."""
+    module = ProbeModule(model, layers, channels, spec, sampler)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(videos), batch):
+            chunk = videos[i : i + batch]
+            module.test_step({"video": chunk, "index": torch.arange(i, i + len(chunk))}, i)
+    return time.perf_counter() - start
+
+
+def time_forward(model, spec, videos, batch: int) -> float:
+    """Seconds for the bare forward passes of the same 3 views per clip (no hooks, no styles)."""
+    from stbias.data import video_to_float
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(videos), batch):
+            x = video_to_float(videos[i : i + batch])
+            x = torch.cat([x, x, x])
+            model(pack_inputs(x, spec))
+    return time.perf_counter() - start
