@@ -11,6 +11,7 @@ from stbias.errors import StbiasError
 TASKS: dict[str, str] = {
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
+    "quickstart": "stbias.tasks.quickstart:run",
     "weights": "stbias.tasks.weights:run",
 }
 
