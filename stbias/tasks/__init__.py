@@ -8,7 +8,9 @@ from typing import Any
 from stbias.errors import StbiasError
 
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "layers": "stbias.tasks.layers:run",
+}
 
 
 def run_task(cfg: Any) -> Any:

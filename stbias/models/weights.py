@@ -1,0 +1,205 @@
+"""Weights: local checkpoint files and the libraries' own pretrained downloads, loaded safely.
+
+Every file is read with `torch.load(..., weights_only=True)`: tensors and plain containers
+only, so a file whose unpickling would run code is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import urllib.error
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from stbias.errors import StbiasError
+
+log = logging.getLogger(__name__)
+
+# Where a state dict sits inside the containers that training code writes.
+_NESTED_KEYS = ("model_state", "state_dict", "model")
+_SHOWN = 8
+
+
+@dataclass
+class LoadReport:
+    """What `load_checkpoint` did: which keys matched and which did not."""
+
+    path: str
+    container: str | None = None
+    prefix: str = ""
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every model key was loaded and nothing in the file was left over."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """A readable summary of the problems (empty when `ok`)."""
+        parts = []
+        if self.missing:
+            parts.append(_listing("missing key", self.missing))
+        if self.unexpected:
+            parts.append(_listing("unexpected key", self.unexpected))
+        if self.mismatched:
+            shown = [f"{k}: file {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]
+            parts.append(_listing("shape mismatch", shown))
+        return "; ".join(parts)
+
+
+def _listing(what: str, items: list[str]) -> str:
+    head = ", ".join(items[:_SHOWN])
+    more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+    return f"{len(items)} {what}{'s' if len(items) != 1 else ''} ({head}{more})"
+
+
+def read_weights_file(path: str) -> Any:
+    """`torch.load` a local file with `weights_only=True`, turning failures into StbiasErrors."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise StbiasError(f"checkpoint file {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise StbiasError(
+            f"refused to load {path!r}: it holds objects that would run code when unpickled "
+            "(only tensors and plain containers are accepted, torch.load weights_only=True). "
+            "Re-save just the state dict: torch.save(model.state_dict(), path). "
+            f"Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise StbiasError(
+            f"{path!r} is not a readable PyTorch weights file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'empty'})"
+        ) from None
+
+
+def extract_state_dict(obj: Any, path: str = "<object>") -> tuple[dict[str, torch.Tensor], str]:
+    """Find the state dict in a loaded file: SlowFast-zoo `model_state`, Lightning `state_dict`.
+
+    Returns the state dict and the container key it came from ('' for a plain state dict).
+    """
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and _is_state_dict(inner):
+                return dict(inner), key
+        if _is_state_dict(obj):
+            return dict(obj), ""
+    kind = type(obj).__name__
+    keys = (
+        f" with keys {', '.join(map(str, list(obj)[:_SHOWN]))}" if isinstance(obj, Mapping) else ""
+    )
+    raise StbiasError(
+        f"no state dict found in {path!r} (a {kind}{keys}); expected a plain state dict or a "
+        f"dict holding one under {', '.join(repr(k) for k in _NESTED_KEYS)}"
+    )
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return (
+        bool(obj)
+        and all(isinstance(k, str) for k in obj)
+        and any(torch.is_tensor(v) for v in obj.values())
+    )
+
+
+def _best_prefix(file_keys: list[str], model_keys: set[str]) -> str:
+    """The key prefix (`model.`, `module.`, `net.backbone.` ...) whose removal matches most keys."""
+    candidates = {""}
+    for key in file_keys:
+        parts = key.split(".")
+        for depth in range(1, min(3, len(parts))):
+            candidates.add(".".join(parts[:depth]) + ".")
+
+    def score(prefix: str) -> tuple[int, int]:
+        hits = sum(1 for k in file_keys if k.startswith(prefix) and k[len(prefix) :] in model_keys)
+        return hits, -len(prefix)
+
+    return max(sorted(candidates), key=score)
+
+
+def load_state_dict_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, path: str = "<dict>"
+) -> LoadReport:
+    """Load `state` into `model` after stripping the best-matching key prefix.
+
+    Keys whose shapes differ are not loaded and are reported. With `strict`, any missing,
+    unexpected or mismatched key raises a StbiasError listing them; otherwise the matching
+    keys are loaded and the report says what was left out.
+    """
+    target = model.state_dict()
+    prefix = _best_prefix(list(state), set(target))
+    report = LoadReport(path=path, prefix=prefix)
+    renamed = {}
+    for key, value in state.items():
+        if not key.startswith(prefix) or key[len(prefix) :] not in target:
+            report.unexpected.append(key)
+            continue
+        name = key[len(prefix) :]
+        if tuple(value.shape) != tuple(target[name].shape):
+            report.mismatched.append((name, tuple(value.shape), tuple(target[name].shape)))
+            continue
+        renamed[name] = value
+    skipped = {name for name, _, _ in report.mismatched}
+    report.missing = [k for k in target if k not in renamed and k not in skipped]
+    if strict and not report.ok:
+        raise StbiasError(
+            f"weights in {path!r} do not fit the model: {report.describe()}"
+            + (f" (key prefix {prefix!r} removed)" if prefix else "")
+        )
+    model.load_state_dict(renamed, strict=False)
+    report.loaded = len(renamed)
+    if not report.ok:
+        log.warning("partial load of %s: %s", path, report.describe())
+    return report
+
+
+def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> LoadReport:
+    """Load a local weights file into `model` and report what matched.
+
+    Accepts SlowFast / pytorchvideo model-zoo `.pyth` files (a dict with `model_state`),
+    Lightning `.ckpt` files (`state_dict`, whose `model.`-style key prefix is removed) and plain
+    state dicts. The file is read with `weights_only=True`; one that would run code when
+    unpickled is refused.
+    """
+    obj = read_weights_file(path)
+    state, container = extract_state_dict(obj, str(path))
+    report = load_state_dict_into(model, state, strict=strict, path=str(path))
+    report.container = container or None
+    return report
+
+
+def download_state(url: str, model_name: str, check_hash: bool = False) -> Any:
+    """Fetch (or reuse from torch's hub cache) a published weights file, `weights_only=True`.
+
+    Uses `torch.hub.load_state_dict_from_url`, the loader the libraries themselves call, so a
+    file already in `<torch hub dir>/checkpoints/` is used without network.
+    """
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=False, check_hash=check_hash, weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        raise StbiasError(
+            f"refused the pretrained weights of {model_name} from {url}: the file would run code "
+            f"when unpickled ({str(err).splitlines()[0]})"
+        ) from None
+    except (urllib.error.URLError, OSError, ConnectionError) as err:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        name = os.path.basename(url)
+        raise StbiasError(
+            f"could not download the pretrained weights of {model_name} from {url} "
+            f"({type(err).__name__}: {err}). Without network, fetch {name} on another machine "
+            f"and pass it as a local file: model.pretrained=false model.checkpoint=/path/to/{name} "
+            f"(or copy it into {cache}/ and keep model.pretrained=true)"
+        ) from None
