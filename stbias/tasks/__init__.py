@@ -10,6 +10,7 @@ from stbias.errors import StbiasError
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
 TASKS: dict[str, str] = {
     "layers": "stbias.tasks.layers:run",
+    "train": "stbias.tasks.train:run",
 }
 
 
