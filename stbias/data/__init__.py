@@ -14,7 +14,8 @@ and ``skipped`` (1 when the video at ``index`` could not be read and the sample 
 next readable one, else 0; see :class:`VideoClipDataset`); DAVIS adds ``mask`` ``(T, H, W)`` 0/1;
 stylized frame folders add ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
 (the trajectory class), ``brush_label`` (BrushMNIST) or ``place_label`` (P+F+M), both also as
-``appearance_label``, and ``trajectory`` ``(T, 2)``: the (y, x) pixel the brush is centred on.
+``appearance_label``, and ``trajectory`` ``(T, 2)``: the (y, x) pixel the brush is centred on
+(BrushMNIST also ``trajectory_digit``, the index of the MNIST digit that gave the path).
 
 The default collate stacks samples into ``(B, T, H, W, C)``; :func:`video_to_float` turns that
 into the float ``(B, C, T, H, W)`` in [0, 1] that stylizers and models take.
@@ -23,8 +24,6 @@ into the float ``(B, C, T, H, W)`` in [0, 1] that stylizers and models take.
 from __future__ import annotations
 
 import torch
-
-from stbias.errors import StbiasError
 
 from stbias.data.brushmnist import BrushMNIST
 from stbias.data.clips import crop_box, resize_short_side, temporal_indices
@@ -40,6 +39,7 @@ from stbias.data.datasets import (
 )
 from stbias.data.pfm import PlacesFacesMNIST
 from stbias.data.video import VideoClipDataset, VideoRecord
+from stbias.errors import StbiasError
 
 __all__ = [
     "BrushMNIST",

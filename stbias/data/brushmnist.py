@@ -182,7 +182,10 @@ class BrushMNIST(Dataset):
     """BrushMNIST clips: ``video`` ``(T, H, W, C)`` uint8, ``label = 10 * shape + brush``.
 
     Args:
+        root: same as ``mnist_root`` (so ``dataset.root`` can name the MNIST folder).
         num_frames: frames per clip (paper: 150).
+        sampling_rate: the trajectory has ``num_frames * sampling_rate`` positions and the clip
+            shows every ``sampling_rate``-th (subsampling a longer drawing).
         size: frame side (paper: 224).
         channels: 1 (paper) or 3 (the grey frames repeated).
         brush_size: side of the brush digit; default ``round(28 * size / 224)`` as in the paper,
@@ -201,6 +204,7 @@ class BrushMNIST(Dataset):
         split: str = "train",
         *,
         num_frames: int = 150,
+        sampling_rate: int = 1,
         size: int = 224,
         channels: int = 1,
         brush_size: int | None = None,
@@ -219,6 +223,11 @@ class BrushMNIST(Dataset):
             raise StbiasError(f"unknown split {split!r}; valid: train, test (val = test)")
         self.split = "train" if split == "train" else "test"
         self.num_frames, self.size, self.channels = int(num_frames), int(size), int(channels)
+        self.sampling_rate = int(sampling_rate)
+        if self.num_frames < 1 or self.sampling_rate < 1:
+            raise StbiasError(
+                f"num_frames and sampling_rate must be >= 1, got {num_frames}, {sampling_rate}"
+            )
         self.brush_size = int(brush_size or max(7, round(28 * size / 224)))
         if not 1 <= self.brush_size < self.size - 4:
             raise StbiasError(f"brush_size {self.brush_size} does not fit frames of {size}")
@@ -247,8 +256,9 @@ class BrushMNIST(Dataset):
             interpolation=cv2.INTER_AREA,
         )
         positions, digit = self.pools.trajectory(
-            shape, self.size - self.brush_size, self.num_frames, rng
+            shape, self.size - self.brush_size, self.num_frames * self.sampling_rate, rng
         )
+        positions = positions[:: self.sampling_rate]
         frames = render(positions, brush, self.size, self.variant)
         video = torch.from_numpy(np.repeat(frames[..., None], self.channels, axis=3))
         return {

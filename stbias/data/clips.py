@@ -55,7 +55,7 @@ def temporal_indices(
     span = (num_frames - 1) * sampling_rate + 1
     room = max(n - span, 0)
     if num_views > 1:
-        start = int(round(room * view / (num_views - 1)))
+        start = int(np.floor(room * view / (num_views - 1) + 0.5))
     elif mode == "centre":
         start = room // 2
     else:

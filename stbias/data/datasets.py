@@ -135,8 +135,8 @@ def _find_video(stem: str, folders: list[str]) -> str:
 def kinetics(root: str | None, split: str = "train", **clip: Any) -> VideoClipDataset:
     """Kinetics-400/600/700: the released CSV and ``<youtube_id>_<start>_<end>.mp4`` clips."""
     root = _check_root("kinetics", root)
-    names = {"validation": ["val", "validate", "validation"], "val": ["val", "validate"]}
-    names = names.get(split, names.get(SPLIT_ALIASES.get(split, ""), [split]))
+    is_val = SPLIT_ALIASES.get(split, split) == "validation"
+    names = ["val", "validate", "validation"] if is_val else [split]
 
     def csv_for(candidates: list[str]) -> list[str]:
         return [

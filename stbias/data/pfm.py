@@ -26,7 +26,10 @@ class PlacesFacesMNIST(Dataset):
     Args:
         num_places: ``x``, number of place classes (embedded: at most 18).
         num_motions: ``y``, number of motion classes (digit sequences ``0 .. y-1``).
+        root: same as ``mnist_root``.
         num_frames: frames per clip.
+        sampling_rate: the trajectory has ``num_frames * sampling_rate`` positions and the clip
+            shows every ``sampling_rate``-th.
         size: frame side.
         face_size: side of the face brush; default ``size // 4``.
         num_samples: dataset length; sample ``i`` has class ``i % (x * y)`` (balanced).
@@ -42,6 +45,7 @@ class PlacesFacesMNIST(Dataset):
         num_places: int = 8,
         num_motions: int = 16,
         num_frames: int = 16,
+        sampling_rate: int = 1,
         size: int = 64,
         face_size: int | None = None,
         num_samples: int = 10000,
@@ -59,6 +63,9 @@ class PlacesFacesMNIST(Dataset):
         self.split = "train" if split == "train" else "test"
         self.num_places, self.num_motions = int(num_places), int(num_motions)
         self.num_frames, self.size = int(num_frames), int(size)
+        self.sampling_rate = int(sampling_rate)
+        if self.sampling_rate < 1:
+            raise StbiasError(f"sampling_rate must be >= 1, got {sampling_rate}")
         self.face_size = int(face_size or max(8, size // 4))
         if self.face_size >= self.size - 4:
             raise StbiasError(f"face_size {self.face_size} does not fit frames of {size}")
@@ -89,10 +96,11 @@ class PlacesFacesMNIST(Dataset):
     def motion_positions(self, motion: int, rng: np.random.Generator) -> np.ndarray:
         """Positions ``(T, 2)`` writing the decimal digits of ``motion`` in turn."""
         digits = [int(c) for c in str(motion)]
-        counts = np.diff(np.round(np.linspace(0, self.num_frames, len(digits) + 1)).astype(int))
+        total = self.num_frames * self.sampling_rate
+        counts = np.diff(np.round(np.linspace(0, total, len(digits) + 1)).astype(int))
         canvas = self.size - self.face_size
         parts = [self.pools.trajectory(d, canvas, int(k), rng)[0] for d, k in zip(digits, counts)]
-        return np.concatenate(parts)
+        return np.concatenate(parts)[:: self.sampling_rate]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):

@@ -151,7 +151,7 @@ def place_images(root: str | None, num_places: int) -> tuple[tuple[str, ...], li
 
 @functools.lru_cache(maxsize=4)
 def face_images(root: str | None = None) -> list:
-    """Face crops (RGB arrays) or LFW image paths (``<root>/<Person_Name>/<Person_Name>_0001.jpg``)."""
+    """Face crops (RGB arrays), or LFW paths ``<root>/<Person_Name>/<Person_Name>_NNNN.jpg``."""
     if root:
         root = os.path.expanduser(str(root))
         files = sorted(glob.glob(os.path.join(root, "*", "*.jpg")))

@@ -118,14 +118,35 @@ class _Source:
         """Frames ``(T, H, W, 3)`` uint8 at absolute ``indices``."""
         if self.is_dir:
             return np.stack([_read_image(self.files[i]) for i in indices])
+        unique, inverse = np.unique(indices, return_inverse=True)
         try:
-            unique, inverse = np.unique(indices, return_inverse=True)
             frames = self.reader.get_batch(unique.tolist()).asnumpy()
-        except Exception as exc:
-            raise DecodeError(f"cannot decode {self.record.path}: {exc}") from exc
+        except Exception:
+            # decord 0.6 fails on some frame widths (e.g. 48 or 24 pixels) of otherwise sound
+            # files; PyAV decodes those, and a truly damaged file fails there as well
+            frames = _decode_with_pyav(self.record.path, unique)
         if frames.shape[0] != len(unique):
             raise DecodeError(f"cannot decode {self.record.path}: short read")
         return frames[inverse]
+
+
+def _decode_with_pyav(path: str, indices: np.ndarray) -> np.ndarray:
+    """Frames at sorted unique ``indices``, decoded sequentially with PyAV."""
+    import av
+
+    wanted, found = set(indices.tolist()), {}
+    try:
+        with av.open(path) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in wanted:
+                    found[i] = frame.to_ndarray(format="rgb24")
+                if i >= indices[-1]:
+                    break
+    except Exception as exc:  # PyAV raises several error types for damaged streams
+        raise DecodeError(f"cannot decode {path}: {exc}") from exc
+    if len(found) != len(wanted):
+        raise DecodeError(f"cannot decode {path}: frames {sorted(wanted - set(found))} missing")
+    return np.stack([found[i] for i in indices.tolist()])
 
 
 class VideoClipDataset(Dataset):
@@ -282,7 +303,7 @@ class VideoClipDataset(Dataset):
         for i in indices:
             frame_name = os.path.splitext(os.path.basename(source.files[i]))[0]
             path = os.path.join(record.mask_dir, frame_name + ".png")
-            # DAVIS annotates every frame; where one is missing use the nearest earlier mask
+            # masks are matched to frames by name; other names are matched by sorted position
             if not os.path.exists(path):
                 path = masks[min(i, len(masks) - 1)]
             out.append((_read_image(path, grey=True) > 0).astype(np.uint8))
