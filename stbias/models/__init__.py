@@ -8,8 +8,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
 * `pretrained` — fetch the published weights with the library's own loader.
 * `checkpoint` — null or a local weights file (`.pyth`, Lightning `.ckpt`, state dict).
 * `num_classes` — classifier outputs.
-* `layout` — how layer outputs are laid out: `cnn`, `channels_last`, `tokens`, `tokens_cls`
-  (see `stbias.models.taps`).
+* `layout` (optional, default `cnn`) — how layer outputs are laid out: `cnn`,
+  `channels_last`, `tokens`, `tokens_cls` (see `stbias.models.taps`).
 * `layers` — `alias: module.path`, a dotted module path with an optional `[i]` that picks element
   `i` of a tuple output (`blocks.3[0]`). Never integer positions alone.
 * `channels` — `alias: int`, the channel count each alias yields (checked by the tests).
@@ -17,6 +17,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   `pathways`, `alpha`.
 * `reduced` (optional) — `{size, frames}` small enough for quick CPU checks
   (`task=layers task.reduced=true`, the tests); left out when the size is fixed.
+* `requires` (optional) — a module an optional extra provides (`transformers`); the tests skip
+  the model when it is missing.
 """
 
 from stbias.models.inputs import InputSpec, pack_inputs, slow_indices, spec_shapes

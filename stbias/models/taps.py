@@ -15,6 +15,7 @@ Output layouts (declared per model as `layout`):
   after it in (t, h, w) raster order (pytorchvideo and torchvision MViT); the class token is
   left out of the average unless `include_cls=True`.
 
+An output that is a 1-tuple `(tensor,)` is unwrapped (Hugging Face blocks in some versions).
 A 2-D output `(B, C)` is already pooled and passes through unchanged whatever the layout.
 """
 
@@ -122,7 +123,8 @@ class LayerTap:
     """Capture the outputs of named layers during a forward pass (a context manager).
 
     Hooks are registered on entry and always removed on exit, also when the forward raises.
-    After the forward, `outputs` maps each alias to its output tensor.
+    After the forward, `outputs` maps each alias to its output tensor. Tap modules that run
+    once per forward: a module called several times (a shared activation) keeps its last call.
 
     Example:
         >>> with LayerTap(model, {"res4": "blocks.4", "res5": "blocks.5"}) as tap:
@@ -160,6 +162,9 @@ class LayerTap:
                         f"an output that is {_describe(value)}"
                     )
                 value = value[i]
+            # a 1-tuple has one meaning (some libraries wrap block outputs as `(hidden,)`)
+            if isinstance(value, (list, tuple)) and len(value) == 1 and torch.is_tensor(value[0]):
+                value = value[0]
             if not torch.is_tensor(value):
                 raise StbiasError(self._not_a_tensor(alias, path, value))
             self.outputs[alias] = value.detach() if self.detach else value

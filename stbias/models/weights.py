@@ -37,6 +37,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    # keys outside the stripped prefix: other parts of a training module (loss buffers, EMA...)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -70,17 +72,31 @@ def read_weights_file(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "Unsupported global" not in detail:
+            raise StbiasError(
+                f"{path!r} is not a readable PyTorch weights file ({detail})"
+            ) from None
         raise StbiasError(
             f"refused to load {path!r}: it holds objects that would run code when unpickled "
             "(only tensors and plain containers are accepted, torch.load weights_only=True). "
-            "Re-save just the state dict: torch.save(model.state_dict(), path). "
-            f"Detail: {str(err).splitlines()[0]}"
+            f"Re-save just the state dict: torch.save(model.state_dict(), path). ({detail})"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise StbiasError(
             f"{path!r} is not a readable PyTorch weights file ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'empty'})"
         ) from None
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The one informative line of torch's weights-only unpickling error."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        return rest.split(". Please", 1)[0].splitlines()[0].strip() or text.splitlines()[0]
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def extract_state_dict(obj: Any, path: str = "<object>") -> tuple[dict[str, torch.Tensor], str]:
@@ -133,6 +149,8 @@ def load_state_dict_into(
 ) -> LoadReport:
     """Load `state` into `model` after stripping the best-matching key prefix.
 
+    Keys outside the stripped prefix (e.g. a Lightning module's loss buffers beside its
+    `model.` weights) are listed as `ignored`, not loaded and not an error.
     Keys whose shapes differ are not loaded and are reported. With `strict`, any missing,
     unexpected or mismatched key raises a StbiasError listing them; otherwise the matching
     keys are loaded and the report says what was left out.
@@ -142,7 +160,10 @@ def load_state_dict_into(
     report = LoadReport(path=path, prefix=prefix)
     renamed = {}
     for key, value in state.items():
-        if not key.startswith(prefix) or key[len(prefix) :] not in target:
+        if not key.startswith(prefix):
+            report.ignored.append(key)
+            continue
+        if key[len(prefix) :] not in target:
             report.unexpected.append(key)
             continue
         name = key[len(prefix) :]
