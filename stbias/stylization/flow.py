@@ -1,0 +1,191 @@
+"""Optical flow as an HSV image and the RGB + flow pairs of two-stream models (SPEC section 1).
+
+Flow is computed on the original (unstylized) frames and rendered with hue = direction and
+saturation = magnitude (value = 1). The static pair keeps the stylized RGB frames and jitters the
+flow image's hue and saturation; the dynamic pair keeps the flow image and changes the RGB style.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stbias.errors import StbiasError
+from stbias.stylization.base import Stylizer, check_clip
+from stbias.stylization.pairs import _indices, clip_generator, draw_styles
+
+FARNEBACK = {
+    "pyr_scale": 0.5,
+    "levels": 3,
+    "winsize": 9,
+    "iterations": 3,
+    "poly_n": 5,
+    "poly_sigma": 1.1,
+    "flags": 0,
+}
+
+
+def _gray_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(C, T, H, W)`` float in [0, 1] -> ``(T, H, W)`` uint8 luma."""
+    if frames.shape[0] == 3:
+        frames = (frames * frames.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1, 1)).sum(0)
+    else:
+        frames = frames[0]
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def farneback_flow(clip01: torch.Tensor, **params: Any) -> torch.Tensor:
+    """Forward optical flow between consecutive frames (OpenCV Farneback, on the CPU).
+
+    Args:
+        clip01: float ``(B, C, T, H, W)`` in [0, 1].
+        **params: overrides of ``FARNEBACK`` (``cv2.calcOpticalFlowFarneback`` arguments).
+
+    Returns:
+        ``(B, 2, T - 1, H, W)`` flow (x, y) in pixels, from frame ``t`` to ``t + 1``, on the
+        input's device.
+    """
+    import cv2
+
+    check_clip(clip01)
+    unknown = set(params) - set(FARNEBACK)
+    if unknown:
+        raise StbiasError(
+            f"unknown Farneback parameter(s) {sorted(unknown)}; valid: {', '.join(FARNEBACK)}"
+        )
+    opts = {**FARNEBACK, **params}
+    if clip01.shape[2] < 2:
+        raise StbiasError(f"optical flow needs T >= 2 frames; got T = {clip01.shape[2]}")
+    out = []
+    for clip in clip01:
+        gray = _gray_uint8(clip)
+        flows = [
+            cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, **opts)
+            for t in range(len(gray) - 1)
+        ]
+        out.append(np.stack(flows).transpose(3, 0, 1, 2))
+    return torch.from_numpy(np.stack(out)).to(clip01.device)
+
+
+def flow_to_hue_saturation(
+    flow: torch.Tensor, max_magnitude: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hue (direction / 2 pi, in [0, 1)) and saturation (magnitude, scaled to [0, 1]).
+
+    Args:
+        flow: ``(B, 2, T, H, W)``.
+        max_magnitude: the magnitude shown at full saturation; by default each clip's largest
+            magnitude over all its frames, so one scale serves the whole clip.
+
+    Returns:
+        hue and saturation, each ``(B, 1, T, H, W)``.
+    """
+    magnitude = flow.norm(dim=1, keepdim=True)
+    angle = torch.atan2(flow[:, 1:2], flow[:, 0:1])
+    hue = torch.remainder(angle / (2 * math.pi), 1.0)
+    if max_magnitude is None:
+        scale = magnitude.amax(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
+    else:
+        scale = torch.as_tensor(float(max_magnitude), device=flow.device)
+    return hue, (magnitude / scale).clamp(0, 1)
+
+
+def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """HSV (each ``(B, 1, ...)``, hue in [0, 1)) -> RGB ``(B, 3, ...)`` in [0, 1]."""
+    k = torch.tensor([5.0, 3.0, 1.0], device=hue.device).view(1, 3, *([1] * (hue.dim() - 2)))
+    k = torch.remainder(k + hue * 6.0, 6.0)
+    return value - value * saturation * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def flow_to_image(flow: torch.Tensor, max_magnitude: float | None = None) -> torch.Tensor:
+    """Render flow ``(B, 2, T, H, W)`` as an RGB image ``(B, 3, T, H, W)`` (hue = direction)."""
+    hue, sat = flow_to_hue_saturation(flow, max_magnitude)
+    return hsv_to_rgb(hue, sat, torch.ones_like(hue))
+
+
+def _signed_uniform(generator: torch.Generator, low: float, high: float) -> float:
+    value = low + (high - low) * float(torch.rand(1, generator=generator))
+    return value if float(torch.rand(1, generator=generator)) < 0.5 else -value
+
+
+def make_flow_pair_views(
+    clip01: torch.Tensor,
+    stylizer: Stylizer,
+    index: int | Sequence[int] | torch.Tensor,
+    seed: int = 0,
+    *,
+    flow: torch.Tensor | None = None,
+    hue_shift: Sequence[float] = (0.1, 0.5),
+    saturation_scale: Sequence[float] = (1.25, 2.0),
+    balanced: bool = True,
+    **context: Any,
+) -> dict[str, Any]:
+    """Views of the static and dynamic pairs of two-stream (RGB + flow) models.
+
+    Frame ``t`` of every view pairs RGB frame ``t`` with the flow from ``t`` to ``t + 1``.
+
+    Args:
+        clip01: float ``(B, C, T, H, W)`` in [0, 1], the original clips.
+        stylizer: renders the RGB frames.
+        index: the dataset index of each clip (an int ``i`` means ``i, i + 1, ...``).
+        seed: with the index, seeds the styles and jitters of a clip.
+        flow: ``(B, 2, T - 1, H, W)`` precomputed flow; Farneback on ``clip01`` when ``None``.
+        hue_shift: the hue shift is ``+-U(low, high)`` turns (one per clip, every frame).
+        saturation_scale: saturation is multiplied (or divided) by ``U(low, high)``.
+        balanced: as in ``make_pair_views``.
+        **context: passed to the stylizer.
+
+    Returns:
+        ``anchor``, ``static``, ``dynamic``: each ``[rgb (B, C, T - 1, H, W), flow image
+        (B, 3, T - 1, H, W)]``; ``pairs``, ``factor``, ``styles`` as in ``make_pair_views``;
+        ``jitter``: ``(B, 2)`` hue shift and saturation factor of the static view.
+    """
+    low, high = (float(v) for v in hue_shift)
+    if not 0 < low <= high <= 0.5:
+        raise StbiasError(f"hue_shift must satisfy 0 < low <= high <= 0.5; got {hue_shift}")
+    s_low, s_high = (float(v) for v in saturation_scale)
+    if not 1 < s_low <= s_high:
+        raise StbiasError(f"saturation_scale must satisfy 1 < low <= high; got {saturation_scale}")
+    batch = clip01.shape[0]
+    generators = [clip_generator(seed, i) for i in _indices(index, batch)]
+    styles = torch.tensor([draw_styles(stylizer.num_styles, g) for g in generators])
+    coins = torch.tensor([bool(torch.rand(1, generator=g) < 0.5) for g in generators])
+    jitter = []
+    for g in generators:
+        shift = _signed_uniform(g, low, high)
+        factor = math.exp(_signed_uniform(g, math.log(s_low), math.log(s_high)))
+        jitter.append((shift, factor))
+    jitter = torch.tensor(jitter, dtype=clip01.dtype, device=clip01.device)
+    if flow is None:
+        flow = farneback_flow(clip01)
+    expected = (batch, 2, clip01.shape[2] - 1, *clip01.shape[3:])
+    if tuple(flow.shape) != expected:
+        raise StbiasError(f"flow of shape {tuple(flow.shape)}; expected {expected}")
+    hue, sat = flow_to_hue_saturation(flow.to(clip01.device, clip01.dtype))
+    value = torch.ones_like(hue)
+    flow_image = hsv_to_rgb(hue, sat, value)
+    shape = (batch, 1, 1, 1, 1)
+    jittered = hsv_to_rgb(
+        torch.remainder(hue + jitter[:, 0].view(shape), 1.0),
+        (sat * jitter[:, 1].view(shape)).clamp(0, 1),
+        value,
+    )
+    rgb_a = stylizer(clip01, styles[:, 0], **context)[:, :, :-1]
+    rgb_b = stylizer(clip01, styles[:, 1], **context)[:, :, :-1]
+    if balanced:
+        factor = {"static": torch.ones(batch, dtype=torch.bool), "dynamic": torch.ones_like(coins)}
+    else:
+        factor = {"static": coins, "dynamic": ~coins}
+    return {
+        "anchor": [rgb_a, flow_image],
+        "static": [rgb_a, jittered],
+        "dynamic": [rgb_b, flow_image],
+        "pairs": {"static": ("anchor", "static"), "dynamic": ("anchor", "dynamic")},
+        "factor": factor,
+        "styles": styles,
+        "jitter": jitter,
+    }

@@ -1,0 +1,275 @@
+"""Static and dynamic pairs from one clip (SPEC section 1): anchor, shuffled anchor, restyled clip.
+
+Three views per clip share the anchor ``x_a = style_a(v)``: the static pair is ``(x_a,
+shuffle(x_a))`` (same frames, another order) and the dynamic pair is ``(x_a, style_b(v))`` (same
+frames and order, another style). Every random choice of clip ``i`` comes from a generator seeded
+by ``(seed, index_i)``, so a clip gets the same styles and permutations whatever batch it is in.
+Shuffling acts on what the model receives: views can be packed first (``pack``) and each
+pathway's frames are then reordered, never re-sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stbias.errors import StbiasError
+from stbias.stylization.base import Stylizer
+
+Frames = torch.Tensor | list[torch.Tensor]
+SHUFFLE_MODES = ("one", "both")
+
+
+def clip_generator(seed: int, index: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, index)`` (well mixed, stable across runs)."""
+    if int(index) < 0 or int(seed) < 0:
+        raise StbiasError(f"seed and clip index must be >= 0; got seed={seed}, index={index}")
+    state = np.random.SeedSequence((int(seed), int(index))).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def draw_styles(num_styles: int, generator: torch.Generator) -> tuple[int, int]:
+    """Two different style indices ``a != b``, uniform over ordered pairs."""
+    if num_styles < 2:
+        raise StbiasError(f"dynamic pairs need at least 2 styles; the stylizer has {num_styles}")
+    a = int(torch.randint(num_styles, (1,), generator=generator))
+    b = int(torch.randint(num_styles - 1, (1,), generator=generator))
+    return a, b + (b >= a)
+
+
+def random_permutation(length: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly drawn permutation of ``range(length)`` that is not the identity."""
+    if length < 2:
+        raise StbiasError(f"cannot shuffle a clip of {length} frame(s); static pairs need T >= 2")
+    identity = torch.arange(length)
+    while True:
+        perm = torch.randperm(length, generator=generator)
+        if not torch.equal(perm, identity):
+            return perm
+
+
+def _pathways(x: Frames) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)) and x and all(isinstance(p, torch.Tensor) for p in x):
+        return list(x)
+    raise StbiasError("frames must be a Tensor (B, C, T, H, W) or a list of such tensors")
+
+
+def _like(x: Frames, pathways: list[torch.Tensor]) -> Frames:
+    return pathways[0] if isinstance(x, torch.Tensor) else pathways
+
+
+def permute_frames(x: Frames, perms: Sequence[torch.Tensor]) -> Frames:
+    """Reorder the frames of every clip and pathway: ``out[b, :, t] = x[b, :, perm[b, t]]``.
+
+    Args:
+        x: a Tensor ``(B, C, T, H, W)`` or a list of per-pathway tensors (SlowFast
+            ``[slow, fast]``).
+        perms: one ``(B, T_p)`` long tensor per pathway.
+    """
+    pathways = _pathways(x)
+    if len(perms) != len(pathways):
+        raise StbiasError(f"got {len(perms)} permutations for {len(pathways)} pathways")
+    out = []
+    for p, perm in zip(pathways, perms):
+        if perm.shape != (p.shape[0], p.shape[2]):
+            raise StbiasError(
+                f"permutation shape {tuple(perm.shape)} does not match (B, T) = "
+                f"{(p.shape[0], p.shape[2])}"
+            )
+        index = perm.to(p.device).view(p.shape[0], 1, p.shape[2], *([1] * (p.dim() - 3)))
+        out.append(torch.take_along_dim(p, index.expand(-1, p.shape[1], -1, *p.shape[3:]), dim=2))
+    return _like(x, out)
+
+
+def draw_permutations(
+    x: Frames, generators: torch.Generator | Sequence[torch.Generator]
+) -> list[torch.Tensor]:
+    """One non-identity permutation per clip and pathway, ``(B, T_p)`` per pathway.
+
+    Clip ``b`` draws from ``generators[b]`` (or every clip from one shared generator), pathway by
+    pathway.
+    """
+    pathways = _pathways(x)
+    batch = pathways[0].shape[0]
+    if isinstance(generators, torch.Generator):
+        generators = [generators] * batch
+    if len(generators) != batch:
+        raise StbiasError(f"got {len(generators)} generators for a batch of {batch} clips")
+    rows = [[random_permutation(p.shape[2], g) for p in pathways] for g in generators]
+    return [torch.stack([row[k] for row in rows]) for k in range(len(pathways))]
+
+
+def shuffle_frames(
+    x: Frames, generator: torch.Generator | Sequence[torch.Generator] | None = None
+) -> Frames:
+    """Shuffle the frames of every clip and pathway by a non-identity permutation.
+
+    Args:
+        x: a Tensor ``(B, C, T, H, W)`` or a list of per-pathway tensors; each pathway's own
+            frames are reordered (never re-sampled), so both hold the same multiset of frames.
+        generator: one generator, or one per clip; ``None`` uses a fresh unseeded one.
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+    return permute_frames(x, draw_permutations(x, generator))
+
+
+def _indices(index: int | Sequence[int] | torch.Tensor, batch: int) -> list[int]:
+    if isinstance(index, torch.Tensor):
+        index = index.tolist()
+    if isinstance(index, int):
+        return [index + i for i in range(batch)]
+    index = [int(i) for i in index]
+    if len(index) != batch:
+        raise StbiasError(f"got {len(index)} clip indices for a batch of {batch} clips")
+    return index
+
+
+def make_pair_views(
+    clip01: torch.Tensor,
+    stylizer: Stylizer,
+    index: int | Sequence[int] | torch.Tensor,
+    seed: int = 0,
+    *,
+    pack: Callable[[torch.Tensor], Frames] | None = None,
+    shuffle: str = "one",
+    balanced: bool = True,
+    **context: Any,
+) -> dict[str, Any]:
+    """The views of one static and one dynamic pair per clip.
+
+    Args:
+        clip01: float ``(B, C, T, H, W)`` in [0, 1], the original clips.
+        stylizer: renders a clip in one of its ``styles``.
+        index: the dataset index of each clip (an int ``i`` means ``i, i + 1, ...``).
+        seed: with the index, seeds every random choice of a clip.
+        pack: turns stylized float clips into model input (a Tensor or a list of per-pathway
+            tensors, e.g. ``lambda v: pack_inputs(v, spec)``); identity when ``None``.
+        shuffle: ``"one"`` — static pair is (anchor, shuffled anchor); ``"both"`` — two
+            independently shuffled copies of the anchor (view ``static_anchor`` is the first).
+        balanced: every clip gives one static and one dynamic pair; otherwise each clip gives
+            one of them, drawn at random (the authors' sampling; see ``factor``).
+        **context: passed to the stylizer (``ids``, ``frame_indices`` for precomputed styles).
+
+    Returns:
+        ``anchor``, ``static``, ``dynamic`` (and ``static_anchor`` when ``shuffle="both"``): model
+        inputs of the same structure as ``pack``'s output; ``pairs``: factor -> the two view
+        names forming that factor's pairs; ``factor``: factor -> ``(B,)`` bool mask of the clips
+        whose pair counts; ``styles``: ``(B, 2)`` style indices ``a, b``; ``perms``: the
+        permutations of the static view, one ``(B, T_p)`` per pathway.
+    """
+    if shuffle not in SHUFFLE_MODES:
+        raise StbiasError(f"unknown shuffle mode {shuffle!r}; valid: {', '.join(SHUFFLE_MODES)}")
+    batch = clip01.shape[0]
+    generators = [clip_generator(seed, i) for i in _indices(index, batch)]
+    styles = torch.tensor([draw_styles(stylizer.num_styles, g) for g in generators])
+    coins = torch.tensor([bool(torch.rand(1, generator=g) < 0.5) for g in generators])
+    pack = pack if pack is not None else (lambda v: v)
+    anchor = pack(stylizer(clip01, styles[:, 0], **context))
+    dynamic = pack(stylizer(clip01, styles[:, 1], **context))
+    perms = draw_permutations(anchor, generators)
+    views: dict[str, Any] = {"anchor": anchor, "static": permute_frames(anchor, perms)}
+    pairs = {"static": ("anchor", "static"), "dynamic": ("anchor", "dynamic")}
+    if shuffle == "both":
+        views["static_anchor"] = permute_frames(anchor, draw_permutations(anchor, generators))
+        pairs["static"] = ("static_anchor", "static")
+    views["dynamic"] = dynamic
+    if balanced:
+        factor = {"static": torch.ones(batch, dtype=torch.bool), "dynamic": torch.ones_like(coins)}
+    else:
+        factor = {"static": coins, "dynamic": ~coins}
+    views.update(pairs=pairs, factor=factor, styles=styles, perms=perms)
+    return views
+
+
+def view_names(views: dict[str, Any]) -> list[str]:
+    """The names of the model-input views in ``views``, in a fixed order."""
+    names = ["anchor", "static", "dynamic", "static_anchor"]
+    return [n for n in names if n in views]
+
+
+def stack_views(views: dict[str, Any], names: Sequence[str] | None = None) -> Frames:
+    """Concatenate views along the batch axis for one forward pass (per pathway for lists)."""
+    names = list(names) if names is not None else view_names(views)
+    parts = [_pathways(views[n]) for n in names]
+    stacked = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return _like(views[names[0]], stacked)
+
+
+def split_views(output: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Split a batched output of ``stack_views``' input back into one chunk per view name."""
+    if output.shape[0] % len(names):
+        raise StbiasError(f"batch of {output.shape[0]} does not split into {len(names)} views")
+    return dict(zip(names, output.chunk(len(names))))
+
+
+class PairSampler:
+    """A stylizer plus the pair options: ``sampler(clip01, index)`` -> the views of the pairs.
+
+    Args:
+        stylizer: the stylizer the views are rendered with.
+        seed: seeds, with each clip's index, the styles, permutations and jitters.
+        shuffle: ``"one"`` or ``"both"`` (see ``make_pair_views``).
+        balanced: one static and one dynamic pair per clip (default) or one random factor.
+        two_stream: RGB + optical-flow pairs (``make_flow_pair_views``) instead of frame shuffling.
+        flow_jitter: keyword arguments of ``make_flow_pair_views`` (hue and saturation jitter).
+        name: the stylization's name in results.
+    """
+
+    def __init__(
+        self,
+        stylizer: Stylizer,
+        seed: int = 0,
+        shuffle: str = "one",
+        balanced: bool = True,
+        two_stream: bool = False,
+        flow_jitter: dict | None = None,
+        name: str | None = None,
+    ):
+        if shuffle not in SHUFFLE_MODES:
+            raise StbiasError(
+                f"unknown shuffle mode {shuffle!r}; valid: {', '.join(SHUFFLE_MODES)}"
+            )
+        self.stylizer = stylizer
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.balanced = bool(balanced)
+        self.two_stream = bool(two_stream)
+        self.flow_jitter = dict(flow_jitter or {})
+        self.name = name or stylizer.name
+
+    def __call__(
+        self,
+        clip01: torch.Tensor,
+        index: int | Sequence[int] | torch.Tensor,
+        pack: Callable[[torch.Tensor], Frames] | None = None,
+        **context: Any,
+    ) -> dict[str, Any]:
+        """The views of ``clip01`` (``(B, C, T, H, W)`` in [0, 1]) for clips ``index``."""
+        if self.two_stream:
+            from stbias.stylization.flow import make_flow_pair_views
+
+            return make_flow_pair_views(
+                clip01,
+                self.stylizer,
+                index,
+                self.seed,
+                balanced=self.balanced,
+                **self.flow_jitter,
+                **context,
+            )
+        return make_pair_views(
+            clip01,
+            self.stylizer,
+            index,
+            self.seed,
+            pack=pack,
+            shuffle=self.shuffle,
+            balanced=self.balanced,
+            **context,
+        )
