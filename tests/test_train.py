@@ -403,3 +403,29 @@ def test_train_task_is_registered():
         cfg = compose("config", overrides=["task=train", "train.shuffle_frames=true"])
     assert cfg.task.name == "train" and cfg.train.shuffle_frames is True
     assert cfg.train.optimizer._partial_ is True and cfg.train.scheduler.T_max == cfg.train.epochs
+
+
+@pytest.mark.slow
+def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
+    """A reduced Fig. 5 run: the motion (shape) label suffers from shuffled-frame training."""
+    overrides = [
+        "experiment=shuffled_brushmnist",
+        "dataset.num_samples=300",
+        "train.val_clips=100",
+        "train.epochs=3",
+        *TINY[5:],
+    ]
+    rows = train.shuffled_baseline(["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides)
+    (row,) = rows
+    assert row["num_classes"] == 10 and row["label_key"] == "shape_label"
+    assert row["acc_std"] >= 0.8  # chance: 0.1
+    assert row["drop"] == pytest.approx((row["acc_std"] - row["acc_shuf"]) / row["acc_std"])
+    assert row["drop"] >= 0.15
+    with open(tmp_path / "shuffled_baseline.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert float(saved[0]["drop"]) == pytest.approx(row["drop"])
+    assert (tmp_path / "shuffled_baseline.png").stat().st_size > 0
+    std = json.loads((tmp_path / "i3d_tiny-brushmnist_small/std/results.json").read_text())
+    shuf = json.loads((tmp_path / "i3d_tiny-brushmnist_small/shuf/results.json").read_text())
+    assert std["init_checksum"] == shuf["init_checksum"] == row["init_checksum"]
+    assert (std["shuffle_frames"], shuf["shuffle_frames"]) == (False, True)
