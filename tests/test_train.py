@@ -429,3 +429,55 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
     shuf = json.loads((tmp_path / "i3d_tiny-brushmnist_small/shuf/results.json").read_text())
     assert std["init_checksum"] == shuf["init_checksum"] == row["init_checksum"]
     assert (std["shuffle_frames"], shuf["shuffle_frames"]) == (False, True)
+
+
+def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
+    small = ["dataset.num_samples=32", "train.val_clips=16", "train.epochs=1", *TINY[5:]]
+    first = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    ckpt = first["checkpoint"]
+    assert ckpt.startswith(str(tmp_path / "c2d_tiny-")) and os.path.isfile(ckpt)
+    assert f"model.checkpoint={ckpt}" in first["config_overrides"]
+    assert "model.input.size=32" in first["config_overrides"]
+    stamp = os.path.getmtime(ckpt)
+    again = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    assert again["checkpoint"] == ckpt and os.path.getmtime(ckpt) == stamp  # not retrained
+    other = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, [*small, "seed=1"])
+    assert other["checkpoint"] != ckpt  # another setting, another checkpoint
+    with pytest.raises(StbiasError, match="i3d_tiny"):
+        train.ensure_quickstart_checkpoint("i3d", tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """trainer=ddp_cpu: two processes share the epoch, so each takes half the steps."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        "task=train",
+        "trainer=ddp_cpu",
+        "model=c2d_tiny",
+        "dataset=pfm",
+        "dataset.num_places=2",
+        "dataset.num_motions=2",
+        "dataset.num_samples=64",
+        "train.val_clips=32",
+        "train.epochs=2",
+        *TINY[:3],
+        *TINY[4:],
+        f"hydra.run.dir={tmp_path}",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(root / "run.py"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["global_step"] == 4  # 64 clips / (16 per batch x 2 processes) x 2 epochs
+    assert 0.0 <= record["val/acc"] <= 1.0 and os.path.isfile(record["checkpoint"])

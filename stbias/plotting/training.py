@@ -36,7 +36,7 @@ def shuffled_drop(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("relative top-1 drop (%)")
-    ax.legend(title="dataset", fontsize=8)
+    ax.legend(title="dataset", fontsize=8, loc="best")
     if title:
         ax.set_title(title)
     fig.tight_layout()
