@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -325,16 +327,18 @@ def ensure_quickstart_checkpoint(
     key = hashlib.sha1(repr(sorted(keyed.items())).encode()).hexdigest()[:12]
     folder = os.path.join(os.fspath(cache_dir), f"{model_name}-{key}")
     results = os.path.join(folder, "results.json")
-    if os.path.isfile(results):
-        import json
-
-        with open(results) as fh:
-            record = json.load(fh)
-        if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-            return _with_overrides(record, cfg)
-    with open_dict(cfg):
-        cfg.train.output_dir = folder
-    record, _ = run(cfg)
+    os.makedirs(os.fspath(cache_dir), exist_ok=True)
+    # several processes (e.g. the ranks of a multi-GPU probe) may ask at once: one trains, the
+    # others wait and read its results
+    with FileLock(folder + ".lock"):
+        if os.path.isfile(results):
+            with open(results) as fh:
+                record = json.load(fh)
+            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
+                return _with_overrides(record, cfg)
+        with open_dict(cfg):
+            cfg.train.output_dir = folder
+        record, _ = run(cfg)
     return _with_overrides(record, cfg)
 
 
