@@ -481,3 +481,17 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["global_step"] == 4  # 64 clips / (16 per batch x 2 processes) x 2 epochs
     assert 0.0 <= record["val/acc"] <= 1.0 and os.path.isfile(record["checkpoint"])
+
+
+def test_shuffled_drop_plot_draws_one_bar_per_model_and_dataset():
+    from stbias.plotting.training import shuffled_drop
+
+    rows = [
+        {"model": "a", "dataset": "x", "drop": 0.5},
+        {"model": "b", "dataset": "x", "drop": -0.1},
+        {"model": "a", "dataset": "y", "drop": 0.25},
+    ]
+    fig = shuffled_drop(rows, "t")
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [-10.0, 25.0, 50.0]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
