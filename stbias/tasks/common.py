@@ -114,7 +114,7 @@ def build_logger(logger_cfg: Any, save_dir: str) -> Any:
         attempts.append(offline)
     for attempt in attempts:
         try:
-            logger = instantiate(attempt)
+            logger = instantiate(attempt, _convert_="all")
             if is_wandb:
                 logger.experiment  # noqa: B018 - starts the W&B run now, where failure is caught
             return logger
@@ -122,7 +122,20 @@ def build_logger(logger_cfg: Any, save_dir: str) -> Any:
             log.warning(
                 "logger %s could not start (%s: %s)", attempt._target_, type(err).__name__, err
             )
+            if is_wandb:
+                _reset_wandb()
     from pytorch_lightning.loggers import CSVLogger
 
     log.warning("logging to CSV files in %s instead", save_dir)
     return CSVLogger(save_dir=save_dir, name="csv")
+
+
+def _reset_wandb() -> None:
+    # a failed wandb.init leaves its service waiting on the dead run, and the next start (offline)
+    # would wait for it too
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:  # noqa: BLE001 - nothing more to clean up
+        pass

@@ -1,0 +1,1 @@
+"""LightningModules and data modules: the classifier (``classifier``), its data (``train_data``)."""

@@ -1,0 +1,447 @@
+"""`task=train`: train a classifier for any model on any dataset (and the quickstart checkpoints).
+
+``python run.py task=train model=i3d_tiny dataset=brushmnist_small`` trains with the optimizer,
+scheduler and epochs of the ``train`` node, writes ``checkpoints/last.ckpt`` and
+``checkpoints/best.ckpt`` (highest ``val/acc``) and ``results.json`` into the run directory.
+The network is adapted to the dataset: ``num_classes`` from the dataset (or ``train.num_classes``)
+and the input channels from its clips. The checkpoint records these changes, so
+``model=<name> model.checkpoint=<run>/checkpoints/last.ckpt`` rebuilds the trained network.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from filelock import FileLock
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch.utils.data import Dataset, Subset
+
+from stbias import io
+from stbias.errors import StbiasError
+from stbias.lit.classifier import VideoClassifier
+from stbias.lit.train_data import ClassificationData, EpochSetter
+from stbias.models.inputs import InputSpec
+from stbias.tasks.common import MODEL_OVERRIDES, build_logger, build_model, output_dir, plain
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def build_dataset(
+    dataset_cfg: Any, spec: InputSpec, split: str | None = None, num_samples: int | None = None
+) -> Dataset:
+    """Instantiate a dataset at the model's clip length, frame stride and size.
+
+    Args:
+        dataset_cfg: the ``dataset`` config node.
+        spec: the model's input spec; sets ``num_frames``, ``sampling_rate`` and ``size`` where
+            the dataset config has those keys.
+        split: replaces ``split`` (e.g. ``val``).
+        num_samples: replaces ``num_samples`` (synthetic datasets); other datasets are cut to
+            a seeded random subset of this many clips.
+    """
+    dataset_cfg = copy.deepcopy(dataset_cfg)
+    with open_dict(dataset_cfg):
+        for key, value in (
+            ("num_frames", spec.frames),
+            ("sampling_rate", spec.sampling_rate),
+            ("size", spec.size),
+            ("split", split),
+            ("num_samples", num_samples),
+        ):
+            if key in dataset_cfg and value is not None:
+                dataset_cfg[key] = value
+    dataset = instantiate(dataset_cfg)
+    if num_samples is not None and "num_samples" not in dataset_cfg and num_samples < len(dataset):
+        picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)
+        dataset = Subset(dataset, sorted(int(i) for i in picks))
+    return dataset
+
+
+def _base(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def infer_num_classes(dataset: Dataset, label_key: str = "label") -> int:
+    """Classes of ``label_key``: the dataset's ``num_classes`` or ``classes`` (for ``label``)."""
+    base = _base(dataset)
+    if label_key == "label":
+        if getattr(base, "num_classes", None):
+            return int(base.num_classes)
+        if getattr(base, "classes", None):
+            return len(base.classes)
+    raise StbiasError(
+        f"cannot tell how many classes {label_key!r} has in {type(base).__name__}; "
+        "set train.num_classes=<int>"
+    )
+
+
+def infer_channels(dataset: Dataset) -> int:
+    """Channels of the dataset's clips: its ``channels`` attribute, else those of sample 0."""
+    base = _base(dataset)
+    channels = getattr(base, "channels", None)
+    if isinstance(channels, int):
+        return channels
+    return int(dataset[0]["video"].shape[-1])
+
+
+def adapt_model_config(model_cfg: Any, num_classes: int, channels: int) -> tuple[Any, dict]:
+    """A copy of ``model_cfg`` for ``num_classes`` outputs and ``channels``-channel clips.
+
+    Sets ``builder.num_classes`` (and ``num_classes`` where the config has it). When the clips'
+    channels differ from ``input.channels`` and the builder takes ``in_channels``, the first
+    layer is built for them (``input.mean`` / ``std`` keep their first value per channel);
+    otherwise grey clips are repeated into an RGB network and RGB clips turned to grey for a
+    grey one (see ``VideoClassifier``, ``pack_inputs``).
+
+    Returns:
+        The adapted config and the changes, ``{"builder": {...}, "input": {...}}``.
+    """
+    model_cfg = copy.deepcopy(model_cfg)
+    changes: dict[str, dict[str, Any]] = {"builder": {"num_classes": int(num_classes)}, "input": {}}
+    spec = plain(model_cfg.input)
+    if channels != int(spec["channels"]):
+        if "in_channels" in model_cfg.builder:
+            changes["builder"]["in_channels"] = int(channels)
+            changes["input"] = {
+                "channels": int(channels),
+                "mean": [float(spec["mean"][0])] * channels,
+                "std": [float(spec["std"][0])] * channels,
+            }
+        elif (channels, int(spec["channels"])) not in ((1, 3), (3, 1)):
+            raise StbiasError(
+                f"clips have {channels} channels but model {model_cfg.get('name')} takes "
+                f"{spec['channels']} and its builder has no in_channels argument"
+            )
+    with open_dict(model_cfg):
+        for node, values in changes.items():
+            for key, value in values.items():
+                model_cfg[node][key] = value
+        if "num_classes" in model_cfg:
+            model_cfg.num_classes = int(num_classes)
+    return model_cfg, changes
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """SHA-1 of every parameter and buffer, in state-dict order (equal iff the weights are)."""
+    digest = hashlib.sha1()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dataset_name(cfg: Any) -> str:
+    """The dataset option (``dataset=<name>``) under Hydra, else the dataset class name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("dataset")
+        if choice:
+            return str(choice)
+    return str(cfg.dataset.get("name") or str(cfg.dataset._target_).rsplit(".", 1)[-1])
+
+
+def _metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1 and np.isfinite(float(v))
+    }
+
+
+def _finish_logger(logger: Any) -> None:
+    # a finished W&B run lets the next run in this process start its own
+    if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+        logger.experiment.finish()
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    tcfg = cfg.train
+    folder = str(tcfg.get("output_dir") or output_dir())
+    label_key = str(tcfg.label_key)
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    train_set = build_dataset(cfg.dataset, spec, num_samples=tcfg.get("train_clips"))
+    val_set = None
+    if tcfg.get("val_split"):
+        val_set = build_dataset(cfg.dataset, spec, tcfg.val_split, tcfg.get("val_clips"))
+    num_classes = int(tcfg.get("num_classes") or infer_num_classes(train_set, label_key))
+    channels = infer_channels(train_set)
+    model_cfg, changes = adapt_model_config(cfg.model, num_classes, channels)
+    spec = InputSpec.from_dict(plain(model_cfg.input))
+    model = build_model(model_cfg)
+    init_checksum = weights_checksum(model)
+    name = str(model_cfg.get("name", "model"))
+    dataset = dataset_name(cfg)
+    module = VideoClassifier(
+        model,
+        spec,
+        num_classes,
+        instantiate(tcfg.optimizer),
+        instantiate(tcfg.scheduler) if tcfg.get("scheduler") else None,
+        shuffle_frames=bool(tcfg.shuffle_frames),
+        label_key=label_key,
+        seed=int(cfg.seed),
+        hparams={MODEL_OVERRIDES: changes, "model": name, "dataset": dataset},
+    )
+    data = ClassificationData(
+        train_set,
+        val_set,
+        batch_size=int(tcfg.batch_size),
+        num_workers=int(tcfg.num_workers),
+        pin_memory=str(cfg.trainer.get("accelerator", "cpu")) not in ("cpu",),
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=os.path.join(folder, "checkpoints"),
+        filename="best",
+        monitor="val/acc" if val_set is not None else None,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+    logger = build_logger(cfg.get("logger"), folder)
+    callbacks: list[pl.Callback] = [checkpoints, EpochSetter()]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
+    trainer = pl.Trainer(
+        **plain(cfg.trainer),
+        max_epochs=int(tcfg.epochs),
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=folder,
+    )
+    start = time.time()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=tcfg.get("resume") or None)
+    finally:
+        _finish_logger(logger)
+    record = {
+        "task": "train",
+        "model": name,
+        "dataset": dataset,
+        "seed": int(cfg.seed),
+        "shuffle_frames": bool(tcfg.shuffle_frames),
+        "label_key": label_key,
+        "num_classes": num_classes,
+        "in_channels": channels,
+        **_metrics(trainer),
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "minutes": (time.time() - start) / 60.0,
+        "checkpoint": checkpoints.last_model_path or None,
+        "best_checkpoint": checkpoints.best_model_path or None,
+        "best": {"val/acc": float(checkpoints.best_model_score)}
+        if checkpoints.best_model_score is not None and checkpoints.monitor
+        else {},
+        "init_checksum": init_checksum,
+        MODEL_OVERRIDES: changes,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": io.environment(),
+    }
+    if trainer.is_global_zero:
+        io.write_json(os.path.join(folder, "results.json"), record)
+        acc = record.get("val/acc")
+        print(
+            f"{name} on {dataset}: val/acc {acc:.4f}" if acc is not None else f"{name}: trained",
+            f"({record['epochs']} epochs, {record['minutes']:.2f} min) -> {record['checkpoint']}",
+        )
+    return record, {"model": model, "module": module, "trainer": trainer, "data": data}
+
+
+# The quickstart classifiers: the embedded Places+Faces+MNIST at a CPU-friendly clip size.
+QUICKSTART: dict[str, tuple[str, ...]] = {
+    name: (
+        f"model={name}",
+        "dataset=pfm",
+        "model.input.frames=8",
+        "model.input.size=32",
+        "dataset.num_places=4",
+        "dataset.num_motions=4",
+        "dataset.num_samples=2048",
+        "train.val_clips=256",
+        "train.epochs=6",
+        "train.batch_size=16",
+        "train.optimizer.lr=0.003",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+    )
+    for name in ("c2d_tiny", "i3d_tiny")
+}
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """The root config with ``task=train`` and ``overrides`` (works inside a Hydra app too)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = ["task=train", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def ensure_quickstart_checkpoint(
+    model_name: str, cache_dir: str | os.PathLike, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Train a quickstart classifier once and reuse it: ``<cache_dir>/<model>-<key>/``.
+
+    The key hashes the resolved model, dataset and training config, so a changed setting trains
+    a new checkpoint and an unchanged one is loaded from the cache.
+
+    Args:
+        model_name: ``c2d_tiny`` or ``i3d_tiny`` (see :data:`QUICKSTART`).
+        cache_dir: where checkpoints are kept.
+        overrides: further config overrides, applied after the quickstart ones.
+
+    Returns:
+        The training run's results record: ``checkpoint`` (``last.ckpt``), ``val/acc``, ...,
+        plus ``config_overrides``: what a probe needs to see clips as the model was trained
+        (``model.checkpoint=...``, ``model.input.frames=...``, ``model.input.size=...``).
+    """
+    if model_name not in QUICKSTART:
+        raise StbiasError(
+            f"no quickstart setting for model {model_name!r}; valid: {', '.join(QUICKSTART)}"
+        )
+    cfg = compose_config([*QUICKSTART[model_name], *overrides])
+    keyed = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dataset", "train")}
+    keyed["seed"] = int(cfg.seed)
+    key = hashlib.sha1(repr(sorted(keyed.items())).encode()).hexdigest()[:12]
+    folder = os.path.join(os.fspath(cache_dir), f"{model_name}-{key}")
+    results = os.path.join(folder, "results.json")
+    os.makedirs(os.fspath(cache_dir), exist_ok=True)
+    # several processes (e.g. the ranks of a multi-GPU probe) may ask at once: one trains, the
+    # others wait and read its results
+    with FileLock(folder + ".lock"):
+        if os.path.isfile(results):
+            with open(results) as fh:
+                record = json.load(fh)
+            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
+                return _with_overrides(record, cfg)
+        with open_dict(cfg):
+            cfg.train.output_dir = folder
+        record, _ = run(cfg)
+    return _with_overrides(record, cfg)
+
+
+def _with_overrides(record: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    record = dict(record)
+    record["config_overrides"] = [
+        f"model={cfg.model.name}",
+        f"model.checkpoint={record['checkpoint']}",
+        f"model.input.frames={int(cfg.model.input.frames)}",
+        f"model.input.size={int(cfg.model.input.size)}",
+    ]
+    return record
+
+
+def initial_weights(cfg: Any, path: str | os.PathLike) -> str:
+    """Build the network ``cfg`` would train, seeded by ``cfg.seed``, and save its weights.
+
+    Returns the weights' checksum. Runs given ``model.checkpoint=<path>`` then start from the
+    same initialisation, which their ``init_checksum`` confirms.
+    """
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    train_set = build_dataset(cfg.dataset, spec, num_samples=cfg.train.get("train_clips"))
+    label_key = str(cfg.train.label_key)
+    num_classes = int(cfg.train.get("num_classes") or infer_num_classes(train_set, label_key))
+    model_cfg, _ = adapt_model_config(cfg.model, num_classes, infer_channels(train_set))
+    model = build_model(model_cfg)
+    io.torch_save(model.state_dict(), path)
+    return weights_checksum(model)
+
+
+def shuffled_baseline(
+    models: Sequence[str],
+    datasets: Sequence[str],
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Kowal et al. Fig. 5 (right): standard vs shuffled-frame training from one initialisation.
+
+    For every model and dataset, trains twice from the same initial weights, once as usual and
+    once with ``train.shuffle_frames=true``, and reports the relative top-1 drop
+    ``(acc_std - acc_shuf) / acc_std`` (final ``val/acc`` of each run). Writes
+    ``shuffled_baseline.csv`` and ``shuffled_baseline.{png,pdf}`` into ``out_dir`` and each
+    run's folder below it.
+
+    Args:
+        models: model options (``model=<name>``).
+        datasets: dataset options (``dataset=<name>``).
+        out_dir: output folder.
+        overrides: config overrides for every run (e.g. ``train.epochs=4``).
+
+    Returns:
+        One row per (model, dataset): ``acc_std``, ``acc_shuf``, ``drop``, ``chance``, ...
+    """
+    from stbias.plotting.pairs import save_figure
+    from stbias.plotting.training import shuffled_drop
+
+    out_dir = os.fspath(out_dir)
+    rows = []
+    for dataset in datasets:
+        for model in models:
+            folder = os.path.join(out_dir, f"{model}-{dataset}")
+            base = compose_config([f"model={model}", f"dataset={dataset}", *overrides])
+            init = os.path.join(folder, "init.pt")
+            checksum = initial_weights(base, init)
+            accs, records = {}, {}
+            for variant, shuffle in (("std", False), ("shuf", True)):
+                cfg = compose_config(
+                    [f"model={model}", f"dataset={dataset}", *overrides]
+                    + [f"train.shuffle_frames={str(shuffle).lower()}", f"model.checkpoint={init}"]
+                )
+                with open_dict(cfg):
+                    cfg.train.output_dir = os.path.join(folder, variant)
+                record, _ = run(cfg)
+                if record["init_checksum"] != checksum:
+                    raise StbiasError(f"the {variant} run of {model} did not start from {init}")
+                accs[variant], records[variant] = float(record["val/acc"]), record
+            drop = (accs["std"] - accs["shuf"]) / accs["std"] if accs["std"] > 0 else float("nan")
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "label_key": records["std"]["label_key"],
+                    "num_classes": records["std"]["num_classes"],
+                    "chance": 1.0 / records["std"]["num_classes"],
+                    "acc_std": accs["std"],
+                    "acc_shuf": accs["shuf"],
+                    "drop": drop,
+                    "epochs": records["std"]["epochs"],
+                    "minutes": records["std"]["minutes"] + records["shuf"]["minutes"],
+                    "init_checksum": checksum,
+                }
+            )
+            print(
+                f"{model} on {dataset} ({rows[-1]['label_key']}, chance {rows[-1]['chance']:.3f}):"
+                f" acc_std {accs['std']:.4f}  acc_shuf {accs['shuf']:.4f}  drop {drop:.3f}",
+                flush=True,
+            )
+    io.write_csv(os.path.join(out_dir, "shuffled_baseline.csv"), rows)
+    finite = [r for r in rows if np.isfinite(r["drop"])]
+    if finite:
+        save_figure(
+            shuffled_drop(finite, "shuffled-frame training"),
+            os.path.join(out_dir, "shuffled_baseline"),
+        )
+    return rows

@@ -1,0 +1,497 @@
+"""Training: the classifier module, frame shuffling, checkpoints, resume, loggers, the task."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import glob
+import inspect
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+from torch.utils.data import Dataset
+
+from stbias.errors import StbiasError
+from stbias.lit.classifier import VideoClassifier, shuffle_clips
+from stbias.lit.train_data import ClassificationData
+from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.tasks import common, train
+from stbias.tasks.common import build_logger, build_model
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+class MovingSquare(Dataset):
+    """A bright square crossing the frame left to right (label 0) or right to left (label 1).
+
+    Both directions visit the same positions, so a clip's frames in random order carry no
+    information about its label: a frame-order-blind network stays at chance (a known answer).
+    """
+
+    def __init__(self, split="train", num_frames=8, size=32, num_samples=64, channels=3, seed=0):
+        self.split, self.num_frames, self.size = split, num_frames, size
+        self.num_samples, self.channels, self.seed = num_samples, channels, seed
+        self.num_classes = 2
+
+    def __len__(self):
+        return self.num_samples
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self.split == "train", index])
+        label = index % 2
+        side = self.size // 4
+        xs = np.linspace(0, self.size - side, self.num_frames).round().astype(int)
+        if label == 1:
+            xs = xs[::-1]
+        y = int(rng.integers(0, self.size - side))
+        video = torch.zeros(self.num_frames, self.size, self.size, self.channels, dtype=torch.uint8)
+        for t, x in enumerate(xs):
+            video[t, y : y + side, x : x + side] = 255
+        return {"video": video, "label": label, "id": f"square_{index}", "index": index}
+
+
+SQUARE = {
+    "_target_": "test_train.MovingSquare",
+    "split": "train",
+    "num_frames": 8,
+    "size": 32,
+    "num_samples": 64,
+    "channels": 3,
+    "seed": 0,
+}
+TINY = [
+    "model.input.frames=8",
+    "model.input.size=32",
+    "train.batch_size=16",
+    "train.epochs=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def make_cfg(tmp_path, *overrides, dataset=None):
+    """The composed root config for task=train, shrunk, writing into tmp_path."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", *TINY, *overrides])
+    with open_dict(cfg):
+        cfg.train.output_dir = str(tmp_path)
+        if dataset is not None:
+            cfg.dataset = OmegaConf.create(dataset)
+    return cfg
+
+
+def ids_of(frames):
+    """Per clip and frame, the frame id encoded in pixel (0, 0) of channel 0: ``(B, T)``."""
+    return frames[:, 0, :, 0, 0].round().long()
+
+
+def numbered(batch, frames, size=8, channels=3):
+    """uint8 clips whose frame t is filled with the value 10 * t (so frames can be told apart)."""
+    values = (10 * torch.arange(frames, dtype=torch.uint8)).view(1, frames, 1, 1, 1)
+    return values.expand(batch, frames, size, size, channels).clone()
+
+
+# --- the module: inputs and frame shuffling ---------------------------------------------------
+
+
+def test_model_inputs_pack_and_normalise():
+    spec = InputSpec(frames=4, size=8, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = VideoClassifier(torch.nn.Identity(), spec, 3, torch.optim.SGD)
+    video = numbered(2, 4)
+    x = module.model_inputs({"video": video, "index": torch.tensor([0, 1])})
+    expected = (video.permute(0, 4, 1, 2, 3).float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(x, expected)
+
+
+@pytest.mark.parametrize("pathways", [1, 2])
+def test_shuffle_clips_permutes_every_pathway(pathways):
+    spec = InputSpec(
+        frames=8,
+        size=8,
+        mean=(0.0,) * 3,
+        std=(1 / 255,) * 3,
+        pathways=pathways,
+        alpha=4 if pathways == 2 else None,
+    )
+    x = pack_inputs(numbered(6, 8).permute(0, 4, 1, 2, 3).float() / 255, spec)
+    shuffled, perms = shuffle_clips(x, range(6), seed=3)
+    before = [x] if pathways == 1 else x
+    after = [shuffled] if pathways == 1 else shuffled
+    assert len(after) == len(perms) == pathways
+    for p, q, perm in zip(before, after, perms):
+        ids_p, ids_q = ids_of(p), ids_of(q)
+        assert perm.shape == ids_p.shape
+        for b in range(6):
+            assert sorted(ids_q[b].tolist()) == sorted(ids_p[b].tolist())  # the same frames
+            assert torch.equal(ids_q[b], ids_p[b][perm[b]])
+    fast = ids_of(after[-1])
+    assert not any(torch.equal(row, torch.arange(8) * 10) for row in fast)  # in another order
+    if pathways == 2:
+        # the slow pathway's own frames (0 and 70) are re-ordered, never re-sampled; uniform
+        # permutations keep some clips in order and swap others, so order says nothing
+        slow = [tuple(row.tolist()) for row in ids_of(after[0])]
+        assert set(slow) == {(0, 70), (70, 0)}
+    first = lambda v: v if pathways == 1 else v[1]  # noqa: E731
+    assert torch.equal(first(shuffle_clips(x, range(6), seed=3)[0]), first(shuffled))
+    assert not torch.equal(first(shuffle_clips(x, range(6), seed=4)[0]), first(shuffled))
+    # a clip's permutation depends on its index, not on its batch
+    alone, _ = shuffle_clips([p[2:3] for p in before] if pathways == 2 else x[2:3], [2], seed=3)
+    torch.testing.assert_close(first(alone)[0], first(shuffled)[2])
+
+
+class Recorder(torch.nn.Module):
+    """A tiny classifier that remembers the frame ids of every input it sees, per stage."""
+
+    def __init__(self, num_classes=2):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, num_classes)
+        self.seen = {"train": [], "val": []}
+
+    def forward(self, x):
+        self.seen["train" if self.training else "val"].append(ids_of(x * 1.0).clone())
+        return self.proj(x.mean(dim=(2, 3, 4)))
+
+
+class Numbered(Dataset):
+    """Clips whose frame t has the value 10 * t."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"video": numbered(1, 8)[0], "label": i % 2, "index": i}
+
+
+def fit_recorder(shuffle, epochs=2):
+    spec = InputSpec(frames=8, size=8, mean=(0.0,) * 3, std=(1 / 255,) * 3)
+    model = Recorder()
+    module = VideoClassifier(
+        model, spec, 2, functools.partial(torch.optim.SGD, lr=0.0), shuffle_frames=shuffle
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=ClassificationData(Numbered(8), Numbered(6), batch_size=4))
+    return model.seen
+
+
+def test_shuffle_frames_permutes_training_and_validation_clips():
+    identity = torch.arange(8) * 10
+    seen = fit_recorder(shuffle=True)
+    train_ids = torch.cat(seen["train"])
+    val_ids = torch.cat(seen["val"])
+    assert train_ids.shape == (16, 8) and val_ids.shape == (12, 8)  # 2 epochs of 8 and 6 clips
+    for ids in (train_ids, val_ids):
+        assert all(sorted(row.tolist()) == identity.tolist() for row in ids)
+        assert not any(torch.equal(row, identity) for row in ids)
+    # validation clips get the same permutation every epoch, training clips new ones
+    assert torch.equal(val_ids[:6], val_ids[6:])
+    assert not torch.equal(train_ids[:8], train_ids[8:])
+    plain = fit_recorder(shuffle=False, epochs=1)
+    assert all(torch.equal(row, identity) for row in torch.cat(plain["train"] + plain["val"]))
+
+
+def test_labels_out_of_range_and_missing_keys_are_reported():
+    spec = InputSpec(frames=8, size=8)
+    module = VideoClassifier(Recorder(), spec, 2, torch.optim.SGD)
+    with pytest.raises(StbiasError, match="labels must lie in"):
+        module._labels({"label": torch.tensor([0, 2])})
+    module = VideoClassifier(Recorder(), spec, 2, torch.optim.SGD, label_key="shape_label")
+    with pytest.raises(StbiasError, match="shape_label"):
+        module._labels({"label": torch.tensor([0, 1])})
+    with pytest.raises(StbiasError, match="num_classes >= 2"):
+        VideoClassifier(Recorder(), spec, 1, torch.optim.SGD)
+
+
+# --- the task: training runs, checkpoints, resume -----------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["i3d_tiny", "c2d_tiny", "slowfast_tiny"])
+def test_training_run_writes_results_and_checkpoints(tmp_path, model):
+    cfg = make_cfg(
+        tmp_path,
+        f"model={model}",
+        "logger=csv",
+        "train.epochs=2",
+        "train.optimizer.lr=0.01",
+        dataset=SQUARE,
+    )
+    record, objects = train.run(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["checkpoint"] == record["checkpoint"] == str(tmp_path / "checkpoints/last.ckpt")
+    assert os.path.isfile(saved["checkpoint"]) and os.path.isfile(saved["best_checkpoint"])
+    assert saved["global_step"] == 8 and saved["epochs"] == 2  # 64 clips / 16 per batch, twice
+    assert saved["num_classes"] == 2 and saved["model_overrides"]["builder"]["num_classes"] == 2
+    for key in ("val/acc", "val/acc5", "val/loss", "train/loss"):
+        assert np.isfinite(saved[key]), key
+    assert saved["val/acc5"] == 1.0  # top-5 of two classes
+    metrics = glob.glob(str(tmp_path / "csv/*/metrics.csv"))
+    with open(metrics[0]) as fh:
+        columns = next(csv.reader(fh))
+    assert {"train/loss", "val/acc", "val/acc5"} <= set(columns)
+    head = objects["model"].head.proj
+    assert head.out_features == 2
+
+
+def test_trained_checkpoint_loads_by_model_checkpoint(tmp_path):
+    dataset = dict(SQUARE, channels=1, num_samples=32)
+    cfg = make_cfg(tmp_path, "model=i3d_tiny", dataset=dataset)
+    record, objects = train.run(cfg)
+    assert record["in_channels"] == 1
+    ckpt = record["checkpoint"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain values only
+    assert any(k.startswith("model.") for k in state["state_dict"])
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        probe_cfg = compose("config", overrides=["model=i3d_tiny", f"model.checkpoint={ckpt}"])
+    model = build_model(probe_cfg.model).eval()
+    trained = objects["model"].eval()
+    assert model.stem[0][0].in_channels == 1 and model.head.proj.out_features == 2
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+    adapted = common.model_config_for_checkpoint(probe_cfg.model)
+    assert adapted.input.channels == 1 and list(adapted.input.mean) == [0.45]
+    x = torch.randn(2, 1, 8, 32, 32)
+    torch.testing.assert_close(model(x), trained(x))
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    first = make_cfg(tmp_path / "a", "model=c2d_tiny", "train.epochs=1", dataset=SQUARE)
+    record1, _ = train.run(first)
+    assert record1["global_step"] == 4
+    resumed = make_cfg(
+        tmp_path / "b",
+        "model=c2d_tiny",
+        "train.epochs=2",
+        f"train.resume={record1['checkpoint']}",
+        dataset=SQUARE,
+    )
+    record2, objects = train.run(resumed)
+    assert record2["global_step"] == 8 and record2["epochs"] == 2
+    state = torch.load(record2["checkpoint"], map_location="cpu", weights_only=True)
+    assert state["global_step"] == 8 and state["epoch"] == 1
+    # the optimizer continued too: AdamW's step counters hold both epochs' steps
+    steps = {float(s["step"]) for s in state["optimizer_states"][0]["state"].values()}
+    assert steps == {8.0}
+
+
+@pytest.mark.slow
+def test_shuffled_frames_remove_direction_information(tmp_path):
+    """Known answer: direction of motion is learnable in order and at chance when shuffled."""
+    common_args = [
+        "model=i3d_tiny",
+        "train.epochs=6",
+        "train.optimizer.lr=0.003",
+        "train.batch_size=8",
+    ]
+    data = dict(SQUARE, num_samples=96)
+    std, _ = train.run(make_cfg(tmp_path / "std", *common_args, dataset=data))
+    shuf, _ = train.run(
+        make_cfg(tmp_path / "shuf", *common_args, "train.shuffle_frames=true", dataset=data)
+    )
+    assert std["init_checksum"] == shuf["init_checksum"]  # same seed, same initialisation
+    assert std["val/acc"] >= 0.9
+    assert shuf["val/acc"] <= 0.7
+    # SlowFast: both pathways shuffled, each by its own permutations
+    fast_args = ["model=slowfast_tiny", *common_args[1:], "train.shuffle_frames=true"]
+    slowfast, _ = train.run(make_cfg(tmp_path / "sf", *fast_args, dataset=data))
+    assert slowfast["val/acc"] <= 0.7
+    # C2D never mixes frames before its global pooling: blind to order even when trained in order
+    c2d, _ = train.run(make_cfg(tmp_path / "c2d", "model=c2d_tiny", *common_args[1:], dataset=data))
+    assert c2d["val/acc"] <= 0.7
+
+
+def test_same_initialisation_through_initial_weights(tmp_path):
+    cfg = make_cfg(tmp_path, "model=c2d_tiny", dataset=SQUARE)
+    checksum = train.initial_weights(cfg, tmp_path / "init.pt")
+    model = build_model(
+        OmegaConf.merge(
+            cfg.model, {"builder": {"num_classes": 2}, "checkpoint": str(tmp_path / "init.pt")}
+        )
+    )
+    assert train.weights_checksum(model) == checksum
+    cfg2 = make_cfg(tmp_path, "model=c2d_tiny", "seed=1", dataset=SQUARE)
+    assert train.initial_weights(cfg2, tmp_path / "other.pt") != checksum
+
+
+def test_dataset_and_model_adaptation():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", "model=i3d_tiny"])
+    adapted, changes = train.adapt_model_config(cfg.model, 7, 1)
+    assert changes == {
+        "builder": {"num_classes": 7, "in_channels": 1},
+        "input": {"channels": 1, "mean": [0.45], "std": [0.225]},
+    }
+    assert adapted.builder.num_classes == 7 and cfg.model.builder.num_classes == 10
+    with pytest.raises(StbiasError, match="train.num_classes"):
+        train.infer_num_classes(MovingSquare(), "shape_label")
+    assert train.infer_num_classes(MovingSquare()) == 2
+    assert train.infer_channels(MovingSquare(channels=1)) == 1
+
+
+# --- configs and loggers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.stem for p in Path(CONF, "trainer").glob("*.yaml")),
+    ids=lambda n: f"trainer_{n}",  # a bare "gpu" id would mark the test as needing a GPU
+)
+def test_trainer_configs_are_trainer_arguments(name):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", f"trainer={name}"])
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    valid = set(inspect.signature(pl.Trainer.__init__).parameters)
+    assert set(args) <= valid, set(args) - valid
+    if args["accelerator"] == "cpu" and args["devices"] == 1:
+        pl.Trainer(**args, logger=False, max_epochs=1)
+
+
+@pytest.mark.parametrize("name", ["csv", "none", "wandb"])
+def test_logger_configs(tmp_path, name, monkeypatch):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", f"logger={name}"])
+    if name == "wandb":
+        # starting W&B takes seconds; what matters here is the config and the fallback below
+        assert cfg.logger.offline is True and cfg.logger._target_.endswith("WandbLogger")
+        return
+    logger = build_logger(cfg.logger, str(tmp_path))
+    if name == "none":
+        assert logger is False
+    else:
+        assert isinstance(logger, pl.loggers.CSVLogger) and logger.save_dir == str(tmp_path)
+
+
+def test_unreachable_wandb_falls_back_without_failing(tmp_path, monkeypatch):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", "logger=wandb", "logger.offline=false"])
+    tried = []
+
+    def unreachable(node, *args, **kwargs):
+        tried.append(bool(node.offline))
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(common, "instantiate", unreachable)
+    logger = build_logger(cfg.logger, str(tmp_path))
+    assert tried == [False, True]  # online, then offline, then CSV
+    assert isinstance(logger, pl.loggers.CSVLogger)
+
+
+def test_train_task_is_registered():
+    from stbias.tasks import TASKS
+
+    assert TASKS["train"] == "stbias.tasks.train:run"
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", "train.shuffle_frames=true"])
+    assert cfg.task.name == "train" and cfg.train.shuffle_frames is True
+    assert cfg.train.optimizer._partial_ is True and cfg.train.scheduler.T_max == cfg.train.epochs
+
+
+@pytest.mark.slow
+def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
+    """A reduced Fig. 5 run: the motion (shape) label suffers from shuffled-frame training."""
+    overrides = [
+        "experiment=shuffled_brushmnist",
+        "dataset.num_samples=300",
+        "train.val_clips=100",
+        "train.epochs=3",
+        *TINY[5:],
+    ]
+    rows = train.shuffled_baseline(["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides)
+    (row,) = rows
+    assert row["num_classes"] == 10 and row["label_key"] == "shape_label"
+    assert row["acc_std"] >= 0.8  # chance: 0.1
+    assert row["drop"] == pytest.approx((row["acc_std"] - row["acc_shuf"]) / row["acc_std"])
+    assert row["drop"] >= 0.15
+    with open(tmp_path / "shuffled_baseline.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert float(saved[0]["drop"]) == pytest.approx(row["drop"])
+    assert (tmp_path / "shuffled_baseline.png").stat().st_size > 0
+    std = json.loads((tmp_path / "i3d_tiny-brushmnist_small/std/results.json").read_text())
+    shuf = json.loads((tmp_path / "i3d_tiny-brushmnist_small/shuf/results.json").read_text())
+    assert std["init_checksum"] == shuf["init_checksum"] == row["init_checksum"]
+    assert (std["shuffle_frames"], shuf["shuffle_frames"]) == (False, True)
+
+
+def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
+    small = ["dataset.num_samples=32", "train.val_clips=16", "train.epochs=1", *TINY[5:]]
+    first = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    ckpt = first["checkpoint"]
+    assert ckpt.startswith(str(tmp_path / "c2d_tiny-")) and os.path.isfile(ckpt)
+    assert f"model.checkpoint={ckpt}" in first["config_overrides"]
+    assert "model.input.size=32" in first["config_overrides"]
+    stamp = os.path.getmtime(ckpt)
+    again = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    assert again["checkpoint"] == ckpt and os.path.getmtime(ckpt) == stamp  # not retrained
+    other = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, [*small, "seed=1"])
+    assert other["checkpoint"] != ckpt  # another setting, another checkpoint
+    with pytest.raises(StbiasError, match="i3d_tiny"):
+        train.ensure_quickstart_checkpoint("i3d", tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """trainer=ddp_cpu: two processes share the epoch, so each takes half the steps."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        "task=train",
+        "trainer=ddp_cpu",
+        "model=c2d_tiny",
+        "dataset=pfm",
+        "dataset.num_places=2",
+        "dataset.num_motions=2",
+        "dataset.num_samples=64",
+        "train.val_clips=32",
+        "train.epochs=2",
+        *TINY[:3],
+        *TINY[4:],
+        f"hydra.run.dir={tmp_path}",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(root / "run.py"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["global_step"] == 4  # 64 clips / (16 per batch x 2 processes) x 2 epochs
+    assert 0.0 <= record["val/acc"] <= 1.0 and os.path.isfile(record["checkpoint"])
+
+
+def test_shuffled_drop_plot_draws_one_bar_per_model_and_dataset():
+    from stbias.plotting.training import shuffled_drop
+
+    rows = [
+        {"model": "a", "dataset": "x", "drop": 0.5},
+        {"model": "b", "dataset": "x", "drop": -0.1},
+        {"model": "a", "dataset": "y", "drop": 0.25},
+    ]
+    fig = shuffled_drop(rows, "t")
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [-10.0, 25.0, 50.0]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
