@@ -87,7 +87,7 @@ def fig3(
         )
     left.set_ylim(0, 100)
     left.set_ylabel("% of units (layer-wise)")
-    left.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=3, fontsize=8, frameon=False)
 
     chosen = {
         m: (unit_layer.get(m) if isinstance(unit_layer, Mapping) else unit_layer)
@@ -109,7 +109,7 @@ def fig3(
     right.set_xticks(range(len(models)), [f"{m}\n({chosen[m]})" for m in models], fontsize=8)
     right.set_ylim(0, 100)
     right.set_ylabel("% of units (unit-wise)")
-    right.legend(fontsize=8)
+    right.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
