@@ -434,3 +434,49 @@ def test_command_line_writes_into_hydra_run_dir(tmp_path):
     assert list(results["layers"]) == ["0", "3"]
     assert results["metric"] == "asdt"
     _check_figures(out)
+
+
+@pytest.mark.slow
+def test_trained_tiny_checkpoint_against_its_initialisation(tmp_path, monkeypatch):
+    from omegaconf import open_dict
+
+    from stbias.tasks import run_task
+
+    train_args = [
+        "task=train",
+        "model=i3d_tiny",
+        "dataset=brushmnist_small",
+        "model.input.frames=8",
+        "model.input.size=32",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "logger=none",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "train.optimizer.lr=0.05",
+    ]
+    cfg = _compose(train_args)
+    with open_dict(cfg):
+        cfg.train.output_dir = str(tmp_path / "train")
+    trained, _ = run_task(cfg)
+    ckpt = trained["checkpoint"]
+    monkeypatch.chdir(tmp_path)
+    cfg = _compose(
+        [
+            "metric=asdt",
+            "model=i3d_tiny",
+            f"metric.compare=[null,{ckpt}]",
+            "metric.labels=[init,trained]",
+        ]
+    )
+    results, _ = run_task(cfg)
+    runs = {label: run["layers"] for label, run in results["compare"].items()}
+    assert list(runs) == ["init", "trained"]
+    assert results["compare"]["trained"]["checkpoint"] == ckpt
+    assert list(runs["init"]) == list(runs["trained"]) and len(runs["init"]) >= 3
+    # the trained network (one grey input channel, 100 classes) really is another set of weights
+    assert any(runs["init"][k]["asdt"] != runs["trained"][k]["asdt"] for k in runs["init"])
+    _check_figures(tmp_path)
