@@ -30,6 +30,11 @@ from stbias.models.taps import pooled_features
 from stbias.stylization.pairs import split_views, stack_views, view_names
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 5-D clip batch in the channels-last memory layout (values unchanged)."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if x.ndim == 5 else x
+
+
 def layer_state_path(state_dir: str, alias: str) -> str:
     """Where the final sums of layer ``alias`` are kept."""
     return os.path.join(state_dir, f"{alias}.pt")
@@ -109,6 +114,8 @@ class ProbeModule(pl.LightningModule):
 
     def features(self, x: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pooled ``(N, C)`` features of every probed layer from one forward pass."""
+        # channels-last clips run 3D convolutions markedly faster (oneDNN on CPU, cuDNN on GPU)
+        x = [channels_last(p) for p in x] if isinstance(x, (list, tuple)) else channels_last(x)
         return pooled_features(
             self.model,
             self.layers,
