@@ -543,3 +543,12 @@ def test_global_head_pool_equals_the_libraries_fixed_pool_at_the_published_size(
     x = pack_inputs(clip(spec, batch=1), spec)
     with torch.no_grad():
         assert torch.allclose(ours(x), reference(x), atol=1e-6)
+
+
+def test_readme_lists_every_model_with_its_aliases():
+    readme = (CONF.parent / "README.md").read_text()
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        assert f"| `{path.stem}` |" in readme, path.stem
+        for alias in cfg.layers or {}:
+            assert f"`{alias}` ({cfg.channels[alias]})" in readme, (path.stem, alias)
