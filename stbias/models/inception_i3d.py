@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbias.errors import StbiasError
+from stbias.models.checks import check_classifier_args
 
 Triple = tuple[int, int, int]
 
@@ -186,13 +187,7 @@ def inception_i3d(
     reduced_stride: bool = False,
 ) -> InceptionI3d:
     """Build Inception-I3D with random weights (see :class:`InceptionI3d` for the arguments)."""
-    if num_classes < 1 or in_channels < 1:
-        raise StbiasError(
-            f"inception_i3d needs num_classes >= 1 and in_channels >= 1; "
-            f"got num_classes={num_classes}, in_channels={in_channels}"
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise StbiasError(f"dropout must be in [0, 1); got {dropout}")
+    check_classifier_args("inception_i3d", num_classes, in_channels, dropout)
     return InceptionI3d(
         num_classes=num_classes,
         in_channels=in_channels,

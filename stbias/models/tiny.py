@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from stbias.errors import StbiasError
+from stbias.models.checks import check_classifier_args
 
 Triple = tuple[int, int, int]
 
@@ -136,19 +137,9 @@ class TinyVideoNet(nn.Module):
 _WIDTHS = (16, 32, 64, 128)
 
 
-def _check(num_classes: int, in_channels: int, dropout: float) -> None:
-    if num_classes < 1 or in_channels < 1:
-        raise StbiasError(
-            f"need num_classes >= 1 and in_channels >= 1; "
-            f"got num_classes={num_classes}, in_channels={in_channels}"
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise StbiasError(f"dropout must be in [0, 1); got {dropout}")
-
-
 def i3d_tiny(*, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0) -> TinyVideoNet:
     """Tiny 3D CNN: every kernel spans 3 frames; stages 2 and 3 halve time (about 0.9 M params)."""
-    _check(num_classes, in_channels, dropout)
+    check_classifier_args("i3d_tiny", num_classes, in_channels, dropout)
     return TinyVideoNet(
         num_classes=num_classes,
         in_channels=in_channels,
@@ -161,7 +152,7 @@ def i3d_tiny(*, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.
 
 def c2d_tiny(*, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0) -> TinyVideoNet:
     """Tiny frame-wise CNN: ``i3d_tiny`` with ``(1, k, k)`` kernels and no temporal stride."""
-    _check(num_classes, in_channels, dropout)
+    check_classifier_args("c2d_tiny", num_classes, in_channels, dropout)
     return TinyVideoNet(
         num_classes=num_classes,
         in_channels=in_channels,
@@ -295,7 +286,7 @@ def slowfast_tiny(
 ) -> TinySlowFast:
     """Tiny SlowFast: slow widths 16-32-64-128, fast 4-8-16-32 (channel ratio 1/4), fusion after
     the stem and after every stage but the last; slow temporal kernels only in the last stage."""
-    _check(num_classes, in_channels, dropout)
+    check_classifier_args("slowfast_tiny", num_classes, in_channels, dropout)
     if alpha < 1:
         raise StbiasError(f"slowfast_tiny alpha (fast/slow frame ratio) must be >= 1; got {alpha}")
     return TinySlowFast(
