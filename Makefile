@@ -38,7 +38,7 @@ format: install  ## ruff fix and format
 	$(PY) -m ruff format stbias tests benchmarks run.py
 
 bench: install  ## the benchmarks in benchmarks/
-	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:  ## remove caches and outputs (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache wandb
