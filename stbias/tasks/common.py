@@ -8,9 +8,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
+from torch.utils.data import Dataset, Subset
+
+from stbias.models.inputs import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +143,49 @@ def _reset_wandb() -> None:
         wandb.teardown()
     except Exception:  # noqa: BLE001 - nothing more to clean up
         pass
+
+
+def choice(cfg: Any, group: str) -> str:
+    """The option chosen for a config group: its ``name`` key, else Hydra's record of it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    node = cfg.get(group)
+    if node is not None and node.get("name"):
+        return str(node.name)
+    if HydraConfig.initialized():
+        chosen = HydraConfig.get().runtime.choices.get(group)
+        if chosen:
+            return str(chosen)
+    target = node.get("_target_") if node is not None else None
+    return str(target).rsplit(".", 1)[-1] if target else "unknown"
+
+
+def build_dataset(
+    dataset_cfg: Any, spec: InputSpec, split: str | None = None, num_samples: int | None = None
+) -> Dataset:
+    """Instantiate a dataset at the model's clip length, frame stride and size.
+
+    Args:
+        dataset_cfg: the ``dataset`` config node.
+        spec: the model's input spec; sets ``num_frames``, ``sampling_rate`` and ``size`` where
+            the dataset config has those keys.
+        split: replaces ``split`` (e.g. ``val``).
+        num_samples: replaces ``num_samples`` (synthetic datasets); other datasets are cut to
+            a seeded random subset of this many clips.
+    """
+    dataset_cfg = copy.deepcopy(dataset_cfg)
+    with open_dict(dataset_cfg):
+        for key, value in (
+            ("num_frames", spec.frames),
+            ("sampling_rate", spec.sampling_rate),
+            ("size", spec.size),
+            ("split", split),
+            ("num_samples", num_samples),
+        ):
+            if key in dataset_cfg and value is not None:
+                dataset_cfg[key] = value
+    dataset = instantiate(dataset_cfg)
+    if num_samples is not None and "num_samples" not in dataset_cfg and num_samples < len(dataset):
+        picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)
+        dataset = Subset(dataset, sorted(int(i) for i in picks))
+    return dataset

@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
@@ -28,39 +28,17 @@ from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting.pairs import fig3, save_figure
-from stbias.tasks.common import build_logger, build_model, output_dir, plain
+from stbias.tasks.common import (
+    build_dataset,
+    build_logger,
+    build_model,
+    choice,
+    output_dir,
+    plain,
+)
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
-
-
-def choice(cfg: Any, group: str) -> str:
-    """The option chosen for a config group: its ``name`` key, else Hydra's record of it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    node = cfg.get(group)
-    if node is not None and node.get("name"):
-        return str(node.name)
-    if HydraConfig.initialized():
-        chosen = HydraConfig.get().runtime.choices.get(group)
-        if chosen:
-            return str(chosen)
-    target = node.get("_target_") if node is not None else None
-    return str(target).rsplit(".", 1)[-1] if target else "unknown"
-
-
-def build_dataset(dataset_cfg: Any, spec: InputSpec) -> Any:
-    """Instantiate the dataset at the model's clip length, frame stride, size and channels."""
-    dataset_cfg = OmegaConf.create(plain(dataset_cfg))
-    with open_dict(dataset_cfg):
-        for key, value in (
-            ("num_frames", spec.frames),
-            ("sampling_rate", spec.sampling_rate),
-            ("size", spec.size),
-        ):
-            if key in dataset_cfg:
-                dataset_cfg[key] = value
-    return instantiate(dataset_cfg)
 
 
 def infer_channels(

@@ -33,40 +33,17 @@ from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
-from stbias.tasks.common import MODEL_OVERRIDES, build_logger, build_model, output_dir, plain
+from stbias.tasks.common import (
+    MODEL_OVERRIDES,
+    build_dataset,
+    build_logger,
+    build_model,
+    choice,
+    output_dir,
+    plain,
+)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def build_dataset(
-    dataset_cfg: Any, spec: InputSpec, split: str | None = None, num_samples: int | None = None
-) -> Dataset:
-    """Instantiate a dataset at the model's clip length, frame stride and size.
-
-    Args:
-        dataset_cfg: the ``dataset`` config node.
-        spec: the model's input spec; sets ``num_frames``, ``sampling_rate`` and ``size`` where
-            the dataset config has those keys.
-        split: replaces ``split`` (e.g. ``val``).
-        num_samples: replaces ``num_samples`` (synthetic datasets); other datasets are cut to
-            a seeded random subset of this many clips.
-    """
-    dataset_cfg = copy.deepcopy(dataset_cfg)
-    with open_dict(dataset_cfg):
-        for key, value in (
-            ("num_frames", spec.frames),
-            ("sampling_rate", spec.sampling_rate),
-            ("size", spec.size),
-            ("split", split),
-            ("num_samples", num_samples),
-        ):
-            if key in dataset_cfg and value is not None:
-                dataset_cfg[key] = value
-    dataset = instantiate(dataset_cfg)
-    if num_samples is not None and "num_samples" not in dataset_cfg and num_samples < len(dataset):
-        picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)
-        dataset = Subset(dataset, sorted(int(i) for i in picks))
-    return dataset
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -144,17 +121,6 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def dataset_name(cfg: Any) -> str:
-    """The dataset option (``dataset=<name>``) under Hydra, else the dataset class name."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("dataset")
-        if choice:
-            return str(choice)
-    return str(cfg.dataset.get("name") or str(cfg.dataset._target_).rsplit(".", 1)[-1])
-
-
 def _metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {
         k: float(v)
@@ -187,7 +153,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     model = build_model(model_cfg)
     init_checksum = weights_checksum(model)
     name = str(model_cfg.get("name", "model"))
-    dataset = dataset_name(cfg)
+    dataset = choice(cfg, "dataset")
     module = VideoClassifier(
         model,
         spec,
