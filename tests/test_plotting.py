@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stbias.metrics import score_pairs
-from stbias.plotting.pairs import fig3, save_figure
+from stbias.plotting import save_figure
+from stbias.plotting.pairs import fig3
 
 
 def _results():

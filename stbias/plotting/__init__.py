@@ -1,1 +1,26 @@
 """Figures: pure functions from result tables to matplotlib figures, in the papers' layouts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(
+    fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")
+) -> list[str]:
+    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
+    from stbias.io import _atomic_write
+
+    paths = []
+    for fmt in formats:
+        path = f"{os.fspath(stem)}.{fmt}"
+        _atomic_write(path, lambda fh, fmt=fmt: fig.savefig(fh, format=fmt, dpi=150))
+        paths.append(path)
+    plt.close(fig)
+    return paths

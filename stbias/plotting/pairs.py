@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -114,18 +113,3 @@ def fig3(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def save_figure(
-    fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")
-) -> list[str]:
-    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
-    from stbias.io import _atomic_write
-
-    paths = []
-    for fmt in formats:
-        path = f"{os.fspath(stem)}.{fmt}"
-        _atomic_write(path, lambda fh, fmt=fmt: fig.savefig(fh, format=fmt, dpi=150))
-        paths.append(path)
-    plt.close(fig)
-    return paths

@@ -7,8 +7,7 @@ several checkpoints of the same model (e.g. random init against trained) share o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -98,18 +97,3 @@ def plot_temporal_channels(runs: Mapping[str, Layers], title: str | None = None)
 
 def _max_layers(runs: Mapping[str, Layers]) -> int:
     return max((len(layers) for layers in runs.values()), default=1)
-
-
-def save_figure(
-    fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf")
-) -> list[Path]:
-    """Write ``fig`` as ``stem.<format>`` for every format, close it and return the paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths

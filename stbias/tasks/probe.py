@@ -27,7 +27,8 @@ from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
-from stbias.plotting.pairs import fig3, save_figure
+from stbias.plotting import save_figure
+from stbias.plotting.pairs import fig3
 from stbias.tasks.common import (
     build_dataset,
     build_logger,

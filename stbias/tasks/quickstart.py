@@ -12,7 +12,8 @@ import os
 from typing import Any
 
 from stbias import io
-from stbias.plotting.pairs import fig3, save_figure
+from stbias.plotting import save_figure
+from stbias.plotting.pairs import fig3
 from stbias.tasks.common import output_dir, plain
 from stbias.tasks.probe import layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers

@@ -359,7 +359,7 @@ def shuffled_baseline(
     Returns:
         One row per (model, dataset): ``acc_std``, ``acc_shuf``, ``drop``, ``chance``, ...
     """
-    from stbias.plotting.pairs import save_figure
+    from stbias.plotting import save_figure
     from stbias.plotting.training import shuffled_drop
 
     out_dir = os.fspath(out_dir)

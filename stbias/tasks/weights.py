@@ -10,23 +10,21 @@ labelled by ``metric.labels``.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from stbias import io
 from stbias.errors import StbiasError
 from stbias.metrics.weights import RULES, weight_temporality
+from stbias.plotting import save_figure
 from stbias.plotting.weights import (
     plot_asdt,
     plot_temporal_channels,
-    save_figure,
 )
-from stbias.tasks.common import build_model
+from stbias.tasks.common import build_model, output_dir
 
 CSV_FIELDS = (
     "run",
@@ -43,28 +41,6 @@ CSV_FIELDS = (
     "temporal_kernels",
     "kernels",
 )
-
-
-def output_dir() -> Path:
-    """Hydra's run directory when running under Hydra, else the current directory."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path.cwd()
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _runs(model_cfg: Any, metric_cfg: Any) -> list[tuple[str, str | None]]:
@@ -169,15 +145,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(runs) > 1 or metric.get("compare"):
         results["compare"] = runs
 
-    out = output_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results, out / "results.json")
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["model", *CSV_FIELDS])
-        writer.writeheader()
-        for label, r in runs.items():
-            for row in _rows(label, r["checkpoint"], r["layers"]):
-                writer.writerow({"model": results["model"], **row})
+    out = Path(output_dir())
+    io.write_json(out / "results.json", results)
+    io.write_csv(
+        out / "results.csv",
+        [
+            {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
+            for label, r in runs.items()
+            for row in _rows(label, r["checkpoint"], r["layers"])
+        ],
+    )
 
     per_run = {label: r["layers"] for label, r in runs.items()}
     title = results["model"] or None
