@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from stbias.errors import StbiasError
 
 
 def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
@@ -73,6 +76,58 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
         k: np.asarray(_jsonable(v) if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()
     }
     _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_tensors(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read a torch file of tensors and plain containers: the one place stbias calls torch.load.
+
+    ``weights_only=True`` is passed explicitly, so neither ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    nor anything else makes a file's unpickling run code. Only local files are read: published
+    weights come through the model libraries' own download paths (``model.pretrained=true``).
+
+    Args:
+        path: a local file.
+        what: what the file is, for messages (``checkpoint``, ``cached statistics``, ...).
+
+    Raises:
+        StbiasError: naming the file: a URL, a missing or unreadable file, or one whose
+            unpickling would run code.
+    """
+    text = os.fspath(path)
+    if "://" in text:
+        raise StbiasError(
+            f"{what} {text!r} is a URL; stbias reads local files only (download it first; "
+            "model.pretrained=true fetches a model's published weights through its library)"
+        )
+    text = os.path.expanduser(text)
+    if not os.path.isfile(text):
+        raise StbiasError(f"{what} {text!r} does not exist")
+    try:
+        return torch.load(text, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "Unsupported global" in detail or "global" in detail.lower():
+            raise StbiasError(
+                f"refused to load {what} {text!r}: it holds objects that would run code when "
+                f"unpickled; stbias reads only tensors and plain containers. Re-save just the "
+                f"tensors, e.g. torch.save(model.state_dict(), path) ({detail})"
+            ) from None
+        raise StbiasError(f"{what} {text!r} is not a readable torch file ({detail})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        first = str(err).splitlines()[0] if str(err) else "empty"
+        raise StbiasError(
+            f"{what} {text!r} is not a readable torch file ({type(err).__name__}: {first})"
+        ) from None
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The one informative line of torch's weights-only unpickling error."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        return rest.split(". Please", 1)[0].splitlines()[0].strip() or text.splitlines()[0]
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:

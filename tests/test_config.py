@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from stbias.errors import StbiasError
 from stbias.tasks import TASKS
-from stbias.tasks.common import build_logger, build_model, plain
+from stbias.tasks.common import build_logger, build_model, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -68,6 +68,10 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, monkeyp
         if option == "custom":
             stbias_error(lambda: build_model(cfg.model), "constructor")
             return
+        if node.get("models"):  # a set of models (model=quickstart): each is an option
+            assert {str(m) for m in node.models} <= {o for g, o in OPTIONS if g == "model"}
+            assert node.input.size and cfg.task.name == "quickstart"
+            return
         if node.get("requires"):
             pytest.importorskip(node.requires)
         assert set(node.layers) == set(node.channels), "every alias declares its channels"
@@ -91,7 +95,8 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, monkeyp
     elif group == "trainer":
         if node.accelerator == "gpu" and not torch.cuda.is_available():
             pytest.skip("needs a CUDA device")
-        trainer = pl.Trainer(**plain(node), logger=False)
+        trainer = build_trainer(node)
+        assert isinstance(trainer, pl.Trainer)
         assert trainer.num_devices == (node.devices if node.devices != -1 else trainer.num_devices)
     elif group == "logger":
         logger = build_logger(node, str(tmp_path))

@@ -413,7 +413,9 @@ def test_every_dataset_yaml_builds(tmp_path):
                 assert ds[2]["video"].shape[:3] == (4, 32, 32)
             elif name == "video_folder":
                 ds = instantiate(cfg.dataset, root=str(tmp_path))
-                assert ds[0]["label"] == 2 and ds[0]["video"].shape == (16, 112, 112, 3)
+                spec = cfg.model.input  # clip geometry follows the model
+                assert ds[0]["label"] == 2
+                assert ds[0]["video"].shape == (spec.frames, spec.size, spec.size, 3)
             else:
                 with pytest.raises(InstantiationException) as info:
                     instantiate(cfg.dataset)

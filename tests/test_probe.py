@@ -18,6 +18,7 @@ from stbias.tasks import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
+    "model=i3d_tiny",
     "probe.num_clips=8",
     "probe.batch_size=4",
     "logger=none",
@@ -76,7 +77,9 @@ def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
         )
     assert stored["environment"]["packages"]["torch"]
     rows = (folder / "results.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("model,dataset,stylization,seed,layer")
+    assert len(rows) == 5 and rows[0].startswith(
+        "model,dataset,stylization,seed,weights,weights_sha256,layer"
+    )
     with np.load(folder / "unit_scores.npz") as npz:
         assert sorted(npz.files) == sorted(
             f"{l}/{f}" for l in stored["layers"] for f in ("dynamic", "static")
@@ -239,6 +242,7 @@ def test_multirun_lambda_sweep_runs_the_model_once(tmp_path):
 @pytest.mark.slow
 def test_two_ddp_processes_give_the_numbers_of_one(tmp_path):
     args = [
+        "model=i3d_tiny",
         "probe.num_clips=10",
         "probe.batch_size=1",
         "logger=none",

@@ -23,7 +23,7 @@ from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.tasks import common, train
-from stbias.tasks.common import build_logger, build_model
+from stbias.tasks.common import build_logger, build_model, build_trainer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -70,7 +70,7 @@ TINY = [
     "model.input.frames=8",
     "model.input.size=32",
     "train.batch_size=16",
-    "train.epochs=1",
+    "trainer.max_epochs=1",
     "logger=none",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -231,7 +231,7 @@ def test_training_run_writes_results_and_checkpoints(tmp_path, model):
         tmp_path,
         f"model={model}",
         "logger=csv",
-        "train.epochs=2",
+        "trainer.max_epochs=2",
         "train.optimizer.lr=0.01",
         dataset=SQUARE,
     )
@@ -274,13 +274,13 @@ def test_trained_checkpoint_loads_by_model_checkpoint(tmp_path):
 
 
 def test_resume_continues_the_step_count(tmp_path):
-    first = make_cfg(tmp_path / "a", "model=c2d_tiny", "train.epochs=1", dataset=SQUARE)
+    first = make_cfg(tmp_path / "a", "model=c2d_tiny", "trainer.max_epochs=1", dataset=SQUARE)
     record1, _ = train.run(first)
     assert record1["global_step"] == 4
     resumed = make_cfg(
         tmp_path / "b",
         "model=c2d_tiny",
-        "train.epochs=2",
+        "trainer.max_epochs=2",
         f"train.resume={record1['checkpoint']}",
         dataset=SQUARE,
     )
@@ -298,7 +298,7 @@ def test_shuffled_frames_remove_direction_information(tmp_path):
     """Known answer: direction of motion is learnable in order and at chance when shuffled."""
     common_args = [
         "model=i3d_tiny",
-        "train.epochs=6",
+        "trainer.max_epochs=6",
         "train.optimizer.lr=0.003",
         "train.batch_size=8",
     ]
@@ -359,10 +359,11 @@ def test_trainer_configs_are_trainer_arguments(name):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=["task=train", f"trainer={name}"])
     args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert args.pop("_target_") == "pytorch_lightning.Trainer"
     valid = set(inspect.signature(pl.Trainer.__init__).parameters)
     assert set(args) <= valid, set(args) - valid
     if args["accelerator"] == "cpu" and args["devices"] == 1:
-        pl.Trainer(**args, logger=False, max_epochs=1)
+        assert build_trainer(cfg.trainer).max_epochs == args["max_epochs"]
 
 
 @pytest.mark.parametrize("name", ["csv", "none", "wandb"])
@@ -402,7 +403,10 @@ def test_train_task_is_registered():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=["task=train", "train.shuffle_frames=true"])
     assert cfg.task.name == "train" and cfg.train.shuffle_frames is True
-    assert cfg.train.optimizer._partial_ is True and cfg.train.scheduler.T_max == cfg.train.epochs
+    assert (
+        cfg.train.optimizer._partial_ is True
+        and cfg.train.scheduler.T_max == cfg.trainer.max_epochs
+    )
 
 
 @pytest.mark.slow
@@ -412,7 +416,7 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
         "experiment=shuffled_brushmnist",
         "dataset.num_samples=300",
         "train.val_clips=100",
-        "train.epochs=3",
+        "trainer.max_epochs=3",
         *TINY[5:],
     ]
     rows = train.shuffled_baseline(["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides)
@@ -432,19 +436,31 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
 
 
 def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
-    small = ["dataset.num_samples=32", "train.val_clips=16", "train.epochs=1", *TINY[5:]]
-    first = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    from stbias.tasks import quickstart
+
+    small = [
+        f"task.cache_dir={tmp_path}",
+        "task.train.clips=32",
+        "task.train.val_clips=16",
+        "task.train.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=small)
+        seeded = compose("config", overrides=[*small, "seed=1"])
+    assert cfg.task.name == "quickstart"  # model=quickstart, the default, selects it
+    c2d = quickstart.quickstart_models(cfg)[0]
+    assert c2d.name == "c2d_tiny" and c2d.input.size == cfg.model.input.size == 32
+    first = quickstart.ensure_trained(cfg, c2d)
     ckpt = first["checkpoint"]
     assert ckpt.startswith(str(tmp_path / "c2d_tiny-")) and os.path.isfile(ckpt)
-    assert f"model.checkpoint={ckpt}" in first["config_overrides"]
-    assert "model.input.size=32" in first["config_overrides"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["input"]["size"] == 32 and saved["input"]["frames"] == 8
     stamp = os.path.getmtime(ckpt)
-    again = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, small)
+    again = quickstart.ensure_trained(cfg, c2d)
     assert again["checkpoint"] == ckpt and os.path.getmtime(ckpt) == stamp  # not retrained
-    other = train.ensure_quickstart_checkpoint("c2d_tiny", tmp_path, [*small, "seed=1"])
+    other = quickstart.ensure_trained(seeded, quickstart.quickstart_models(seeded)[0])
     assert other["checkpoint"] != ckpt  # another setting, another checkpoint
-    with pytest.raises(StbiasError, match="i3d_tiny"):
-        train.ensure_quickstart_checkpoint("i3d", tmp_path)
 
 
 @pytest.mark.slow
@@ -463,7 +479,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         "dataset.num_motions=2",
         "dataset.num_samples=64",
         "train.val_clips=32",
-        "train.epochs=2",
+        "trainer.max_epochs=2",
         *TINY[:3],
         *TINY[4:],
         f"hydra.run.dir={tmp_path}",

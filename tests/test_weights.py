@@ -448,7 +448,7 @@ def test_trained_tiny_checkpoint_against_its_initialisation(tmp_path, monkeypatc
         "dataset=brushmnist_small",
         "model.input.frames=8",
         "model.input.size=32",
-        "train.epochs=1",
+        "trainer.max_epochs=1",
         "train.batch_size=8",
         "logger=none",
         "trainer.limit_train_batches=6",

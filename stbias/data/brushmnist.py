@@ -244,6 +244,10 @@ class BrushMNIST(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def clip_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "label"}`` of sample ``index`` (labels cycle through the classes)."""
+        return {"id": f"brushmnist_{self.split}_{index}", "label": int(index) % self.num_classes}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(index)

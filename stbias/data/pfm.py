@@ -93,6 +93,10 @@ class PlacesFacesMNIST(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def clip_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "label"}`` of sample ``index`` (labels cycle through the classes)."""
+        return {"id": f"pfm_{self.split}_{index}", "label": int(index) % self.num_classes}
+
     def motion_positions(self, motion: int, rng: np.random.Generator) -> np.ndarray:
         """Positions ``(T, 2)`` writing the decimal digits of ``motion`` in turn."""
         digits = [int(c) for c in str(motion)]

@@ -222,6 +222,11 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records) * self.num_views
 
+    def clip_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "label"}`` of sample ``index``, from the annotations (nothing is decoded)."""
+        record = self.records[int(index) // self.num_views]
+        return {"id": record.id, "label": int(record.label)}
+
     def _skip(self, record: VideoRecord, exc: Exception) -> None:
         reason = f"{record.path}: {exc}"
         if reason not in self.skipped:

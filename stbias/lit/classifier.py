@@ -107,7 +107,7 @@ class VideoClassifier(pl.LightningModule):
                 "shuffle_frames": self.shuffle_frames,
                 "label_key": self.label_key,
                 "seed": self.seed,
-                "input": _spec_dict(spec),
+                "input": spec.to_dict(),
                 **dict(hparams or {}),
             }
         )
@@ -129,11 +129,7 @@ class VideoClassifier(pl.LightningModule):
                 when shuffling).
             seed: the permutation seed; default the module's ``seed`` (validation).
         """
-        video01 = video_to_float(batch["video"])
-        if video01.shape[1] == 1 and self.spec.channels == 3:
-            # grey clips (BrushMNIST) into an RGB network: the same grey in every channel
-            video01 = video01.expand(-1, 3, -1, -1, -1)
-        x = pack_inputs(video01, self.spec)
+        x = pack_inputs(video_to_float(batch["video"]), self.spec)
         if self.shuffle_frames:
             x, _ = shuffle_clips(x, _indices(batch), self.seed if seed is None else seed)
         return x
@@ -195,16 +191,3 @@ def _indices(batch: Mapping[str, Any]) -> list[int]:
         )
     index = batch["index"]
     return [int(i) for i in (index.tolist() if torch.is_tensor(index) else index)]
-
-
-def _spec_dict(spec: InputSpec) -> dict[str, Any]:
-    return {
-        "frames": spec.frames,
-        "sampling_rate": spec.sampling_rate,
-        "size": spec.size,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "channels": spec.channels,
-        "pathways": spec.pathways,
-        "alpha": spec.alpha,
-    }

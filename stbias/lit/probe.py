@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stbias.data import video_to_float
-from stbias.io import torch_save
+from stbias.io import load_tensors, torch_save
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
@@ -136,7 +136,7 @@ class ProbeModule(pl.LightningModule):
         path = self._partial_path()
         if path is None or not os.path.exists(path):
             return
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_tensors(path, what="partial sums")
         if sorted(saved["layers"]) != sorted(self.stats):
             return
         for alias, metric in self.stats.items():
@@ -159,7 +159,11 @@ class ProbeModule(pl.LightningModule):
         """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
         clip01 = video_to_float(batch["video"].to(self.device))
         index = torch.as_tensor(batch["index"]).cpu()
-        views = self.sampler(clip01, index, pack=self.pack)
+        # what precomputed styles need to find a clip's stylized frames
+        context = {k: batch[k] for k in ("id", "frame_indices") if k in batch}
+        if "id" in context:
+            context["ids"] = list(context.pop("id"))
+        views = self.sampler(clip01, index, pack=self.pack, **context)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():

@@ -28,7 +28,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from stbias.errors import StbiasError
-from stbias.io import torch_save
+from stbias.io import load_tensors, torch_save
 
 FACTORS = ("dynamic", "static")
 UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
@@ -554,7 +554,7 @@ class PairStatistics(Metric):
 
     def load_state(self, path: str | os.PathLike) -> PairStatistics:
         """Replace this metric's sums with those saved at ``path``; returns ``self``."""
-        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        payload = load_tensors(path, what="pair statistics")
         version = int(payload.get("version", -1))
         if version != _STATE_VERSION:
             raise StbiasError(
@@ -576,7 +576,7 @@ class PairStatistics(Metric):
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> PairStatistics:
         """A metric holding the sums saved at ``path``."""
-        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        payload = load_tensors(path, what="pair statistics")
         metric = cls(
             int(payload["num_units"]),
             bootstrap=int(payload["bootstrap"]),

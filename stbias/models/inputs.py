@@ -23,6 +23,9 @@ class InputSpec:
         frames: Frames the model receives (the fast pathway's count for SlowFast).
         sampling_rate: Stride between sampled source frames (the dataset reads it).
         size: Side of the square crop in pixels (the dataset resizes and crops).
+        short_side: The shorter side frames are resized to before the crop, in the model
+            family's evaluation convention (256 for a 224 crop of the Kinetics models, 128 for
+            torchvision's 112); ``None`` resizes to ``size``.
         mean: Per-channel mean subtracted after scaling to [0, 1].
         std: Per-channel standard deviation divided by after subtracting the mean.
         channels: Input channels (3 for RGB, 1 for grey-scale data such as BrushMNIST).
@@ -33,6 +36,7 @@ class InputSpec:
     frames: int = 8
     sampling_rate: int = 8
     size: int = 224
+    short_side: int | None = None
     mean: tuple[float, ...] = field(default=KINETICS_MEAN)
     std: tuple[float, ...] = field(default=KINETICS_STD)
     channels: int = 3
@@ -45,6 +49,11 @@ class InputSpec:
         for key in ("frames", "sampling_rate", "size", "channels"):
             if int(getattr(self, key)) < 1:
                 raise StbiasError(f"input.{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.short_side is not None and int(self.short_side) < int(self.size):
+            raise StbiasError(
+                f"input.short_side={self.short_side} is smaller than input.size={self.size}; "
+                "the crop is cut from frames resized to short_side (null: resize to size)"
+            )
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise StbiasError(
                 f"input.mean and input.std need {self.channels} values (input.channels), "
@@ -67,6 +76,12 @@ class InputSpec:
                 f"unknown input key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
             )
         return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain values (as in a model config's ``input`` node)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["mean"], values["std"] = list(self.mean), list(self.std)
+        return values
 
     @property
     def slow_frames(self) -> int:
@@ -93,6 +108,9 @@ def pack_inputs(video01: torch.Tensor, spec: InputSpec) -> torch.Tensor | list[t
         video01: Float clips `(B, C, T, H, W)` in [0, 1], already at the model's size.
         spec: The model's input spec.
 
+    A 1-channel clip is repeated over the channels of an RGB model; any other mismatch of
+    channels is an error.
+
     Returns:
         The normalised `(B, C, T, H, W)` tensor, or `[slow, fast]` for two pathways, where
         `fast` is the whole clip and `slow` its frames at `slow_indices(T, alpha)`.
@@ -107,14 +125,14 @@ def pack_inputs(video01: torch.Tensor, spec: InputSpec) -> torch.Tensor | list[t
         )
     channels = video01.shape[1]
     if channels != spec.channels:
-        if spec.channels == 1 and channels == 3:
-            # grey-scale models fed RGB clips: ITU-R BT.601 luma
-            weights = video01.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1, 1)
-            video01 = (video01 * weights).sum(1, keepdim=True)
+        if channels == 1 and spec.channels == 3:
+            # grey clips (BrushMNIST) into an RGB network: the same grey in every channel
+            video01 = video01.expand(-1, 3, -1, -1, -1)
         else:
             raise StbiasError(
-                f"clips have {channels} channels but the model expects input.channels="
-                f"{spec.channels}"
+                f"clips have {channels} channel(s) but the model takes model.input.channels="
+                f"{spec.channels}; give it {spec.channels}-channel clips (1-channel clips are "
+                "repeated for an RGB model, nothing else is converted)"
             )
     mean = video01.new_tensor(spec.mean).view(1, -1, 1, 1, 1)
     std = video01.new_tensor(spec.std).view(1, -1, 1, 1, 1)

@@ -1,6 +1,6 @@
 """Weights: local checkpoint files and the libraries' own pretrained downloads, loaded safely.
 
-Every file is read with `torch.load(..., weights_only=True)`: tensors and plain containers
+Every file is read by `stbias.io.load_tensors` (`weights_only=True`): tensors and plain containers
 only, so a file whose unpickling would run code is refused instead of executed.
 """
 
@@ -65,38 +65,10 @@ def _listing(what: str, items: list[str]) -> str:
 
 
 def read_weights_file(path: str) -> Any:
-    """`torch.load` a local file with `weights_only=True`, turning failures into StbiasErrors."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise StbiasError(f"checkpoint file {path!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = _unpickler_detail(err)
-        if "Unsupported global" not in detail:
-            raise StbiasError(
-                f"{path!r} is not a readable PyTorch weights file ({detail})"
-            ) from None
-        raise StbiasError(
-            f"refused to load {path!r}: it holds objects that would run code when unpickled "
-            "(only tensors and plain containers are accepted, torch.load weights_only=True). "
-            f"Re-save just the state dict: torch.save(model.state_dict(), path). ({detail})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise StbiasError(
-            f"{path!r} is not a readable PyTorch weights file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'empty'})"
-        ) from None
+    """Read a local weights file (tensors and plain containers only; see ``io.load_tensors``)."""
+    from stbias.io import load_tensors
 
-
-def _unpickler_detail(err: Exception) -> str:
-    """The one informative line of torch's weights-only unpickling error."""
-    text = str(err)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        rest = text.split(marker, 1)[1].strip()
-        return rest.split(". Please", 1)[0].splitlines()[0].strip() or text.splitlines()[0]
-    return text.splitlines()[0] if text else type(err).__name__
+    return load_tensors(path, what="checkpoint file")
 
 
 def extract_state_dict(obj: Any, path: str = "<object>") -> tuple[dict[str, torch.Tensor], str]:

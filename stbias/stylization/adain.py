@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stbias.errors import StbiasError
+from stbias.io import load_tensors
 from stbias.stylization.base import Stylizer
 from stbias.stylization.images import load_style_image
 
@@ -77,12 +78,7 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
     missing keys or wrong shapes are errors.
     """
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise StbiasError(f"{what} weights file {str(file)!r} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise StbiasError(f"cannot load {what} weights {str(file)!r}: {err}") from err
+    state = load_tensors(file, what=f"{what} weights file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -20,10 +20,6 @@ TASKS: dict[str, str] = {
 def run_task(cfg: Any) -> Any:
     """Run the task the config names (``cfg.task.name``) and return what it returns."""
     name = str(cfg.task.name)
-    # weight-only metrics (ASDT, self-convolution) need no data: the metric picks its own task
-    kind = cfg.get("metric", {}).get("task") if cfg.get("metric") is not None else None
-    if name == "probe" and kind:
-        name = str(kind)
     if name not in TASKS:
         raise StbiasError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     module, func = TASKS[name].split(":")

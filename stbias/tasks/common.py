@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Dataset, Subset
 
+from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
 
 log = logging.getLogger(__name__)
@@ -39,44 +41,221 @@ def output_dir() -> str:
     return os.getcwd()
 
 
-def checkpoint_overrides(path: str | os.PathLike) -> dict[str, Any]:
-    """The model config changes a ``task=train`` checkpoint records (``{}`` for other files).
+# What a checkpoint may set in the model config it is loaded into, and of what type: plain numbers
+# only. Nothing else read from a file reaches the config, and so hydra's instantiate.
+CHECKPOINT_SETTINGS: dict[str, dict[str, str]] = {
+    "builder": {"num_classes": "int", "in_channels": "int"},
+    "input": {
+        "frames": "int",
+        "sampling_rate": "int",
+        "size": "int",
+        "short_side": "int or null",
+        "mean": "list of numbers",
+        "std": "list of numbers",
+        "channels": "int",
+        "pathways": "int",
+        "alpha": "int or null",
+    },
+}
 
-    Returns ``{"builder": {...}, "input": {...}}``: e.g. the ``num_classes`` and ``in_channels``
-    the network was trained with. Only Lightning ``.ckpt`` files are opened; anything unreadable
-    gives ``{}`` (``load_checkpoint`` reports the problem when it loads the weights).
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int or null":
+        return value is None or _fits("int", value)
+    return isinstance(value, (list, tuple)) and all(_number(v) for v in value)
+
+
+def _refuse(path: str, where: str, what: str) -> StbiasError:
+    allowed = "; ".join(f"{node}: {', '.join(keys)}" for node, keys in CHECKPOINT_SETTINGS.items())
+    return StbiasError(
+        f"refused checkpoint {path!r}: hyper_parameters.{where} {what}; a checkpoint may set "
+        f"only these model settings, as plain numbers ({allowed})"
+    )
+
+
+def _checked(path: str, node: str, values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise _refuse(path, where, f"is a {type(values).__name__}, not a mapping")
+    allowed = CHECKPOINT_SETTINGS[node]
+    out = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise _refuse(path, f"{where}.{key}", "is not a setting a checkpoint may change")
+        if not _fits(allowed[key], value):
+            raise _refuse(path, f"{where}.{key}", f"is not an {allowed[key]} ({value!r})")
+        out[str(key)] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def checkpoint_settings(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The model settings a ``task=train`` checkpoint was trained with (``{}`` for other files).
+
+    Returns ``{"builder": {...}, "input": {...}}``: the class count and input channels of the
+    trained network, and the input spec it was trained at. Only the keys of
+    :data:`CHECKPOINT_SETTINGS`, as plain numbers, are accepted; anything else in those entries
+    (a ``_target_`` at any depth, a nested mapping, a string) refuses the file with an error
+    naming the key. Only Lightning ``.ckpt`` files carry settings.
     """
     path = os.path.expanduser(str(path))
-    if not path.endswith(".ckpt") or not os.path.isfile(path):
+    if not path.endswith(".ckpt"):
         return {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - the weights loader reports unreadable files properly
-        return {}
+    from stbias.io import load_tensors
+
+    obj = load_tensors(path, what="checkpoint")
     hparams = obj.get("hyper_parameters") if isinstance(obj, Mapping) else None
-    overrides = hparams.get(MODEL_OVERRIDES) if isinstance(hparams, Mapping) else None
-    return copy.deepcopy(dict(overrides)) if isinstance(overrides, Mapping) else {}
+    if not isinstance(hparams, Mapping):
+        return {}
+    settings: dict[str, dict[str, Any]] = {"builder": {}, "input": {}}
+    if hparams.get("input") is not None:
+        settings["input"].update(_checked(path, "input", hparams["input"], "input"))
+    overrides = hparams.get(MODEL_OVERRIDES)
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise _refuse(path, MODEL_OVERRIDES, "is not a mapping")
+        for node, values in overrides.items():
+            if node not in CHECKPOINT_SETTINGS:
+                raise _refuse(path, f"{MODEL_OVERRIDES}.{node}", "is not builder or input")
+            settings[node].update(_checked(path, node, values, f"{MODEL_OVERRIDES}.{node}"))
+    return {node: values for node, values in settings.items() if values}
+
+
+def _checkpoint_changes(model_cfg: Any) -> dict[str, dict[str, Any]]:
+    checkpoint = model_cfg.get("checkpoint") if model_cfg is not None else None
+    settings = checkpoint_settings(checkpoint) if checkpoint else {}
+    changes: dict[str, dict[str, Any]] = {}
+    for node, values in settings.items():
+        current = plain(model_cfg.get(node)) or {}
+        diff = {k: v for k, v in values.items() if current.get(k) != v}
+        if diff:
+            changes[node] = diff
+    return changes
+
+
+def _set_checkpoint_changes(model_cfg: Any, changes: dict[str, dict[str, Any]]) -> None:
+    with open_dict(model_cfg):
+        for node, values in changes.items():
+            if model_cfg.get(node) is None:
+                model_cfg[node] = {}
+            for key, value in values.items():
+                model_cfg[node][key] = value
+        if "num_classes" in model_cfg and "num_classes" in changes.get("builder", {}):
+            model_cfg.num_classes = changes["builder"]["num_classes"]
 
 
 def model_config_for_checkpoint(model_cfg: Any) -> Any:
-    """A copy of ``model_cfg`` with the builder and input changes its ``checkpoint`` records.
+    """A copy of ``model_cfg`` set to the network and input its ``checkpoint`` was trained with.
 
-    A classifier trained by ``task=train`` on a dataset with, say, 16 classes and grey frames has a
-    16-way head and one input channel; this makes ``model=<name> model.checkpoint=<ckpt>``
-    rebuild exactly that network. Configs without such a checkpoint come back unchanged.
+    A classifier trained by ``task=train`` on BrushMNIST has, say, a 100-way head, one input
+    channel and 8 frames of 32 pixels; this makes ``model=<name> model.checkpoint=<ckpt>``
+    rebuild exactly that network and feed it clips as it was trained. Configs without such a
+    checkpoint come back unchanged.
     """
-    checkpoint = model_cfg.get("checkpoint") if model_cfg is not None else None
-    overrides = checkpoint_overrides(checkpoint) if checkpoint else {}
-    if not overrides:
+    changes = _checkpoint_changes(model_cfg)
+    if not changes:
         return model_cfg
     model_cfg = copy.deepcopy(model_cfg)
-    with open_dict(model_cfg):
-        for node in ("builder", "input"):
-            for key, value in dict(overrides.get(node) or {}).items():
-                model_cfg[node][key] = value
-        if "num_classes" in model_cfg and "num_classes" in dict(overrides.get("builder") or {}):
-            model_cfg.num_classes = overrides["builder"]["num_classes"]
+    _set_checkpoint_changes(model_cfg, changes)
     return model_cfg
+
+
+def apply_checkpoint_settings(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Set ``cfg.model`` in place to what ``model.checkpoint`` was trained with; returns changes.
+
+    In place, so that everything interpolated from ``model.input`` (the dataset's clip geometry)
+    follows, and the run's saved config is what ran.
+    """
+    changes = _checkpoint_changes(cfg.model)
+    if changes:
+        _set_checkpoint_changes(cfg.model, changes)
+        described = ", ".join(
+            f"model.{node}.{k}={v}" for node, values in changes.items() for k, v in values.items()
+        )
+        log.info("settings from the checkpoint %s: %s", cfg.model.checkpoint, described)
+    return changes
+
+
+def require_one_model(cfg: Any, task: str) -> None:
+    """Refuse a model option that names several models (``model=quickstart``) for ``task``."""
+    models = cfg.model.get("models") if cfg.get("model") is not None else None
+    if models:
+        raise StbiasError(
+            f"model={cfg.model.get('name')} names several models ({', '.join(map(str, models))}) "
+            f"for task=quickstart; {task} takes one: model=<name>, e.g. model={models[-1]}"
+        )
+
+
+def models_with_published_weights() -> list[str]:
+    """The model options whose config names published weights (``published_weights``)."""
+    from stbias.config import CONF_DIR
+
+    names = []
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        if OmegaConf.load(path).get("published_weights"):
+            names.append(path.stem)
+    return names
+
+
+def check_weights(model_cfg: Any, name: str) -> None:
+    """Refuse ``model.pretrained=true`` on a model with no published weights, naming those with."""
+    if model_cfg.get("pretrained") and not model_cfg.get("published_weights"):
+        raise StbiasError(
+            f"model {name} has no published weights (model.pretrained=true); models that have "
+            f"them: {', '.join(models_with_published_weights())}. Train it (task=train) or "
+            "give a weights file: model.checkpoint=/path/to/weights"
+        )
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(model_cfg: Any) -> dict[str, Any]:
+    """What the model's weights are: ``random``, ``pretrained:<source>`` or ``file:<path>``.
+
+    Returns ``{"weights": ..., "weights_sha256": <hex or None>}`` for results.json and the CSV.
+    """
+    checkpoint = model_cfg.get("checkpoint")
+    if checkpoint:
+        path = os.path.abspath(os.path.expanduser(str(checkpoint)))
+        return {"weights": f"file:{path}", "weights_sha256": sha256_of(path)}
+    if model_cfg.get("pretrained"):
+        return {
+            "weights": f"pretrained:{model_cfg.get('published_weights')}",
+            "weights_sha256": None,
+        }
+    return {"weights": "random", "weights_sha256": None}
+
+
+def weights_label(record: Mapping[str, Any]) -> str:
+    """A short description of ``weights_record`` for titles and headers."""
+    weights = str(record.get("weights", "random"))
+    if weights == "random":
+        return "random weights"
+    if weights.startswith("file:"):
+        sha = record.get("weights_sha256") or ""
+        return f"{os.path.basename(weights[5:])}, sha256 {sha[:8]}"
+    return weights.replace("pretrained:", "pretrained: ", 1)
+
+
+def warn_if_random(model_cfg: Any, name: str) -> None:
+    """One warning line when a model runs at its random initialisation."""
+    if not model_cfg.get("checkpoint") and not model_cfg.get("pretrained"):
+        log.warning(
+            "model %s has random weights (no model.checkpoint, model.pretrained=false): "
+            "the results describe the untrained architecture",
+            name,
+        )
 
 
 def build_model(model_cfg: Any) -> torch.nn.Module:
@@ -93,6 +272,59 @@ def build_model(model_cfg: Any) -> torch.nn.Module:
 
         load_checkpoint(model, str(checkpoint))
     return model
+
+
+def build_trainer(
+    trainer_cfg: Any,
+    *,
+    logger: Any = False,
+    callbacks: Sequence[Any] = (),
+    fixed: Mapping[str, Any] | None = None,
+    task: str = "this task",
+    **defaults: Any,
+) -> Any:
+    """The Lightning ``Trainer`` of the ``trainer`` node, built as Lightning+Hydra projects do.
+
+    ``instantiate(cfg.trainer, logger=..., callbacks=...)``: every key of the node is a Trainer
+    argument and means what Lightning says. The task adds its logger and callbacks (after those
+    of ``trainer.callbacks``, a list of callback configs).
+
+    Args:
+        trainer_cfg: the ``trainer`` config node (``_target_: pytorch_lightning.Trainer``).
+        logger: the logger built from the ``logger`` group (``False`` for none).
+        callbacks: the task's own callbacks.
+        fixed: arguments the task needs set one way (the probe: no distributed sampler); a node
+            that sets one of them to another value is an error naming the key.
+        task: the task's name, for that error.
+        **defaults: arguments used unless the node sets them (e.g. ``default_root_dir``).
+    """
+    node = copy.deepcopy(trainer_cfg)
+    with open_dict(node):
+        if "logger" in node:
+            raise StbiasError(
+                "trainer.logger is not set through the trainer node: choose logger=wandb|csv|none "
+                "(and logger.<key>=... for its settings)"
+            )
+        extra = plain(node.pop("callbacks", None)) or []
+        if not isinstance(extra, list) or not all(isinstance(c, Mapping) for c in extra):
+            raise StbiasError(
+                "trainer.callbacks must be a list of callback configs, e.g. "
+                "'+trainer.callbacks=[{_target_: pytorch_lightning.callbacks.RichModelSummary}]'"
+            )
+        for key, value in (fixed or {}).items():
+            if node.get(key) is not None and plain(node[key]) != value:
+                raise StbiasError(
+                    f"trainer.{key}={plain(node[key])} cannot be used with {task}, which needs "
+                    f"{key}={value}; leave trainer.{key} unset"
+                )
+            node.pop(key, None)
+        for key, value in defaults.items():
+            if node.get(key) is None:
+                node[key] = value
+    user_callbacks = [instantiate(c) for c in extra]
+    return instantiate(
+        node, logger=logger, callbacks=[*user_callbacks, *callbacks], **dict(fixed or {})
+    )
 
 
 def build_logger(logger_cfg: Any, save_dir: str) -> Any:
@@ -160,28 +392,49 @@ def choice(cfg: Any, group: str) -> str:
     return str(target).rsplit(".", 1)[-1] if target else "unknown"
 
 
+# dataset key -> model input key: the clip geometry a dataset takes from the model it feeds
+GEOMETRY = (("num_frames", "frames"), ("sampling_rate", "sampling_rate"), ("size", "size"))
+
+
+def check_geometry(dataset_cfg: Any, spec: InputSpec) -> None:
+    """Raise unless the dataset cuts clips at the model's input geometry (one source of truth).
+
+    The dataset configs take ``num_frames``, ``sampling_rate`` and ``size`` from ``model.input``;
+    a value set on the dataset that differs would feed the model clips it was not built for.
+    """
+    for key, model_key in GEOMETRY:
+        value = dataset_cfg.get(key) if key in dataset_cfg else None
+        if value is not None and int(value) != int(getattr(spec, model_key)):
+            raise StbiasError(
+                f"dataset.{key}={value} conflicts with model.input.{model_key}="
+                f"{getattr(spec, model_key)}: clips are cut at the model's input; set "
+                f"model.input.{model_key}={value} instead (dataset.{key} follows it)"
+            )
+    short_side = dataset_cfg.get("short_side") if "short_side" in dataset_cfg else None
+    if short_side is not None and int(short_side) < int(spec.size):
+        raise StbiasError(
+            f"dataset.short_side={short_side} is smaller than model.input.size={spec.size}: "
+            "frames are resized so that their shorter side is short_side, then cropped to size"
+        )
+
+
 def build_dataset(
     dataset_cfg: Any, spec: InputSpec, split: str | None = None, num_samples: int | None = None
 ) -> Dataset:
-    """Instantiate a dataset at the model's clip length, frame stride and size.
+    """Instantiate a dataset whose clips fit the model's input spec.
 
     Args:
-        dataset_cfg: the ``dataset`` config node.
-        spec: the model's input spec; sets ``num_frames``, ``sampling_rate`` and ``size`` where
-            the dataset config has those keys.
+        dataset_cfg: the ``dataset`` config node (its geometry keys follow ``model.input``; see
+            :func:`check_geometry`).
+        spec: the model's input spec.
         split: replaces ``split`` (e.g. ``val``).
         num_samples: replaces ``num_samples`` (synthetic datasets); other datasets are cut to
             a seeded random subset of this many clips.
     """
+    check_geometry(dataset_cfg, spec)
     dataset_cfg = copy.deepcopy(dataset_cfg)
     with open_dict(dataset_cfg):
-        for key, value in (
-            ("num_frames", spec.frames),
-            ("sampling_rate", spec.sampling_rate),
-            ("size", spec.size),
-            ("split", split),
-            ("num_samples", num_samples),
-        ):
+        for key, value in (("split", split), ("num_samples", num_samples)):
             if key in dataset_cfg and value is not None:
                 dataset_cfg[key] = value
     dataset = instantiate(dataset_cfg)

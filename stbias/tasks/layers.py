@@ -12,7 +12,12 @@ from omegaconf import OmegaConf, open_dict
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec, pack_inputs, spec_shapes
 from stbias.models.taps import capture, channels_of, suggest_layers
-from stbias.tasks.common import build_model
+from stbias.tasks.common import (
+    apply_checkpoint_settings,
+    build_model,
+    check_weights,
+    require_one_model,
+)
 
 
 def _sized_model_config(model_cfg: Any, task_cfg: Any) -> Any:
@@ -42,8 +47,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     Returns the rows (`alias`, `path`, `channels`, `declared`, `shape`) and the model.
     """
+    require_one_model(cfg, "task=layers")
+    apply_checkpoint_settings(cfg)
     model_cfg = _sized_model_config(cfg.model, cfg.task)
     name = str(model_cfg.get("name", "model"))
+    check_weights(model_cfg, name)
     try:
         model = build_model(model_cfg).eval()
     except InstantiationException as err:

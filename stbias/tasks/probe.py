@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
+from stbias.data.subsets import choose_clips, clip_info
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
@@ -30,16 +31,24 @@ from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.tasks.common import (
+    apply_checkpoint_settings,
     build_dataset,
     build_logger,
     build_model,
+    build_trainer,
+    check_weights,
     choice,
     output_dir,
     plain,
+    require_one_model,
+    warn_if_random,
+    weights_label,
+    weights_record,
 )
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+PAIR_METRICS = ("unitwise", "layerwise")
 
 
 def infer_channels(
@@ -78,6 +87,7 @@ def cache_key(cfg: Any) -> str:
         "stylization": plain(cfg.stylization),
         "seed": int(cfg.seed),
         "num_clips": cfg.probe.num_clips,
+        "sampling": str(cfg.probe.sampling),
         "bootstrap": int(cfg.probe.bootstrap),
         "include_cls": bool(cfg.probe.include_cls),
     }
@@ -113,10 +123,14 @@ def layer_rows(layers: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, A
 def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, Any]) -> list[str]:
     """results.json, results.csv, unit_scores.npz and the Fig. 3 plots; returns the figures."""
     meta = {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
+    meta.update(weights=record["weights"], weights_sha256=record["weights_sha256"])
     io.write_npz(os.path.join(folder, "unit_scores.npz"), unit_scores)
+    io.write_csv(os.path.join(folder, "clips.csv"), record.pop("clips"))
     io.write_json(os.path.join(folder, "results.json"), record)
     io.write_csv(os.path.join(folder, "results.csv"), layer_rows(record["layers"], meta))
-    title = f"{record['model']} on {record['dataset']} (λ = {record['lam']})"
+    title = (
+        f"{record['model']} ({weights_label(record)}) on {record['dataset']}, λ = {record['lam']}"
+    )
     figure = fig3({record["model"]: record["layers"]}, title=title)
     return save_figure(figure, os.path.join(folder, "fig3"))
 
@@ -176,6 +190,15 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     Returns the results record, the per-unit scores and the objects used.
     """
     name = choice(cfg, "model")
+    if str(cfg.metric.get("name")) not in PAIR_METRICS:
+        raise StbiasError(
+            f"task=probe reports the pair measures metric={' or metric='.join(PAIR_METRICS)}; "
+            f"metric={cfg.metric.get('name')} belongs to another task (leave task unset)"
+        )
+    require_one_model(cfg, "task=probe")
+    apply_checkpoint_settings(cfg)
+    check_weights(cfg.model, name)
+    warn_if_random(cfg.model, name)
     declared = plain(cfg.model.get("layers")) or {}
     if not declared:
         raise StbiasError(
@@ -194,8 +217,9 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     layout = str(cfg.model.get("layout", "cnn"))
 
     dataset = build_dataset(cfg.dataset, spec)
-    if cfg.probe.num_clips is not None and int(cfg.probe.num_clips) < len(dataset):
-        dataset = Subset(dataset, range(int(cfg.probe.num_clips)))
+    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
+    if len(chosen) < len(dataset):
+        dataset = Subset(dataset, chosen)
     objects: dict[str, Any] = {"dataset": dataset}
     results: dict[str, Any] = {}
     clips_run = 0
@@ -223,10 +247,11 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             state_dir=run_dir,
             save_every=int(cfg.probe.save_every),
         )
-        trainer_args = plain(cfg.trainer)
-        trainer_args.update(logger=False, use_distributed_sampler=False, enable_checkpointing=False)
-        trainer_args.setdefault("enable_model_summary", False)
-        trainer = pl.Trainer(**trainer_args)
+        trainer = build_trainer(
+            cfg.trainer,
+            fixed={"use_distributed_sampler": False, "enable_checkpointing": False},
+            task="task=probe",
+        )
         data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers)
         trainer.test(module, datamodule=data, verbose=False)
         objects.update(model=model, module=module, trainer=trainer)
@@ -253,10 +278,12 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     record = {
         "task": "probe",
         "model": name,
+        **weights_record(cfg.model),
         "dataset": choice(cfg, "dataset"),
         "stylization": choice(cfg, "stylization"),
         "seed": int(cfg.seed),
         "num_clips": len(dataset),
+        "sampling": str(cfg.probe.sampling),
         "skipped_clips": skipped,
         "metric": str(cfg.metric.name),
         "lam": lam,
@@ -268,8 +295,17 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         },
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
+        "clips": [{"index": i, **clip_info(dataset, k)} for k, i in enumerate(_indices(dataset))],
     }
     return record, unit_scores, objects
+
+
+def _indices(dataset: Any) -> list[int]:
+    return (
+        [int(i) for i in dataset.indices]
+        if isinstance(dataset, Subset)
+        else list(range(len(dataset)))
+    )
 
 
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,85 +1,160 @@
-"""`task=quickstart` (what `python run.py` runs): a frame-order-blind and a 3D model side by side.
+"""`task=quickstart` (what `python run.py` runs): models trained on the embedded data, probed.
 
-``c2d_tiny`` (2D convolutions per frame, no temporal mixing before the final pooling) and
-``i3d_tiny`` (3D convolutions) are trained briefly on the embedded Places+Faces+MNIST — once; the
-checkpoints are cached — and then probed on its held-out split. ``c2d_tiny`` cannot see frame
-order, so every unit of it scores ``s_static = 1`` and none is dynamic; ``i3d_tiny`` can.
+Every model of the ``model`` option — ``model=quickstart`` names ``c2d_tiny`` and ``i3d_tiny``;
+any single model works too — is trained briefly on the embedded Places+Faces+MNIST at the clip
+size of ``model.input`` (once: the checkpoints are cached under ``task.cache_dir``, keyed by every
+setting of the training), then probed on ``dataset`` like ``task=probe`` and drawn side by side.
+``c2d_tiny`` convolves each frame on its own and cannot see frame order, so none of its units is
+dynamic; ``i3d_tiny`` can.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import os
 from typing import Any
 
+from filelock import FileLock
+from omegaconf import OmegaConf, open_dict
+
 from stbias import io
+from stbias.config import compose, option_node
+from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.tasks.common import output_dir, plain
 from stbias.tasks.probe import layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers
-from stbias.tasks.train import compose_config, ensure_quickstart_checkpoint
 
 
-def _dataset_overrides(cfg_overrides: list[str]) -> list[str]:
-    return [o for o in cfg_overrides if o.startswith("dataset.")]
+def quickstart_models(cfg: Any) -> list[Any]:
+    """The model config of every model to train and probe, at the clip size of ``model.input``."""
+    names = cfg.model.get("models")
+    if cfg.model.get("checkpoint") or cfg.model.get("pretrained"):
+        raise StbiasError(
+            "task=quickstart trains its models from initialisation; model.checkpoint and "
+            "model.pretrained apply to a probe of one model (task=probe model=<name>)"
+        )
+    if not names:
+        return [copy.deepcopy(cfg.model)]
+    nodes = []
+    for name in names:
+        node = option_node("model", str(name))
+        with open_dict(node):
+            node.input = copy.deepcopy(cfg.model.input)
+        nodes.append(node)
+    return nodes
+
+
+def train_config(cfg: Any, model_node: Any, folder: str | None = None) -> Any:
+    """The ``task=train`` config of one quickstart model: the embedded P+F+M, ``task.train``."""
+    q = cfg.task.train
+    train_cfg = compose(["task=train", "dataset=pfm", "logger=none", "trainer=cpu"])
+    with open_dict(train_cfg):
+        train_cfg.model = copy.deepcopy(model_node)
+        train_cfg.seed = int(cfg.seed)
+        train_cfg.dataset.num_places = int(q.num_places)
+        train_cfg.dataset.num_motions = int(q.num_motions)
+        train_cfg.dataset.num_samples = int(q.clips)
+        train_cfg.train.val_clips = int(q.val_clips)
+        train_cfg.train.batch_size = int(q.batch_size)
+        train_cfg.train.optimizer.lr = float(q.lr)
+        train_cfg.trainer.max_epochs = int(q.max_epochs)
+        train_cfg.trainer.enable_progress_bar = bool(cfg.trainer.get("enable_progress_bar", True))
+        train_cfg.train.output_dir = folder
+    return train_cfg
+
+
+def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
+    """Train one quickstart model once and reuse it: ``<task.cache_dir>/<model>-<key>/``.
+
+    The key hashes the resolved model, dataset, training and Trainer settings and the seed, so a
+    changed setting trains a new checkpoint. An interrupted training resumes from its
+    ``last.ckpt``. Several processes asking at once (the ranks of a multi-GPU run) train once.
+
+    Returns:
+        The training run's results record (``checkpoint``, ``val/acc``, ...).
+    """
+    from stbias.tasks.train import run as train
+
+    cache = os.path.abspath(str(cfg.task.cache_dir))
+    train_cfg = train_config(cfg, model_node)
+    keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
+    keyed.update(
+        train={k: v for k, v in plain(train_cfg.train).items() if k != "output_dir"},
+        max_epochs=int(train_cfg.trainer.max_epochs),
+        seed=int(train_cfg.seed),
+    )
+    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+    folder = os.path.join(cache, f"{model_node.name}-{key}")
+    results = os.path.join(folder, "results.json")
+    os.makedirs(cache, exist_ok=True)
+    with FileLock(folder + ".lock"):
+        if os.path.isfile(results):
+            with open(results) as fh:
+                record = json.load(fh)
+            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
+                return record
+        with open_dict(train_cfg):
+            train_cfg.train.output_dir = folder
+            last = os.path.join(folder, "checkpoints", "last.ckpt")
+            train_cfg.train.resume = last if os.path.isfile(last) else None
+        print(f"training {model_node.name} on the embedded P+F+M (once; cached in {folder})")
+        record, _ = train(train_cfg)
+    return record
+
+
+def probe_config(cfg: Any, model_node: Any, checkpoint: str) -> Any:
+    """``cfg`` with ``model`` set to one trained quickstart model (everything else unchanged)."""
+    probe_cfg = copy.deepcopy(cfg)
+    with open_dict(probe_cfg):
+        probe_cfg.model = copy.deepcopy(model_node)
+        probe_cfg.model.checkpoint = checkpoint
+    return probe_cfg
 
 
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train (or load) each of ``cfg.task.models`` and probe it; write the comparison."""
-    from stbias.tasks.train import QUICKSTART
-
+    """Train (or load) each model and probe it; write the comparison into the run directory."""
     folder = output_dir()
-    cache = os.path.abspath(str(cfg.task.cache_dir))
-    probe_args = [f"probe.{k}={v}" for k, v in plain(cfg.probe).items() if k not in ("layers",)]
-    records, trained = {}, {}
-    for name in cfg.task.models:
-        trained[name] = ensure_quickstart_checkpoint(str(name), os.path.join(cache, "train"))
-        overrides = [
-            "task=probe",
-            *trained[name]["config_overrides"],
-            "dataset=pfm",
-            *_dataset_overrides(list(QUICKSTART[str(name)])),
-            f"dataset.split={cfg.task.split}",
-            *probe_args,
-            f"metric.lam={cfg.metric.lam}",
-            f"seed={cfg.seed}",
-            "logger=none",
-        ]
-        probe_cfg = compose_config(overrides)
-        record, unit_scores, _ = probe_layers(probe_cfg)
-        record["train"] = {k: trained[name].get(k) for k in ("val/acc", "checkpoint", "minutes")}
-        records[str(name)] = record
-        io.write_npz(os.path.join(folder, f"unit_scores_{name}.npz"), unit_scores)
+    records, unit_scores = {}, {}
+    for node in quickstart_models(cfg):
+        trained = ensure_trained(cfg, node)
+        record, scores, _ = probe_layers(probe_config(cfg, node, trained["checkpoint"]))
+        if not record:  # a non-zero rank of a multi-process run: rank 0 reports
+            continue
+        record["train"] = {k: trained.get(k) for k in ("val/acc", "checkpoint", "minutes")}
+        name = str(node.name)
+        records[name], unit_scores[name] = record, scores
         print(summary_table(record))
-        acc = trained[name].get("val/acc")
+        acc = trained.get("val/acc")
         if acc is not None:
             print(f"  ({name}: validation accuracy {100 * acc:.1f} %)\n")
-
+    if not records:
+        return {}, {}
+    first = next(iter(records.values()))
     summary = {
         "task": "quickstart",
         "models": list(records),
-        "dataset": "pfm",
-        "lam": float(cfg.metric.lam),
+        "dataset": first["dataset"],
+        "lam": first["lam"],
         "results": records,
     }
+    for name, scores in unit_scores.items():
+        io.write_npz(os.path.join(folder, f"unit_scores_{name}.npz"), scores)
     io.write_json(os.path.join(folder, "results.json"), summary)
     rows = [
         row
         for name, record in records.items()
         for row in layer_rows(
-            record["layers"],
-            {
-                "model": name,
-                "dataset": "pfm",
-                "stylization": record["stylization"],
-                "seed": record["seed"],
-            },
+            record["layers"], {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
         )
     ]
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figure = fig3(
         {name: record["layers"] for name, record in records.items()},
-        title="Static vs dynamic units: frame-wise 2D CNN vs 3D CNN (embedded P+F+M)",
+        title=f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
     figures = save_figure(figure, os.path.join(folder, "fig3"))
     print(f"figure: {figures[0]}\nresults: {os.path.join(folder, 'results.json')}")

@@ -1,8 +1,9 @@
-"""`task=train`: train a classifier for any model on any dataset (and the quickstart checkpoints).
+"""`task=train`: train a classifier for any model on any dataset.
 
-``python run.py task=train model=i3d_tiny dataset=brushmnist_small`` trains with the optimizer,
-scheduler and epochs of the ``train`` node, writes ``checkpoints/last.ckpt`` and
-``checkpoints/best.ckpt`` (highest ``val/acc``) and ``results.json`` into the run directory.
+``python run.py task=train model=i3d_tiny dataset=brushmnist_small`` trains with the optimizer and
+scheduler of the ``train`` node and the Trainer arguments of the ``trainer`` node (``max_epochs``
+...), writes ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt`` (highest ``val/acc``) and
+``results.json`` into the run directory.
 The network is adapted to the dataset: ``num_classes`` from the dataset (or ``train.num_classes``)
 and the input channels from its clips. The checkpoint records these changes, so
 ``model=<name> model.checkpoint=<run>/checkpoints/last.ckpt`` rebuilds the trained network.
@@ -12,17 +13,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -35,15 +33,16 @@ from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
 from stbias.tasks.common import (
     MODEL_OVERRIDES,
+    apply_checkpoint_settings,
     build_dataset,
     build_logger,
     build_model,
+    build_trainer,
     choice,
     output_dir,
     plain,
+    require_one_model,
 )
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -81,8 +80,8 @@ def adapt_model_config(model_cfg: Any, num_classes: int, channels: int) -> tuple
     Sets ``builder.num_classes`` (and ``num_classes`` where the config has it). When the clips'
     channels differ from ``input.channels`` and the builder takes ``in_channels``, the first
     layer is built for them (``input.mean`` / ``std`` keep their first value per channel);
-    otherwise grey clips are repeated into an RGB network and RGB clips turned to grey for a
-    grey one (see ``VideoClassifier``, ``pack_inputs``).
+    otherwise grey clips are repeated into an RGB network (see ``pack_inputs``) and other
+    mismatches are errors.
 
     Returns:
         The adapted config and the changes, ``{"builder": {...}, "input": {...}}``.
@@ -98,7 +97,7 @@ def adapt_model_config(model_cfg: Any, num_classes: int, channels: int) -> tuple
                 "mean": [float(spec["mean"][0])] * channels,
                 "std": [float(spec["std"][0])] * channels,
             }
-        elif (channels, int(spec["channels"])) not in ((1, 3), (3, 1)):
+        elif (channels, int(spec["channels"])) != (1, 3):
             raise StbiasError(
                 f"clips have {channels} channels but model {model_cfg.get('name')} takes "
                 f"{spec['channels']} and its builder has no in_channels argument"
@@ -138,6 +137,8 @@ def _finish_logger(logger: Any) -> None:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    require_one_model(cfg, "task=train")
+    apply_checkpoint_settings(cfg)
     tcfg = cfg.train
     folder = str(tcfg.get("output_dir") or output_dir())
     label_key = str(tcfg.label_key)
@@ -180,18 +181,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         save_last=True,
         save_top_k=1,
         auto_insert_metric_name=False,
+        # one last.ckpt per run folder: a resumed run overwrites it instead of adding last-v1.ckpt
+        enable_version_counter=False,
     )
     logger = build_logger(cfg.get("logger"), folder)
     callbacks: list[pl.Callback] = [checkpoints, EpochSetter()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
-    trainer = pl.Trainer(
-        **plain(cfg.trainer),
-        max_epochs=int(tcfg.epochs),
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=folder,
+    trainer = build_trainer(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=folder
     )
     start = time.time()
     try:
@@ -231,92 +230,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return record, {"model": model, "module": module, "trainer": trainer, "data": data}
 
 
-# The quickstart classifiers: the embedded Places+Faces+MNIST at a CPU-friendly clip size.
-QUICKSTART: dict[str, tuple[str, ...]] = {
-    name: (
-        f"model={name}",
-        "dataset=pfm",
-        "model.input.frames=8",
-        "model.input.size=32",
-        "dataset.num_places=4",
-        "dataset.num_motions=4",
-        "dataset.num_samples=2048",
-        "train.val_clips=256",
-        "train.epochs=6",
-        "train.batch_size=16",
-        "train.optimizer.lr=0.003",
-        "trainer=cpu",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-    )
-    for name in ("c2d_tiny", "i3d_tiny")
-}
-
-
 def compose_config(overrides: Sequence[str]) -> Any:
     """The root config with ``task=train`` and ``overrides`` (works inside a Hydra app too)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from stbias.config import compose
 
-    overrides = ["task=train", *overrides]
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def ensure_quickstart_checkpoint(
-    model_name: str, cache_dir: str | os.PathLike, overrides: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Train a quickstart classifier once and reuse it: ``<cache_dir>/<model>-<key>/``.
-
-    The key hashes the resolved model, dataset and training config, so a changed setting trains
-    a new checkpoint and an unchanged one is loaded from the cache.
-
-    Args:
-        model_name: ``c2d_tiny`` or ``i3d_tiny`` (see :data:`QUICKSTART`).
-        cache_dir: where checkpoints are kept.
-        overrides: further config overrides, applied after the quickstart ones.
-
-    Returns:
-        The training run's results record: ``checkpoint`` (``last.ckpt``), ``val/acc``, ...,
-        plus ``config_overrides``: what a probe needs to see clips as the model was trained
-        (``model.checkpoint=...``, ``model.input.frames=...``, ``model.input.size=...``).
-    """
-    if model_name not in QUICKSTART:
-        raise StbiasError(
-            f"no quickstart setting for model {model_name!r}; valid: {', '.join(QUICKSTART)}"
-        )
-    cfg = compose_config([*QUICKSTART[model_name], *overrides])
-    keyed = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dataset", "train")}
-    keyed["seed"] = int(cfg.seed)
-    key = hashlib.sha1(repr(sorted(keyed.items())).encode()).hexdigest()[:12]
-    folder = os.path.join(os.fspath(cache_dir), f"{model_name}-{key}")
-    results = os.path.join(folder, "results.json")
-    os.makedirs(os.fspath(cache_dir), exist_ok=True)
-    # several processes (e.g. the ranks of a multi-GPU probe) may ask at once: one trains, the
-    # others wait and read its results
-    with FileLock(folder + ".lock"):
-        if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
-            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-                return _with_overrides(record, cfg)
-        with open_dict(cfg):
-            cfg.train.output_dir = folder
-        record, _ = run(cfg)
-    return _with_overrides(record, cfg)
-
-
-def _with_overrides(record: dict[str, Any], cfg: Any) -> dict[str, Any]:
-    record = dict(record)
-    record["config_overrides"] = [
-        f"model={cfg.model.name}",
-        f"model.checkpoint={record['checkpoint']}",
-        f"model.input.frames={int(cfg.model.input.frames)}",
-        f"model.input.size={int(cfg.model.input.size)}",
-    ]
-    return record
+    return compose(["task=train", *overrides])
 
 
 def initial_weights(cfg: Any, path: str | os.PathLike) -> str:
@@ -354,7 +272,7 @@ def shuffled_baseline(
         models: model options (``model=<name>``).
         datasets: dataset options (``dataset=<name>``).
         out_dir: output folder.
-        overrides: config overrides for every run (e.g. ``train.epochs=4``).
+        overrides: config overrides for every run (e.g. ``trainer.max_epochs=4``).
 
     Returns:
         One row per (model, dataset): ``acc_std``, ``acc_shuf``, ``drop``, ``chance``, ...

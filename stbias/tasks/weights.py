@@ -24,7 +24,13 @@ from stbias.plotting.weights import (
     plot_asdt,
     plot_temporal_channels,
 )
-from stbias.tasks.common import build_model, output_dir
+from stbias.tasks.common import (
+    apply_checkpoint_settings,
+    build_model,
+    check_weights,
+    output_dir,
+    require_one_model,
+)
 
 CSV_FIELDS = (
     "run",
@@ -113,6 +119,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         raise StbiasError(
             "metric=asdt/selfconv needs a model: python run.py metric=asdt model=<name>"
         )
+    require_one_model(cfg, f"metric={cfg.metric.get('name')}")
+    apply_checkpoint_settings(cfg)
+    check_weights(cfg.model, str(cfg.model.get("name", "model")))
     metric = cfg.metric
     rule = str(metric.get("rule", "spec"))
     if rule not in RULES:

@@ -1,0 +1,5 @@
+"""``python -m stbias [overrides]``: the same as the ``stbias`` command."""
+
+from stbias.cli import main
+
+main()

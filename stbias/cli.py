@@ -1,0 +1,52 @@
+"""The command line: ``stbias [group=option ...] [key=value ...]`` (also ``python run.py``).
+
+The configs ship inside the package (``stbias/conf``; a checkout links ``conf/`` to it), so the
+installed ``stbias`` command, ``python -m stbias`` and ``python run.py`` compose the same root
+config with the same overrides.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from datetime import datetime
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+@functools.cache
+def run_id() -> str:
+    """This process's run-folder suffix: microseconds and process id (stable within a process)."""
+    return f"{datetime.now():%f}-{os.getpid()}"
+
+
+OmegaConf.register_new_resolver("stbias_run_id", run_id, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _main(cfg: DictConfig):
+    from stbias.errors import StbiasError
+    from stbias.tasks import run_task
+
+    try:
+        return run_task(cfg)
+    except Exception as err:
+        # hydra.utils.instantiate wraps a builder's error; show the user the builder's message
+        cause = err
+        while cause is not None and not isinstance(cause, StbiasError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"stbias: error: {cause}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Entry point of the ``stbias`` command."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()
