@@ -86,7 +86,7 @@ def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
         )
         assert npz["res3/static"].shape == (64,)
     for ext in ("png", "pdf"):
-        assert (folder / f"fig3.{ext}").stat().st_size > 5000
+        assert (folder / f"units.{ext}").stat().st_size > 5000  # metric=unitwise, the default
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp")]
 
 
@@ -193,7 +193,7 @@ def test_wandb_offline_run_holds_the_logged_numbers(tmp_path, monkeypatch):
             entry["scores"]["static"], rel=1e-12
         )
         assert int(float(logged[f"probe/joint_units/{layer}"])) == entry["units"]["joint"]
-    assert list(folder.glob("wandb/offline-run-*/files/media/images/probe/fig3*.png"))
+    assert list(folder.glob("wandb/offline-run-*/files/media/images/probe/figure*.png"))
 
 
 def _run_py(tmp_path, *args, timeout=600):

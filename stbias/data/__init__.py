@@ -9,8 +9,10 @@ Sample layout (every dataset here): a dict with
   ``<video>_<segment>``; synthetic: ``<dataset>_<split>_<index>``);
 * ``index``: int, the sample's position in the dataset.
 
-Real datasets add ``view`` (multi-view index), ``frame_indices`` ``(T,)`` (decoded frame numbers)
-and ``skipped`` (1 when the video at ``index`` could not be read and the sample comes from the
+Real datasets add ``view`` (multi-view index), ``frame_indices`` ``(T,)`` (decoded frame numbers),
+``frame_times`` ``(T,)`` (their times in seconds), ``source`` (the file stem or frame folder name
+of the video, e.g. ``v_<id>`` for ActivityNet, where one video gives several samples) and
+``skipped`` (1 when the video at ``index`` could not be read and the sample comes from the
 next readable one, else 0; see :class:`VideoClipDataset`); DAVIS adds ``mask`` ``(T, H, W)`` 0/1;
 stylized frame folders add ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
 (the trajectory class), ``brush_label`` (BrushMNIST) or ``place_label`` (P+F+M), both also as

@@ -294,6 +294,10 @@ class VideoClipDataset(Dataset):
             "index": int(index),
             "view": int(view),
             "frame_indices": torch.from_numpy(indices.astype(np.int64)),
+            # the source's own name (file stem or frame folder) and the frames' times in seconds:
+            # what precomputed stylized copies of the source are found by
+            "source": os.path.splitext(os.path.basename(os.path.normpath(record.path)))[0],
+            "frame_times": torch.from_numpy(indices.astype(np.float64) / source.fps),
         }
         if mask is not None:
             sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask))

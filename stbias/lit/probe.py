@@ -40,6 +40,18 @@ def layer_state_path(state_dir: str, alias: str) -> str:
     return os.path.join(state_dir, f"{alias}.pt")
 
 
+def stylizer_context(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """What precomputed styles need to find a clip's stylized frames, from a collated batch."""
+    context: dict[str, Any] = {}
+    for key, name in (("id", "ids"), ("source", "sources")):
+        if key in batch:
+            context[name] = [str(v) for v in batch[key]]
+    for key in ("frame_indices", "frame_times"):
+        if key in batch:
+            context[key] = batch[key]
+    return context
+
+
 class ProbeModule(pl.LightningModule):
     """Run with ``Trainer.test``; afterwards ``results`` holds each layer's scores.
 
@@ -159,11 +171,7 @@ class ProbeModule(pl.LightningModule):
         """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
         clip01 = video_to_float(batch["video"].to(self.device))
         index = torch.as_tensor(batch["index"]).cpu()
-        # what precomputed styles need to find a clip's stylized frames
-        context = {k: batch[k] for k in ("id", "frame_indices") if k in batch}
-        if "id" in context:
-            context["ids"] = list(context.pop("id"))
-        views = self.sampler(clip01, index, pack=self.pack, **context)
+        views = self.sampler(clip01, index, pack=self.pack, **stylizer_context(batch))
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():

@@ -17,9 +17,15 @@ RESIZE_MODES = ("resize", "center_crop")
 class PrecomputedStylizer(Stylizer):
     """Reads the frames of each clip from folders of stylized frames, one folder per style.
 
-    Needs to know which frames the clip holds: call it with ``ids`` (one video id per clip, the
-    folder name under each style) and ``frame_indices`` (``(B, T)`` 0-based frame numbers of the
-    source video). The frames are read with OpenCV and brought to the clip's ``H, W``.
+    Needs to know which frames the clip holds: call it with ``sources`` (or ``ids``; one video per
+    clip, the folder name under each style) and ``frame_indices`` (``(B, T)`` 0-based frame
+    numbers of the source video) or, with ``fps``, ``frame_times`` (``(B, T)`` seconds). The
+    frames are read with OpenCV and brought to the clip's ``H, W``.
+
+    The authors' releases: stylized ActivityNet is ``style_<k>/v_<id>/<%06d>.jpg`` at 5 frames per
+    second numbered from 1 (``stylization=precomputed_activitynet``); stylized DAVIS is
+    ``JPEGImages/<style name>/<sequence>/<frame>.jpg`` with the source's frame names
+    (``stylization=precomputed_davis``).
 
     Args:
         root: folder holding one sub-folder per style.
@@ -31,6 +37,8 @@ class PrecomputedStylizer(Stylizer):
         first_index: the number of the first frame in ``frame_pattern`` (0 or 1).
         resize: ``"resize"`` stretches each frame to ``H, W``; ``"center_crop"`` scales its
             shorter side and crops the centre, as datasets that centre-crop do.
+        fps: frame rate of the stylized copies when it differs from the source's: frame ``i``
+            of a copy is the one shown at ``floor(time * fps)`` (needs ``frame_times``).
     """
 
     name = "precomputed"
@@ -42,6 +50,7 @@ class PrecomputedStylizer(Stylizer):
         frame_pattern: str | None = None,
         first_index: int = 0,
         resize: str = "resize",
+        fps: float | None = None,
     ):
         if not root:
             raise StbiasError(
@@ -54,6 +63,9 @@ class PrecomputedStylizer(Stylizer):
         if styles is None:
             styles = sorted(p.name for p in self.root.iterdir() if p.is_dir())
             styles = [s for s in styles if s.startswith("style")]
+        if fps is not None and float(fps) <= 0:
+            raise StbiasError(f"stylization.stylizer.fps must be positive or null, got {fps}")
+        self.fps = None if fps is None else float(fps)
         styles = [str(s) for s in styles]
         missing = [s for s in styles if not (self.root / s).is_dir()]
         if not styles or missing:
@@ -114,23 +126,30 @@ class PrecomputedStylizer(Stylizer):
         return image
 
     def _stylize(self, clip01: torch.Tensor, styles: list[int], **context) -> torch.Tensor:
-        ids, frames = context.get("ids"), context.get("frame_indices")
         b, c, t, h, w = clip01.shape
-        if ids is None or frames is None:
+        videos = context.get("sources") or context.get("ids")
+        if self.fps is None:
+            frames, what = context.get("frame_indices"), "frame indices (frame_indices=(B, T))"
+        else:
+            frames, what = context.get("frame_times"), "frame times (frame_times=(B, T))"
+        if videos is None or frames is None:
             raise StbiasError(
-                "precomputed stylization needs the clips' video ids and frame indices "
-                "(ids=..., frame_indices=(B, T)); the dataset sample must provide them"
+                f"precomputed stylization needs the clips' videos and {what}; the dataset's "
+                "samples must provide them (the video readers of stbias.data do)"
             )
         frames = torch.as_tensor(frames).reshape(b, -1)
-        if len(ids) != b or frames.shape[1] != t:
+        if self.fps is not None:
+            # the copy's frame shown at each time (5 fps copies of 30 fps videos: every 6th)
+            frames = torch.floor(frames.double() * self.fps + 1e-6).long()
+        if len(videos) != b or frames.shape[1] != t:
             raise StbiasError(
-                f"got {len(ids)} ids and frame indices {tuple(frames.shape)} for clips of shape "
-                f"{tuple(clip01.shape)}"
+                f"got {len(videos)} videos and frame numbers {tuple(frames.shape)} for clips of "
+                f"shape {tuple(clip01.shape)}"
             )
         out = np.empty((b, t, h, w, c), dtype=np.float32)
         for i in range(b):
             for j in range(t):
-                path = self.frame_path(styles[i], ids[i], int(frames[i, j]))
+                path = self.frame_path(styles[i], videos[i], int(frames[i, j]))
                 if not path.is_file():
                     raise StbiasError(f"stylized frame {str(path)!r} does not exist")
                 out[i, j] = self._read(path, h, w, c)

@@ -19,6 +19,9 @@ TASKS: dict[str, str] = {
 
 def run_task(cfg: Any) -> Any:
     """Run the task the config names (``cfg.task.name``) and return what it returns."""
+    from stbias.validation import validate
+
+    validate(cfg)
     name = str(cfg.task.name)
     if name not in TASKS:
         raise StbiasError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")

@@ -30,6 +30,7 @@ from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
+from stbias.plotting.units import unit_classes
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
@@ -49,6 +50,8 @@ from stbias.tasks.common import (
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 2
 PAIR_METRICS = ("unitwise", "layerwise")
+# the figure each pair metric leads with: Kowal et al. Fig. 3, or the unit classes of every layer
+FIGURE = {"layerwise": "fig3", "unitwise": "units"}
 
 
 def infer_channels(
@@ -131,8 +134,8 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     title = (
         f"{record['model']} ({weights_label(record)}) on {record['dataset']}, λ = {record['lam']}"
     )
-    figure = fig3({record["model"]: record["layers"]}, title=title)
-    return save_figure(figure, os.path.join(folder, "fig3"))
+    figure = draw({record["model"]: record["layers"]}, record["metric"], title)
+    return save_figure(figure, os.path.join(folder, FIGURE[record["metric"]]))
 
 
 def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None:
@@ -157,7 +160,7 @@ def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None
             logger.log_table(
                 "probe/results", columns=columns, data=[[r.get(c) for c in columns] for r in rows]
             )
-            logger.log_image("probe/fig3", images=[f for f in figures if f.endswith(".png")])
+            logger.log_image("probe/figure", images=[f for f in figures if f.endswith(".png")])
         logger.finalize("success")
         if hasattr(logger, "log_table"):
             logger.experiment.finish()  # flush the W&B run now: this process may go on
@@ -166,22 +169,52 @@ def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None
 
 
 def summary_table(record: dict[str, Any]) -> str:
-    """A plain-text table of the per-layer split and unit classes."""
+    """A plain-text table of every layer, led by what ``metric`` names.
+
+    ``metric=layerwise`` leads with the layer-wise split (raw scores ``S_F`` and the softmax
+    percentages); ``metric=unitwise`` leads with the unit classes at λ (counts and percentages).
+    """
+    header = (
+        f"{record['model']} ({weights_label(record)}) on {record['dataset']} "
+        f"({record['stylization']}), {record['num_clips']} clips, λ = {record['lam']}"
+    )
+    if record.get("metric") == "layerwise":
+        lines = [
+            header,
+            f"{'layer':<14} {'S_dyn':>7} {'S_stat':>7} {'dyn%':>6} {'stat%':>6} {'res%':>6}"
+            "   units dyn/stat/joint/res (dead)",
+        ]
+        for layer, e in record["layers"].items():
+            u = e["units"]
+            lines.append(
+                f"{layer:<14} {e['scores']['dynamic']:7.3f} {e['scores']['static']:7.3f} "
+                f"{e['percent']['dynamic']:6.1f} {e['percent']['static']:6.1f} "
+                f"{e['percent']['residual']:6.1f}   "
+                f"{u['dynamic']}/{u['static']}/{u['joint']}/{u['residual']} ({u['dead']})"
+            )
+        return "\n".join(lines)
     lines = [
-        f"{record['model']} on {record['dataset']} ({record['stylization']}), "
-        f"{record['num_clips']} clips, λ = {record['lam']}",
-        f"{'layer':<14} {'S_dyn':>7} {'S_stat':>7} {'dyn%':>6} {'stat%':>6} {'res%':>6}"
-        f"   units dyn/stat/joint/res (dead)",
+        header,
+        f"{'layer':<14} {'units':>6} {'dyn':>5} {'stat':>5} {'joint':>5} {'res':>5} {'dead':>5}"
+        f" {'dyn%':>6} {'stat%':>6} {'joint%':>6}   S_dyn  S_stat",
     ]
     for layer, e in record["layers"].items():
         u = e["units"]
+        total = sum(u[c] for c in ("dynamic", "static", "joint", "residual")) or 1
         lines.append(
-            f"{layer:<14} {e['scores']['dynamic']:7.3f} {e['scores']['static']:7.3f} "
-            f"{e['percent']['dynamic']:6.1f} {e['percent']['static']:6.1f} "
-            f"{e['percent']['residual']:6.1f}   "
-            f"{u['dynamic']}/{u['static']}/{u['joint']}/{u['residual']} ({u['dead']})"
+            f"{layer:<14} {total:6d} {u['dynamic']:5d} {u['static']:5d} {u['joint']:5d} "
+            f"{u['residual']:5d} {u['dead']:5d} {100 * u['dynamic'] / total:6.1f} "
+            f"{100 * u['static'] / total:6.1f} {100 * u['joint'] / total:6.1f} "
+            f"{e['scores']['dynamic']:7.3f} {e['scores']['static']:7.3f}"
         )
     return "\n".join(lines)
+
+
+def draw(results: dict[str, Any], metric: str, title: str) -> Any:
+    """The run's figure: Fig. 3 (layer-wise) or the unit classes of every layer (unit-wise)."""
+    if metric == "layerwise":
+        return fig3(results, title=title)
+    return unit_classes(results, title=title)
 
 
 def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -23,9 +23,8 @@ from stbias import io
 from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
-from stbias.plotting.pairs import fig3
 from stbias.tasks.common import output_dir, plain
-from stbias.tasks.probe import layer_rows, summary_table
+from stbias.tasks.probe import FIGURE, draw, layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers
 
 
@@ -152,10 +151,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     ]
     io.write_csv(os.path.join(folder, "results.csv"), rows)
-    figure = fig3(
+    metric = first["metric"]
+    figure = draw(
         {name: record["layers"] for name, record in records.items()},
-        title=f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
+        metric,
+        f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
-    figures = save_figure(figure, os.path.join(folder, "fig3"))
+    figures = save_figure(figure, os.path.join(folder, FIGURE[metric]))
     print(f"figure: {figures[0]}\nresults: {os.path.join(folder, 'results.json')}")
     return summary, {"figures": figures}
