@@ -20,6 +20,13 @@ import torch
 from stbias.errors import StbiasError
 
 
+def _umask() -> int:
+    # the only way to read the umask is to set it; set it straight back
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -29,6 +36,8 @@ def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
+            # mkstemp makes the file 0600; results get the permissions any new file would
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

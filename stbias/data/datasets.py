@@ -75,9 +75,16 @@ def _first_existing(name: str, candidates: list[str]) -> str:
 
 
 def _finish(
-    name: str, records: list[VideoRecord], classes: list[str] | None, clip: dict[str, Any]
+    name: str,
+    records: list[VideoRecord],
+    classes: list[str] | None,
+    clip: dict[str, Any],
+    annotations: list[str] = (),
 ) -> VideoClipDataset:
-    """Drop records whose file is absent (listing them as skipped) and build the dataset."""
+    """Drop records whose file is absent (listing them as skipped) and build the dataset.
+
+    ``annotations``: the files the reader parsed (they key the probe's cache with the videos).
+    """
     if not records:
         raise StbiasError(f"{name}: the annotations list no videos; expected: {LAYOUTS[name]}")
     present = [r for r in records if os.path.exists(r.path)]
@@ -87,7 +94,9 @@ def _finish(
             f"{name}: none of the {len(records)} videos exist (first: {records[0].path}); "
             f"expected layout: {LAYOUTS[name]}"
         )
-    return VideoClipDataset(present, classes=classes, skipped=skipped, **clip)
+    dataset = VideoClipDataset(present, classes=classes, skipped=skipped, **clip)
+    dataset.annotations = [os.path.abspath(a) for a in annotations]
+    return dataset
 
 
 def ssv2(root: str | None, split: str = "train", **clip: Any) -> VideoClipDataset:
@@ -120,7 +129,7 @@ def ssv2(root: str | None, split: str = "train", **clip: Any) -> VideoClipDatase
                 )
             label = label_ids[template]
         records.append(VideoRecord(os.path.join(videos, f"{vid}.webm"), label, vid))
-    return _finish("ssv2", records, classes, clip)
+    return _finish("ssv2", records, classes, clip, [labels_path, split_path])
 
 
 def _find_video(stem: str, folders: list[str]) -> str:
@@ -161,7 +170,7 @@ def kinetics(root: str | None, split: str = "train", **clip: Any) -> VideoClipDa
         if label and label_id < 0:
             raise StbiasError(f"kinetics: label {label!r} of {stem} is not a training class")
         records.append(VideoRecord(_find_video(stem, folders), label_id, stem))
-    return _finish("kinetics", records, classes, clip)
+    return _finish("kinetics", records, classes, clip, [csv_path, *train_csv[:1]])
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:
@@ -193,7 +202,7 @@ def diving48(root: str | None, split: str = "train", **clip: Any) -> VideoClipDa
         )
         for e in entries
     ]
-    return _finish("diving48", records, [str(i) for i in range(48)], clip)
+    return _finish("diving48", records, [str(i) for i in range(48)], clip, [ann])
 
 
 def activitynet(
@@ -229,7 +238,7 @@ def activitynet(
                     path, index[a["label"]], f"{vid}_{k}", start_sec=t0, end_sec=t1, fps=fps
                 )
             )
-    return _finish("activitynet", records, classes, clip)
+    return _finish("activitynet", records, classes, clip, [ann])
 
 
 KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
@@ -273,7 +282,7 @@ def davis(root: str | None, split: str = "val", resolution: str = "480p", **clip
         for i, seq in enumerate(seqs)
     ]
     clip.setdefault("frame_pattern", "*.jpg")
-    return _finish("davis", records, seqs, clip)
+    return _finish("davis", records, seqs, clip, [listing])
 
 
 def video_folder(
@@ -301,7 +310,7 @@ def video_folder(
         label = int(lab) if numeric else classes.index(lab)
         full = path if os.path.isabs(path) else os.path.join(root, path)
         records.append(VideoRecord(full, label, os.path.splitext(path)[0]))
-    return _finish("video_folder", records, classes, clip)
+    return _finish("video_folder", records, classes, clip, [ann])
 
 
 def frame_folder(
@@ -354,4 +363,4 @@ def frame_folder(
         items = [(v, 0) for v in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, v))]
     records = [VideoRecord(os.path.join(root, v), lab, v, extra=dict(extra)) for v, lab in items]
     clip.setdefault("frame_pattern", pattern)
-    return _finish("frame_folder", records, classes, clip)
+    return _finish("frame_folder", records, classes, clip, [ann] if annotation else [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -69,3 +71,40 @@ def choose_clips(dataset: Dataset, num_clips: int | None, sampling: str, seed: i
                         picks.append(int(groups[g].pop()))
             return sorted(picks)
     return sorted(int(i) for i in rng.choice(total, n, replace=False))
+
+
+def _stat_line(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}|missing"
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def files_fingerprint(dataset: Dataset) -> str:
+    """A hash of the files a dataset's clips come from: annotations and the videos used.
+
+    Covers the annotation files the reader parsed (``annotations``) and, for every clip of the
+    dataset (or of the ``Subset`` given), its video file or every file of its frame folder, by
+    path, size and modification time: editing a CSV or replacing a video changes it. Synthetic
+    datasets, which read no files, give a constant.
+    """
+    indices = list(range(len(dataset)))
+    base = dataset
+    while isinstance(base, Subset):
+        indices = [int(base.indices[i]) for i in indices]
+        base = base.dataset
+    digest = hashlib.sha256()
+    for path in sorted(getattr(base, "annotations", []) or []):
+        digest.update(_stat_line(os.path.abspath(path)).encode())
+    records = getattr(base, "records", None)
+    if records is not None:
+        views = int(getattr(base, "num_views", 1))
+        for vid in sorted({i // views for i in indices}):
+            path = os.path.abspath(records[vid].path)
+            if os.path.isdir(path):
+                for name in sorted(os.listdir(path)):
+                    digest.update(_stat_line(os.path.join(path, name)).encode())
+            else:
+                digest.update(_stat_line(path).encode())
+    return digest.hexdigest()[:16]

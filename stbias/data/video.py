@@ -117,7 +117,25 @@ class _Source:
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Frames ``(T, H, W, 3)`` uint8 at absolute ``indices``."""
         if self.is_dir:
-            return np.stack([_read_image(self.files[i]) for i in indices])
+            frames = [_read_image(self.files[i]) for i in indices]
+            shapes = {f.shape for f in frames}
+            if len(shapes) > 1:
+                # frames of one folder in several sizes: bring them to the first frame's
+                h, w = frames[0].shape[:2]
+                log.warning(
+                    "frames of %s differ in size (%s); resizing them to %dx%d",
+                    self.record.path,
+                    ", ".join(f"{s[1]}x{s[0]}" for s in sorted(shapes)),
+                    w,
+                    h,
+                )
+                frames = [
+                    f
+                    if f.shape[:2] == (h, w)
+                    else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                    for f in frames
+                ]
+            return np.stack(frames)
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             frames = self.reader.get_batch(unique.tolist()).asnumpy()

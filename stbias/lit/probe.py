@@ -13,6 +13,7 @@ from there. At the end the summed sums of every layer go to ``<state_dir>/<alias
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -23,11 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stbias.data import video_to_float
+from stbias.errors import StbiasError
 from stbias.io import load_tensors, torch_save
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
 from stbias.stylization.pairs import split_views, stack_views, view_names
+
+log = logging.getLogger(__name__)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +74,8 @@ class ProbeModule(pl.LightningModule):
         model_name: the model's name, for messages.
         state_dir: folder for partial and final sums (None: keep nothing on disk).
         save_every: steps between two saves of the partial sums.
+        state_meta: plain values saved with each layer's final sums (e.g. the cache key), plus
+            ``skipped_clips``.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class ProbeModule(pl.LightningModule):
         model_name: str = "model",
         state_dir: str | None = None,
         save_every: int = 50,
+        state_meta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
@@ -100,6 +107,7 @@ class ProbeModule(pl.LightningModule):
         self.model_name = model_name
         self.state_dir = state_dir
         self.save_every = max(int(save_every), 1)
+        self.state_meta = dict(state_meta or {})
         self.stats = nn.ModuleDict(
             {
                 alias: PairStatistics(
@@ -148,14 +156,24 @@ class ProbeModule(pl.LightningModule):
         path = self._partial_path()
         if path is None or not os.path.exists(path):
             return
-        saved = load_tensors(path, what="partial sums")
-        if sorted(saved["layers"]) != sorted(self.stats):
+        try:
+            saved = load_tensors(path, what="partial sums")
+            layers = saved["layers"]
+            if sorted(layers) != sorted(self.stats):
+                raise StbiasError(f"it holds layers {sorted(layers)}, not {sorted(self.stats)}")
+            for alias, metric in self.stats.items():
+                expected = {k: tuple(v.shape) for k, v in metric._states.items()}
+                found = {k: tuple(v.shape) for k, v in layers[alias].items()}
+                if found != expected:
+                    raise StbiasError(f"layer {alias} has other unit counts than the model's")
+            skipped, clips_done = saved["skipped"].to(torch.float64), int(saved["clips_done"])
+        except (StbiasError, KeyError, TypeError, AttributeError, ValueError) as err:
+            log.warning("ignoring the partial sums %s (%s); starting this share over", path, err)
             return
         for alias, metric in self.stats.items():
-            metric._set_states(saved["layers"][alias])
+            metric._set_states(layers[alias])
             metric._update_count += 1
-        self.skipped = saved["skipped"].to(torch.float64)
-        self.clips_done = int(saved["clips_done"])
+        self.skipped, self.clips_done = skipped, clips_done
 
     def _save_partial(self) -> None:
         path = self._partial_path()
@@ -175,6 +193,12 @@ class ProbeModule(pl.LightningModule):
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
+            if not bool(torch.isfinite(feat).all()):
+                ids = batch.get("id", index.tolist())
+                raise StbiasError(
+                    f"layer {alias} of {self.model_name} gave NaN or infinite features for "
+                    f"clips {list(ids)[:8]}; nothing was saved for this batch"
+                )
             chunks = split_views(feat, names)
             for factor, (first, second) in views["pairs"].items():
                 mask = views["factor"][factor].to(feat.device)
@@ -199,7 +223,10 @@ class ProbeModule(pl.LightningModule):
         for alias, metric in self.stats.items():
             with metric.sync_context(should_unsync=True):
                 if self.state_dir is not None and self.trainer.is_global_zero:
-                    metric.save_state(layer_state_path(self.state_dir, alias))
+                    metric.save_state(
+                        layer_state_path(self.state_dir, alias),
+                        meta={**self.state_meta, "skipped_clips": self.skipped_clips},
+                    )
                 results[alias] = metric.report(lam=self.lam)
         self.results = results
         partial = self._partial_path()

@@ -427,6 +427,7 @@ class PairStatistics(Metric):
         self.level = float(level)
         self.estimator = _check_estimator(estimator)
         self._next_id = 0
+        self.meta: dict[str, Any] = {}  # plain values saved with the sums (see save_state)
         for key, value in _empty_states(self.num_units, self.bootstrap).items():
             # after the shift agreement in _sync_dist every process holds the same shift
             self.add_state(key, default=value, dist_reduce_fx="max" if key == "shift" else "sum")
@@ -540,9 +541,16 @@ class PairStatistics(Metric):
         super().merge_state(other)
         self._update_count += 1
 
-    def save_state(self, path: str | os.PathLike) -> None:
-        """Write the partial sums to ``path`` atomically (a torch file of plain tensors)."""
+    def save_state(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+        """Write the partial sums to ``path`` atomically (a torch file of plain tensors).
+
+        Args:
+            path: the file.
+            meta: plain values stored beside the sums (e.g. the cache key they belong to); a
+                later :meth:`from_file` puts them in ``metric.meta``.
+        """
         payload = {
+            "meta": dict(meta or {}),
             "version": torch.tensor(_STATE_VERSION),
             "num_units": torch.tensor(self.num_units),
             "bootstrap": torch.tensor(self.bootstrap),
@@ -570,6 +578,7 @@ class PairStatistics(Metric):
             {k[len("state.") :]: v for k, v in payload.items() if k.startswith("state.")}
         )
         self._next_id = int(payload["next_id"])
+        self.meta = dict(payload.get("meta") or {})
         self._update_count += 1
         return self
 
@@ -577,6 +586,8 @@ class PairStatistics(Metric):
     def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> PairStatistics:
         """A metric holding the sums saved at ``path``."""
         payload = load_tensors(path, what="pair statistics")
+        if not isinstance(payload, dict) or not {"num_units", "bootstrap", "seed"} <= set(payload):
+            raise StbiasError(f"{path} holds no pair statistics")
         metric = cls(
             int(payload["num_units"]),
             bootstrap=int(payload["bootstrap"]),

@@ -9,6 +9,7 @@ an interrupted run picks up its partial sums (see ``stbias.lit.probe``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
-from stbias.data.subsets import choose_clips, clip_info
+from stbias.data.subsets import choose_clips, clip_info, files_fingerprint
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
@@ -48,7 +49,7 @@ from stbias.tasks.common import (
 )
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 PAIR_METRICS = ("unitwise", "layerwise")
 # the figure each pair metric leads with: Kowal et al. Fig. 3, or the unit classes of every layer
 FIGURE = {"layerwise": "fig3", "unitwise": "units"}
@@ -77,8 +78,31 @@ def _weights_fingerprint(path: Any) -> Any:
     return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def cache_key(cfg: Any) -> str:
-    """A hash of every setting that changes a layer's pair statistics."""
+def _code_fingerprint(model_cfg: Any) -> str | None:
+    """For model=custom: a hash of the source file of the constructor (its code can change)."""
+    constructor = model_cfg.get("builder", {}).get("constructor")
+    if not constructor:
+        return None
+    import inspect
+
+    from stbias.models.zoo import import_object
+
+    try:
+        source = inspect.getsourcefile(import_object(str(constructor)))
+        with open(source, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except (TypeError, OSError):
+        return f"no source for {constructor}"
+
+
+def cache_key(cfg: Any, data_fingerprint: str = "") -> str:
+    """A hash of every setting and file that changes a layer's pair statistics.
+
+    The model config and its weights file, the model code of ``model=custom``, the dataset
+    config, the files of the clips used (:func:`stbias.data.subsets.files_fingerprint`), the
+    stylization, seed, clip count and sampling, bootstrap and pooling; not λ, the estimator or
+    the choice of layers.
+    """
     model = plain(cfg.model)
     for key in ("layers", "channels", "reduced"):
         model.pop(key, None)
@@ -86,7 +110,9 @@ def cache_key(cfg: Any) -> str:
         "version": _CACHE_VERSION,
         "model": model,
         "weights": _weights_fingerprint(cfg.model.get("checkpoint")),
+        "code": _code_fingerprint(cfg.model),
         "dataset": plain(cfg.dataset),
+        "files": data_fingerprint,
         "stylization": plain(cfg.stylization),
         "seed": int(cfg.seed),
         "num_clips": cfg.probe.num_clips,
@@ -96,6 +122,28 @@ def cache_key(cfg: Any) -> str:
     }
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_cached(path: str, key: str, units: int | None) -> PairStatistics | None:
+    """The cached sums of one layer, or None (with one warning) when the file cannot be used.
+
+    A file that is unreadable, belongs to another key or holds another unit count than the
+    layer has is removed, so that the layer is computed again.
+    """
+    try:
+        metric = PairStatistics.from_file(path)
+        if metric.meta.get("key") != key:
+            raise StbiasError(f"it belongs to cache key {metric.meta.get('key')!r}, not {key!r}")
+        if "skipped_clips" not in metric.meta:
+            raise StbiasError("it does not say how many clips were skipped")
+        if units is not None and metric.num_units != int(units):
+            raise StbiasError(f"it holds {metric.num_units} units, the layer has {units}")
+    except (StbiasError, KeyError, TypeError, ValueError, RuntimeError) as err:
+        log.warning("cannot use the cached statistics %s (%s); computing them again", path, err)
+        with contextlib.suppress(FileNotFoundError):  # another process may have removed it
+            os.remove(path)
+        return None
+    return metric
 
 
 def _layer_file(state_dir: str, alias: str, path: str) -> str:
@@ -242,17 +290,22 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     channels = dict(plain(cfg.model.get("channels")) or {})
     spec = InputSpec.from_dict(plain(cfg.model.input))
     lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
-    state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), cache_key(cfg))
-    cached = {a: _layer_file(state_dir, a, p) for a, p in layers.items()}
-    cached = {a: f for a, f in cached.items() if os.path.exists(f)}
-    missing = {a: p for a, p in layers.items() if a not in cached}
-    meta_path = os.path.join(state_dir, "meta.json")
     layout = str(cfg.model.get("layout", "cnn"))
 
     dataset = build_dataset(cfg.dataset, spec)
     chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
+    key = cache_key(cfg, files_fingerprint(dataset))
+    state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), key)
+    cached = {}
+    for alias, path in layers.items():
+        file = _layer_file(state_dir, alias, path)
+        if os.path.exists(file):
+            metric = load_cached(file, key, channels.get(alias))
+            if metric is not None:
+                cached[alias] = metric
+    missing = {a: p for a, p in layers.items() if a not in cached}
     objects: dict[str, Any] = {"dataset": dataset}
     results: dict[str, Any] = {}
     clips_run = 0
@@ -279,6 +332,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             model_name=name,
             state_dir=run_dir,
             save_every=int(cfg.probe.save_every),
+            state_meta={"key": key},
         )
         trainer = build_trainer(
             cfg.trainer,
@@ -294,14 +348,9 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             os.replace(layer_state_path(run_dir, alias), _layer_file(state_dir, alias, path))
         results.update(module.results)
         clips_run, skipped = module.clips_run, module.skipped_clips
-        io.write_json(meta_path, {"skipped_clips": skipped})
-    for alias, path in cached.items():
-        results[alias] = PairStatistics.from_file(path, estimator=estimator).report(lam=lam)
-    if skipped is None:
-        skipped = 0
-        if os.path.exists(meta_path):
-            with open(meta_path) as fh:
-                skipped = json.load(fh)["skipped_clips"]
+    for alias, metric in cached.items():
+        results[alias] = metric.report(lam=lam, estimator=estimator)
+        skipped = int(metric.meta["skipped_clips"]) if skipped is None else skipped
     ordered = {alias: results[alias] for alias in layers}
     unit_scores = {
         f"{alias}/{factor}": scores
@@ -322,7 +371,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         "lam": lam,
         "layers": ordered,
         "cache": {
-            "key": os.path.basename(state_dir),
+            "key": key,
             "layers_from_cache": sorted(cached),
             "clips_run": clips_run,
         },

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Subset
 
 from stbias import io
 from stbias.errors import StbiasError
+from stbias.io import load_tensors
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
@@ -192,9 +193,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = build_trainer(
         cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=folder
     )
+    resume = tcfg.get("resume") or None
+    if resume:
+        # read it once ourselves: a local file of tensors and plain values only; Lightning then
+        # loads it with weights_only=True too
+        load_tensors(resume, what="train.resume checkpoint")
     start = time.time()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=tcfg.get("resume") or None)
+        trainer.fit(
+            module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
+        )
     finally:
         _finish_logger(logger)
     record = {
