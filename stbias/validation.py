@@ -76,6 +76,7 @@ def names(value: Any) -> str | None:
 
 CHECKS: dict[str, Check] = {
     "seed": integer(0),
+    "verbose": boolean,
     "metric.lam": number(-1.0, 1.0),
     "metric.estimator": one_of("pooled", "mean_corr"),
     "metric.delta": number(-math.inf, math.inf),

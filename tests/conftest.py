@@ -17,3 +17,45 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def read_wandb_run(folder):
+    """The W&B offline run under ``folder`` as W&B stored it: run info, summary, table files.
+
+    Reads the run file with W&B's own ``wandb beta leet inspect --json`` (one record a line).
+    """
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (path,) = Path(folder).glob("wandb/offline-run-*/run-*.wandb")
+    dump = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "wandb"),
+            "beta",
+            "leet",
+            "inspect",
+            "--json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    run, summary = {}, {}
+    for line in dump.splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("type") == "run":
+            run = record["run"]
+        elif record.get("type") == "summary":
+            summary.update(record["summary"].get("update", {}))
+    tables = {
+        str(p.relative_to(path.parent / "files" / "media" / "table")).split("_")[0]: json.loads(
+            p.read_text()
+        )
+        for p in (path.parent / "files" / "media" / "table").rglob("*.table.json")
+    }
+    return {"run": run, "summary": summary, "tables": tables}

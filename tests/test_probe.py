@@ -2,13 +2,13 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_wandb_run
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
@@ -178,21 +178,21 @@ def test_interrupted_probe_resumes_to_the_same_numbers(tmp_path, monkeypatch):
 def test_wandb_offline_run_holds_the_logged_numbers(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     record, folder = probe(tmp_path, monkeypatch, "logger=wandb", out="wb")
-    runs = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
-    dump = subprocess.run(
-        [str(Path(sys.executable).parent / "wandb"), "beta", "leet", "inspect", str(runs[0])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    logged = dict(re.findall(r'nested_key:\s+"([^"]+)"\s+value_json:\s+"([^"]+)"', dump))
+    stored = read_wandb_run(folder)
+    assert stored["run"]["display_name"] == "probe-i3d_tiny-pfm"
+    assert stored["run"]["run_group"] == "probe-i3d_tiny-pfm"
+    assert set(stored["run"]["tags"]) == {"probe", "i3d_tiny", "pfm"}
+    summary = stored["summary"]
     for layer, entry in record["layers"].items():
-        assert float(logged[f"probe/dynamic_pct/{layer}"]) == entry["percent"]["dynamic"]
-        assert float(logged[f"probe/static_score/{layer}"]) == pytest.approx(
+        assert summary[f"probe/dynamic_pct/{layer}"] == entry["percent"]["dynamic"]
+        assert summary[f"probe/static_score/{layer}"] == pytest.approx(
             entry["scores"]["static"], rel=1e-12
         )
-        assert int(float(logged[f"probe/joint_units/{layer}"])) == entry["units"]["joint"]
+        assert summary[f"probe/joint_units/{layer}"] == entry["units"]["joint"]
+    table = stored["tables"]["probe/results"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [r["layer"] for r in rows] == list(record["layers"])
+    assert rows[0]["units_static"] == record["layers"][rows[0]["layer"]]["units"]["static"]
     assert list(folder.glob("wandb/offline-run-*/files/media/images/probe/figure*.png"))
 
 

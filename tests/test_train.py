@@ -22,7 +22,7 @@ from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
 from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.tasks import common, train
+from stbias.tasks import common, loggers, train
 from stbias.tasks.common import build_logger, build_model, build_trainer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -381,19 +381,39 @@ def test_logger_configs(tmp_path, name, monkeypatch):
         assert isinstance(logger, pl.loggers.CSVLogger) and logger.save_dir == str(tmp_path)
 
 
-def test_unreachable_wandb_falls_back_without_failing(tmp_path, monkeypatch):
+def test_wandb_that_cannot_start_falls_back_without_failing(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=["task=train", "logger=wandb", "logger.offline=false"])
     tried = []
 
-    def unreachable(node, *args, **kwargs):
+    def failing(node, *args, **kwargs):
         tried.append(bool(node.offline))
         raise ConnectionError("api.wandb.ai unreachable")
 
-    monkeypatch.setattr(common, "instantiate", unreachable)
+    monkeypatch.setattr(loggers, "server_reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(loggers, "instantiate", failing)
     logger = build_logger(cfg.logger, str(tmp_path))
     assert tried == [False, True]  # online, then offline, then CSV
     assert isinstance(logger, pl.loggers.CSVLogger)
+
+
+def test_an_unreachable_wandb_server_costs_seconds_then_logs_offline(tmp_path, monkeypatch, caplog):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a local port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=train", "logger=wandb", "logger.offline=false"])
+    start = time.monotonic()
+    logger = build_logger(cfg.logger, str(tmp_path), name="train-x-y")
+    assert time.monotonic() - start < 15  # W&B's own retries took about 45 s
+    assert type(logger).__name__ == "WandbLogger" and logger._offline
+    assert [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    loggers.finish_logger(logger)
 
 
 def test_train_task_is_registered():

@@ -19,8 +19,10 @@ TASKS: dict[str, str] = {
 
 def run_task(cfg: Any) -> Any:
     """Run the task the config names (``cfg.task.name``) and return what it returns."""
+    from stbias.reporting import quiet_libraries
     from stbias.validation import validate
 
+    quiet_libraries(bool(cfg.get("verbose", False)))
     validate(cfg)
     name = str(cfg.task.name)
     if name not in TASKS:

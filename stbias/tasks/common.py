@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Subset
 
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
+from stbias.tasks.loggers import build_logger  # noqa: F401 - tasks import it from here
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,18 @@ def build_model(model_cfg: Any) -> torch.nn.Module:
     return model
 
 
+def device_label(trainer_cfg: Any) -> str:
+    """``cpu, 1 process`` / ``gpu, 8 processes (ddp)``: where the trainer node runs."""
+    devices = trainer_cfg.get("devices", 1)
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    count = "all visible" if devices in (-1, "auto") else int(devices) * nodes
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    plural = "" if count == 1 else "es"
+    return f"{trainer_cfg.get('accelerator', 'cpu')}, {count} process{plural}" + (
+        f" ({strategy})" if strategy != "auto" else ""
+    )
+
+
 def build_trainer(
     trainer_cfg: Any,
     *,
@@ -281,6 +294,7 @@ def build_trainer(
     callbacks: Sequence[Any] = (),
     fixed: Mapping[str, Any] | None = None,
     task: str = "this task",
+    progress: str | None = None,
     **defaults: Any,
 ) -> Any:
     """The Lightning ``Trainer`` of the ``trainer`` node, built as Lightning+Hydra projects do.
@@ -296,6 +310,8 @@ def build_trainer(
         fixed: arguments the task needs set one way (the probe: no distributed sampler); a node
             that sets one of them to another value is an error naming the key.
         task: the task's name, for that error.
+        progress: what the progress bar says (one bar per phase, with an ETA) while
+            ``trainer.enable_progress_bar`` is true and no progress bar callback is given.
         **defaults: arguments used unless the node sets them (e.g. ``default_root_dir``).
     """
     node = copy.deepcopy(trainer_cfg)
@@ -321,60 +337,16 @@ def build_trainer(
         for key, value in defaults.items():
             if node.get(key) is None:
                 node[key] = value
+    from pytorch_lightning.callbacks.progress import ProgressBar
+
+    from stbias.lit.progress import PhaseProgressBar
+
     user_callbacks = [instantiate(c) for c in extra]
-    return instantiate(
-        node, logger=logger, callbacks=[*user_callbacks, *callbacks], **dict(fixed or {})
-    )
-
-
-def build_logger(logger_cfg: Any, save_dir: str) -> Any:
-    """The Lightning logger ``logger_cfg`` names (``False`` for ``logger=none``).
-
-    ``save_dir`` fills an unset ``save_dir``. W&B never fails a run: if the logger cannot start
-    (no network, no account, W&B service down), an online logger is retried offline and, failing
-    that, replaced by a CSV logger in ``save_dir``, with a warning.
-    """
-    if logger_cfg is None or not logger_cfg.get("_target_"):
-        return False
-    logger_cfg = copy.deepcopy(logger_cfg)
-    with open_dict(logger_cfg):
-        if "save_dir" in logger_cfg and not logger_cfg.save_dir:
-            logger_cfg.save_dir = save_dir
-    os.makedirs(save_dir, exist_ok=True)
-    is_wandb = str(logger_cfg._target_).rsplit(".", 1)[-1] == "WandbLogger"
-    attempts = [logger_cfg]
-    if is_wandb and not logger_cfg.get("offline", False):
-        offline = copy.deepcopy(logger_cfg)
-        with open_dict(offline):
-            offline.offline = True
-        attempts.append(offline)
-    for attempt in attempts:
-        try:
-            logger = instantiate(attempt, _convert_="all")
-            if is_wandb:
-                logger.experiment  # noqa: B018 - starts the W&B run now, where failure is caught
-            return logger
-        except Exception as err:  # noqa: BLE001 - any logger failure must not end the run
-            log.warning(
-                "logger %s could not start (%s: %s)", attempt._target_, type(err).__name__, err
-            )
-            if is_wandb:
-                _reset_wandb()
-    from pytorch_lightning.loggers import CSVLogger
-
-    log.warning("logging to CSV files in %s instead", save_dir)
-    return CSVLogger(save_dir=save_dir, name="csv")
-
-
-def _reset_wandb() -> None:
-    # a failed wandb.init leaves its service waiting on the dead run, and the next start (offline)
-    # would wait for it too
-    try:
-        import wandb
-
-        wandb.teardown()
-    except Exception:  # noqa: BLE001 - nothing more to clean up
-        pass
+    callbacks = [*user_callbacks, *callbacks]
+    wants_bar = node.get("enable_progress_bar", True) is not False
+    if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(PhaseProgressBar(progress))
+    return instantiate(node, logger=logger, callbacks=callbacks, **dict(fixed or {}))
 
 
 def choice(cfg: Any, group: str) -> str:

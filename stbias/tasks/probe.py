@@ -40,6 +40,7 @@ from stbias.tasks.common import (
     build_trainer,
     check_weights,
     choice,
+    device_label,
     output_dir,
     plain,
     require_one_model,
@@ -47,6 +48,7 @@ from stbias.tasks.common import (
     weights_label,
     weights_record,
 )
+from stbias.tasks.loggers import finish_logger, log_run, run_identity
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 3
@@ -186,34 +188,38 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     return save_figure(figure, os.path.join(folder, FIGURE[record["metric"]]))
 
 
-def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None:
-    """Per-layer scalars under ``probe/...``, and for W&B a results table and the figures."""
-    if not logger:
-        return
-    metrics = {}
+def layer_summary(record: dict[str, Any], prefix: str = "probe") -> dict[str, Any]:
+    """Per-layer values as flat keys ``probe/<class>_pct/<layer>`` (a W&B run summary)."""
+    summary = {}
     for layer, entry in record["layers"].items():
         for cls, value in entry["percent"].items():
-            metrics[f"probe/{cls}_pct/{layer}"] = value
+            summary[f"{prefix}/{cls}_pct/{layer}"] = value
         for factor, value in entry["scores"].items():
-            metrics[f"probe/{factor}_score/{layer}"] = value
+            summary[f"{prefix}/{factor}_score/{layer}"] = value
         for cls, value in entry["units"].items():
-            metrics[f"probe/{cls}_units/{layer}"] = value
-    try:
-        logger.log_hyperparams(record["config"])
-        logger.log_metrics(metrics)
-        if hasattr(logger, "log_table"):
-            meta = {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
-            rows = layer_rows(record["layers"], meta)
-            columns = list(rows[0])
-            logger.log_table(
-                "probe/results", columns=columns, data=[[r.get(c) for c in columns] for r in rows]
-            )
-            logger.log_image("probe/figure", images=[f for f in figures if f.endswith(".png")])
-        logger.finalize("success")
-        if hasattr(logger, "log_table"):
-            logger.experiment.finish()  # flush the W&B run now: this process may go on
-    except Exception as err:  # noqa: BLE001 - logging must never lose a finished run
-        log.warning("could not log to %s (%s: %s)", type(logger).__name__, type(err).__name__, err)
+            summary[f"{prefix}/{cls}_units/{layer}"] = value
+    return summary
+
+
+def run_config(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run logs as its config: names of what ran (one type per key) and the full config."""
+    keys = ("task", "model", "dataset", "stylization", "seed", "weights", "metric", "lam")
+    return {**{k: record[k] for k in keys if k in record}, "config": record.get("config")}
+
+
+def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None:
+    """The run summary ``probe/...`` per layer, a results table and the figure; then close."""
+    meta = {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
+    rows = layer_rows(record["layers"], meta)
+    columns = list(rows[0])
+    log_run(
+        logger,
+        config=run_config(record),
+        summary=layer_summary(record),
+        tables={"probe/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        images={"probe/figure": figures},
+    )
+    finish_logger(logger)
 
 
 def summary_table(record: dict[str, Any]) -> str:
@@ -296,6 +302,18 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
+    log.info(
+        "probe: %s (%s) | %s, split %s: %d of %d clips (%s) | layers %s | %s",
+        name,
+        weights_label(weights_record(cfg.model)),
+        choice(cfg, "dataset"),
+        cfg.dataset.get("split"),
+        len(chosen),
+        len(dataset.dataset if isinstance(dataset, Subset) else dataset),
+        cfg.probe.sampling,
+        ", ".join(layers),
+        device_label(cfg.trainer),
+    )
     key = cache_key(cfg, files_fingerprint(dataset))
     state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), key)
     cached = {}
@@ -338,6 +356,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             cfg.trainer,
             fixed={"use_distributed_sampler": False, "enable_checkpointing": False},
             task="task=probe",
+            progress=f"probing {name}",
         )
         data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers)
         trainer.test(module, datamodule=data, verbose=False)
@@ -398,8 +417,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         return record, objects
     folder = output_dir()
     figures = write_outputs(folder, record, unit_scores)
-    log_results(build_logger(cfg.get("logger"), folder), record, figures)
-    print(summary_table(record))
-    print(f"results: {os.path.join(folder, 'results.json')}")
+    log.info("%s", summary_table(record))
+    identity = run_identity("probe", record["model"], record["dataset"])
+    log_results(build_logger(cfg.get("logger"), folder, **identity), record, figures)
+    log.info("results: %s", os.path.join(folder, "results.json"))
     objects["figures"] = figures
     return record, objects

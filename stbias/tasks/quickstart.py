@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -23,9 +24,12 @@ from stbias import io
 from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
-from stbias.tasks.common import output_dir, plain
-from stbias.tasks.probe import FIGURE, draw, layer_rows, summary_table
+from stbias.tasks.common import build_logger, output_dir, plain
+from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
+
+log = logging.getLogger(__name__)
 
 
 def quickstart_models(cfg: Any) -> list[Any]:
@@ -100,7 +104,7 @@ def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
             train_cfg.train.output_dir = folder
             last = os.path.join(folder, "checkpoints", "last.ckpt")
             train_cfg.train.resume = last if os.path.isfile(last) else None
-        print(f"training {model_node.name} on the embedded P+F+M (once; cached in {folder})")
+        log.info("training %s on the embedded P+F+M (once; cached in %s)", model_node.name, folder)
         record, _ = train(train_cfg)
     return record
 
@@ -126,10 +130,10 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         record["train"] = {k: trained.get(k) for k in ("val/acc", "checkpoint", "minutes")}
         name = str(node.name)
         records[name], unit_scores[name] = record, scores
-        print(summary_table(record))
+        log.info("%s", summary_table(record))
         acc = trained.get("val/acc")
         if acc is not None:
-            print(f"  ({name}: validation accuracy {100 * acc:.1f} %)\n")
+            log.info("  (%s: validation accuracy %.1f %%)\n", name, 100 * acc)
     if not records:
         return {}, {}
     first = next(iter(records.values()))
@@ -158,5 +162,28 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
     figures = save_figure(figure, os.path.join(folder, FIGURE[metric]))
-    print(f"figure: {figures[0]}\nresults: {os.path.join(folder, 'results.json')}")
+    logger = build_logger(
+        cfg.get("logger"), folder, **run_identity("quickstart", "quickstart", first["dataset"])
+    )
+    summary = {}
+    for name, record in records.items():
+        summary.update(layer_summary(record, prefix=f"quickstart/{name}"))
+        if record["train"].get("val/acc") is not None:
+            summary[f"quickstart/{name}/val_acc"] = record["train"]["val/acc"]
+    columns = list(rows[0])
+    log_run(
+        logger,
+        config={
+            "task": "quickstart",
+            "model": "quickstart",
+            "dataset": first["dataset"],
+            "models": list(records),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+        summary=summary,
+        tables={"quickstart/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        images={"quickstart/figure": figures},
+    )
+    finish_logger(logger)
+    log.info("figure: %s\nresults: %s", figures[0], os.path.join(folder, "results.json"))
     return summary, {"figures": figures}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -40,10 +41,16 @@ from stbias.tasks.common import (
     build_model,
     build_trainer,
     choice,
+    device_label,
     output_dir,
     plain,
     require_one_model,
+    weights_label,
+    weights_record,
 )
+from stbias.tasks.loggers import finish_logger, log_run, run_identity
+
+log = logging.getLogger(__name__)
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -129,12 +136,6 @@ def _metrics(trainer: pl.Trainer) -> dict[str, float]:
     }
 
 
-def _finish_logger(logger: Any) -> None:
-    # a finished W&B run lets the next run in this process start its own
-    if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
-        logger.experiment.finish()
-
-
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -185,13 +186,30 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         # one last.ckpt per run folder: a resumed run overwrites it instead of adding last-v1.ckpt
         enable_version_counter=False,
     )
-    logger = build_logger(cfg.get("logger"), folder)
+    logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
     callbacks: list[pl.Callback] = [checkpoints, EpochSetter()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
+        config = OmegaConf.to_container(cfg, resolve=True)
+        log_run(
+            logger, config={"task": "train", "model": name, "dataset": dataset, "config": config}
+        )
     trainer = build_trainer(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=folder
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        progress=f"training {name}",
+        default_root_dir=folder,
+    )
+    log.info(
+        "train: %s (%s) | %s: %d training, %s validation clips, %d classes | %s",
+        name,
+        weights_label(weights_record(model_cfg)),
+        dataset,
+        len(train_set),
+        len(val_set) if val_set is not None else "no",
+        num_classes,
+        device_label(cfg.trainer),
     )
     resume = tcfg.get("resume") or None
     if resume:
@@ -204,7 +222,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
         )
     finally:
-        _finish_logger(logger)
+        if trainer.is_global_zero:
+            log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
+        finish_logger(logger)
     record = {
         "task": "train",
         "model": name,
@@ -231,10 +251,14 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if trainer.is_global_zero:
         io.write_json(os.path.join(folder, "results.json"), record)
         acc = record.get("val/acc")
-        print(
+        log.info(
+            "%s (%d epochs, %.2f min); checkpoint: %s",
             f"{name} on {dataset}: val/acc {acc:.4f}" if acc is not None else f"{name}: trained",
-            f"({record['epochs']} epochs, {record['minutes']:.2f} min) -> {record['checkpoint']}",
+            record["epochs"],
+            record["minutes"],
+            record["checkpoint"],
         )
+        log.info("results: %s", os.path.join(folder, "results.json"))
     return record, {"model": model, "module": module, "trainer": trainer, "data": data}
 
 

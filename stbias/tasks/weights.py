@@ -10,6 +10,7 @@ labelled by ``metric.labels``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,15 @@ from stbias.plotting.weights import (
 )
 from stbias.tasks.common import (
     apply_checkpoint_settings,
+    build_logger,
     build_model,
     check_weights,
     output_dir,
     require_one_model,
 )
+from stbias.tasks.loggers import finish_logger, log_run, run_identity
+
+log = logging.getLogger(__name__)
 
 CSV_FIELDS = (
     "run",
@@ -156,14 +161,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     out = Path(output_dir())
     io.write_json(out / "results.json", results)
-    io.write_csv(
-        out / "results.csv",
-        [
-            {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
-            for label, r in runs.items()
-            for row in _rows(label, r["checkpoint"], r["layers"])
-        ],
-    )
+    rows = [
+        {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
+        for label, r in runs.items()
+        for row in _rows(label, r["checkpoint"], r["layers"])
+    ]
+    io.write_csv(out / "results.csv", rows)
 
     per_run = {label: r["layers"] for label, r in runs.items()}
     title = results["model"] or None
@@ -176,4 +179,38 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             plot_temporal_channels(per_run, title=title), out / "temporal_channels"
         ),
     }
+    summary = {
+        f"weights/{key}/{layer}": values[key]
+        for layer, values in results["layers"].items()
+        for key in ("asdt", "asdt_scaled", "temporal_fraction")
+    }
+    logger = build_logger(
+        cfg.get("logger"), str(out), **run_identity("weights", results["model"], "none")
+    )
+    columns = ["model", *CSV_FIELDS]
+    log_run(
+        logger,
+        config={
+            "task": "weights",
+            "model": results["model"],
+            "metric": results["metric"],
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+        summary=summary,
+        tables={"weights/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        images={f"weights/{k}": v for k, v in figures.items()},
+    )
+    finish_logger(logger)
+    log.info(
+        "%s: weight temporality of %d layers of %s%s",
+        results["metric"],
+        len(results["layers"]),
+        results["model"],
+        f" ({len(runs)} sets of weights)" if len(runs) > 1 else "",
+    )
+    log.info(
+        "results: %s\nfigures: %s",
+        out / "results.json",
+        ", ".join(str(Path(f[0]).name) for f in figures.values()),
+    )
     return results, {"dir": out, "figures": figures}

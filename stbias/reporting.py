@@ -1,0 +1,64 @@
+"""What a run shows on the terminal: stbias's own messages, not the libraries' chatter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# libraries whose INFO messages (device lines, tips, run summaries) and warnings are hidden unless
+# verbose=true; their errors always show
+LIBRARIES = (
+    "pytorch_lightning",
+    "lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "torch",
+    "torchvision",
+    "pytorchvideo",
+    "timm",
+    "wandb",
+    "hydra",
+    "omegaconf",
+    "torchmetrics",
+    "matplotlib",
+    "PIL",
+    "fsspec",
+    "urllib3",
+    "filelock",
+)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Plain messages; warnings and errors say so (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.levelno >= logging.ERROR:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Hide the libraries' INFO lines and warnings (or show everything with ``verbose``)."""
+    # Lightning sets its loggers' levels when imported: import it first, then set them
+    import pytorch_lightning  # noqa: F401
+
+    level = logging.INFO if verbose else logging.ERROR
+    names = set(LIBRARIES) | {
+        name for name in logging.root.manager.loggerDict if name.split(".")[0] in LIBRARIES
+    }
+    for name in names:
+        logging.getLogger(name).setLevel(level)
+    if verbose:
+        logging.getLogger("stbias").setLevel(logging.DEBUG)
+        return
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own terminal notes
+    pattern = r"(" + "|".join(LIBRARIES) + r")(\.|$)"
+    warnings.filterwarnings("ignore", module=pattern)
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
