@@ -33,6 +33,18 @@ def plain(node: Any) -> Any:
     return node
 
 
+def resolved(cfg: Any) -> Any:
+    """The whole config as plain containers, interpolations resolved where they resolve.
+
+    A task records its config; a node it does not use (the dataset of ``task=weights``) may hold
+    interpolations that cannot resolve without a model input spec, and is then kept as written.
+    """
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - omegaconf raises several interpolation errors
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def output_dir() -> str:
     """The run directory: Hydra's output folder under ``run.py``, the working directory else."""
     from hydra.core.hydra_config import HydraConfig
