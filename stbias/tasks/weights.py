@@ -32,6 +32,7 @@ from stbias.tasks.common import (
     check_weights,
     output_dir,
     require_one_model,
+    resolved,
 )
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 
@@ -194,7 +195,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             "task": "weights",
             "model": results["model"],
             "metric": results["metric"],
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": resolved(cfg),
         },
         summary=summary,
         tables={"weights/results": (columns, [[r.get(c) for c in columns] for r in rows])},
