@@ -283,9 +283,34 @@ class WeightTemporality:
         """The convolutions that are measured."""
         return temporal_convs(self.model)
 
-    def run(self) -> dict[str, dict[str, Any]]:
+    def run(self) -> WeightResults:
         """Measure every temporal convolution; see :func:`weight_temporality`."""
-        return weight_temporality(self.model, self.delta, self.rule, self.aliases)
+        return WeightResults(weight_temporality(self.model, self.delta, self.rule, self.aliases))
+
+
+class WeightResults(dict):
+    """Layer name -> its ASDT and self-convolution numbers, with ``table()`` and ``plot()``."""
+
+    def table(self) -> Any:
+        """A pandas DataFrame, one row per temporal convolution."""
+        import pandas as pd
+
+        rows = []
+        for name, values in self.items():
+            row = {"layer": name, **values}
+            row["kernel"] = "x".join(str(k) for k in values.get("kernel", ()))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def plot(self, kind: str = "asdt", label: str = "model", title: str | None = None) -> Any:
+        """Byvshev et al. Fig. 3 (``asdt``, ``asdt_scaled``) or Fig. 4 (``temporal_channels``)."""
+        from stbias.plotting.weights import plot_asdt, plot_temporal_channels
+
+        if kind == "temporal_channels":
+            return plot_temporal_channels({label: dict(self)}, title=title)
+        if kind in ("asdt", "asdt_scaled"):
+            return plot_asdt({label: dict(self)}, scaled=kind == "asdt_scaled", title=title)
+        raise StbiasError(f"unknown plot {kind!r}; valid: asdt, asdt_scaled, temporal_channels")
 
 
 class ASDT(Metric):

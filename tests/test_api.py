@@ -1,0 +1,79 @@
+"""The Python API: Probe(...).run(clips) and WeightTemporality(...).run(), against the CLI."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from stbias import Probe, WeightTemporality
+from stbias.config import compose
+from stbias.data import PlacesFacesMNIST
+from stbias.errors import StbiasError
+from stbias.models.inputs import InputSpec
+from stbias.tasks.common import build_model, plain
+
+
+def test_probe_api_gives_the_numbers_of_the_command_line(tmp_path, monkeypatch):
+    from stbias.tasks import run_task
+
+    torch.manual_seed(0)
+    cfg = compose(["model=i3d_tiny"])
+    model = build_model(cfg.model)
+    weights = tmp_path / "i3d_tiny.pt"
+    torch.save(model.state_dict(), weights)
+    monkeypatch.chdir(tmp_path)
+    cli_cfg = compose(
+        [
+            "model=i3d_tiny",
+            f"model.checkpoint={weights}",
+            "probe.num_clips=6",
+            "probe.sampling=first",
+            "probe.batch_size=3",
+            f"probe.cache_dir={tmp_path / 'cache'}",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    cli, _ = run_task(cli_cfg)
+
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    data = PlacesFacesMNIST(
+        num_frames=spec.frames, sampling_rate=spec.sampling_rate, size=spec.size, num_samples=2000
+    )
+    clips = torch.stack([data[i]["video"] for i in range(6)])
+    probe = Probe(model, layers=plain(cfg.model.layers), input_spec=spec, batch_size=3)
+    res = probe.run(clips)
+    assert list(res) == list(cli["layers"])
+    for layer, entry in cli["layers"].items():
+        for factor in ("dynamic", "static"):
+            assert res[layer]["scores"][factor] == pytest.approx(
+                entry["scores"][factor], rel=1e-9, abs=1e-12
+            )
+        assert res[layer]["units"] == entry["units"] and res[layer]["dims"] == entry["dims"]
+    table = res.table()
+    assert isinstance(table, pd.DataFrame) and list(table["layer"]) == list(cli["layers"])
+    assert table.loc[0, "units_static"] == cli["layers"]["res2"]["units"]["static"]
+    assert res.plot().axes
+    strict = res.at(lam=0.9)
+    assert sum(strict["res4"]["units"][c] for c in ("static", "joint")) <= sum(
+        res["res4"]["units"][c] for c in ("static", "joint")
+    )
+
+
+def test_probe_api_refuses_what_it_cannot_read():
+    model = torch.nn.Conv3d(3, 4, 1)
+    with pytest.raises(StbiasError, match="uint8 clips"):
+        Probe(model, {"x": ""}, InputSpec(frames=4, size=8)).run(torch.rand(2, 4, 8, 8, 3))
+    with pytest.raises(StbiasError, match="unknown stylizer"):
+        Probe(model, {"x": ""}, InputSpec(frames=4, size=8), stylizer="cubist")
+
+
+def test_weight_temporality_twin_has_table_and_plot(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(compose(["model=i3d_tiny"]).model)
+    res = WeightTemporality(model).run()
+    table = res.table()
+    assert list(table["layer"]) == list(res) and {"asdt", "temporal_fraction"} <= set(table)
+    assert res.plot().axes and res.plot("temporal_channels").axes
+    assert json.dumps(dict(res), default=str)
