@@ -1,0 +1,104 @@
+"""`pip install .` gives a working `stbias` command, with the configs inside the package."""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_installed_command_runs_from_outside_the_checkout(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("stbias-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    # the dependencies (torch, Lightning, ...) come from this environment's site-packages: a
+    # plain path entry, so its editable install of stbias (a .pth import hook) is not picked up
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(site, "stbias_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(WANDB_MODE="offline", OMP_NUM_THREADS="1")
+
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import stbias, stbias.config as c; print(stbias.__file__, c.CONF_DIR)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+    ).stdout
+    assert str(venv) in where and str(ROOT) not in where  # the installed copy, not the checkout
+
+    layers = subprocess.run(
+        [str(venv / "bin" / "stbias"), "task=layers", "model=i3d_tiny"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=600,
+    )
+    assert layers.returncode == 0, layers.stderr[-2000:]
+    assert "res4" in layers.stdout and "stages.2" in layers.stdout
+
+    probe = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "stbias",
+            "model=i3d_tiny",
+            "probe.num_clips=4",
+            "probe.batch_size=4",
+            "logger=none",
+            "hydra.run.dir=run",
+            "trainer.enable_progress_bar=false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=600,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    record = json.loads((work / "run" / "results.json").read_text())
+    assert record["model"] == "i3d_tiny" and record["num_clips"] == 4
+    assert list(record["layers"]) == ["res2", "res3", "res4", "pool"]
