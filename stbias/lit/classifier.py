@@ -100,7 +100,7 @@ class VideoClassifier(pl.LightningModule):
         self.shuffle_frames = bool(shuffle_frames)
         self.label_key = str(label_key)
         self.seed = int(seed)
-        # plain values only: checkpoints must load with torch.load(weights_only=True)
+        # plain values only: checkpoints must load with weights_only=True (stbias.io.load_tensors)
         self.save_hyperparameters(
             {
                 "num_classes": self.num_classes,

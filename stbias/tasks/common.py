@@ -203,6 +203,22 @@ def require_one_model(cfg: Any, task: str) -> None:
         )
 
 
+def prepare_model(cfg: Any, task: str, warn_random: bool = False) -> str:
+    """What every task does to ``cfg.model`` before building it; returns the model's name.
+
+    One model (not a set), a checkpoint that is a local file, published weights where
+    ``model.pretrained=true``, the checkpoint's own settings (see
+    :func:`apply_checkpoint_settings`) and, with ``warn_random``, a warning for random weights.
+    """
+    require_one_model(cfg, task)
+    name = choice(cfg, "model")
+    check_weights(cfg.model, name)
+    apply_checkpoint_settings(cfg)
+    if warn_random:
+        warn_if_random(cfg.model, name)
+    return name
+
+
 def models_with_published_weights() -> list[str]:
     """The model options whose config names published weights (``published_weights``)."""
     from stbias.config import CONF_DIR
@@ -215,7 +231,21 @@ def models_with_published_weights() -> list[str]:
 
 
 def check_weights(model_cfg: Any, name: str) -> None:
-    """Refuse ``model.pretrained=true`` on a model with no published weights, naming those with."""
+    """Refuse a ``model.checkpoint`` that is no local file, and ``model.pretrained=true`` on a
+    model with no published weights (naming the models that have them)."""
+    checkpoint = model_cfg.get("checkpoint")
+    if checkpoint:
+        text = str(checkpoint)
+        if "://" in text:
+            raise StbiasError(
+                f"model.checkpoint={text} is a URL; stbias reads local files only (download it "
+                "first; model.pretrained=true fetches a model's published weights)"
+            )
+        if not os.path.isfile(os.path.expanduser(text)):
+            raise StbiasError(
+                f"model.checkpoint={text} does not exist; give a local weights file "
+                "(.pyth, .ckpt, .pt) or model.checkpoint=null"
+            )
     if model_cfg.get("pretrained") and not model_cfg.get("published_weights"):
         raise StbiasError(
             f"model {name} has no published weights (model.pretrained=true); models that have "

@@ -13,10 +13,8 @@ from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec, pack_inputs, spec_shapes
 from stbias.models.taps import capture, channels_of, suggest_layers
 from stbias.tasks.common import (
-    apply_checkpoint_settings,
     build_model,
-    check_weights,
-    require_one_model,
+    prepare_model,
 )
 
 
@@ -47,11 +45,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     Returns the rows (`alias`, `path`, `channels`, `declared`, `shape`) and the model.
     """
-    require_one_model(cfg, "task=layers")
-    apply_checkpoint_settings(cfg)
+    prepare_model(cfg, "task=layers")
     model_cfg = _sized_model_config(cfg.model, cfg.task)
     name = str(model_cfg.get("name", "model"))
-    check_weights(model_cfg, name)
     try:
         model = build_model(model_cfg).eval()
     except InstantiationException as err:

@@ -33,18 +33,15 @@ from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
 from stbias.tasks.common import (
-    apply_checkpoint_settings,
     build_dataset,
     build_logger,
     build_model,
     build_trainer,
-    check_weights,
     choice,
     device_label,
     output_dir,
     plain,
-    require_one_model,
-    warn_if_random,
+    prepare_model,
     weights_label,
     weights_record,
 )
@@ -282,10 +279,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             f"task=probe reports the pair measures metric={' or metric='.join(PAIR_METRICS)}; "
             f"metric={cfg.metric.get('name')} belongs to another task (leave task unset)"
         )
-    require_one_model(cfg, "task=probe")
-    apply_checkpoint_settings(cfg)
-    check_weights(cfg.model, name)
-    warn_if_random(cfg.model, name)
+    prepare_model(cfg, "task=probe", warn_random=True)
     declared = plain(cfg.model.get("layers")) or {}
     if not declared:
         raise StbiasError(

@@ -35,7 +35,6 @@ from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
 from stbias.tasks.common import (
     MODEL_OVERRIDES,
-    apply_checkpoint_settings,
     build_dataset,
     build_logger,
     build_model,
@@ -44,7 +43,7 @@ from stbias.tasks.common import (
     device_label,
     output_dir,
     plain,
-    require_one_model,
+    prepare_model,
     weights_label,
     weights_record,
 )
@@ -139,8 +138,7 @@ def _metrics(trainer: pl.Trainer) -> dict[str, float]:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    require_one_model(cfg, "task=train")
-    apply_checkpoint_settings(cfg)
+    prepare_model(cfg, "task=train")
     tcfg = cfg.train
     folder = str(tcfg.get("output_dir") or output_dir())
     label_key = str(tcfg.label_key)

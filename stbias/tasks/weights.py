@@ -26,12 +26,10 @@ from stbias.plotting.weights import (
     plot_temporal_channels,
 )
 from stbias.tasks.common import (
-    apply_checkpoint_settings,
     build_logger,
     build_model,
-    check_weights,
     output_dir,
-    require_one_model,
+    prepare_model,
     resolved,
 )
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
@@ -125,9 +123,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         raise StbiasError(
             "metric=asdt/selfconv needs a model: python run.py metric=asdt model=<name>"
         )
-    require_one_model(cfg, f"metric={cfg.metric.get('name')}")
-    apply_checkpoint_settings(cfg)
-    check_weights(cfg.model, str(cfg.model.get("name", "model")))
+    prepare_model(cfg, f"metric={cfg.metric.get('name')}")
     metric = cfg.metric
     rule = str(metric.get("rule", "spec"))
     if rule not in RULES:
