@@ -119,3 +119,60 @@ def test_the_slurm_launcher_config_sizes_jobs_from_the_trainer():
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
     assert launcher.nodes == cfg.trainer.num_nodes
+
+
+def test_the_default_is_a_config_and_overrides_keep_it():
+    for overrides in ([], ["logger=none"], ["seed=1"], ["metric=layerwise"]):
+        cfg = compose_cfg(*overrides)
+        assert cfg.task.name == "quickstart" and cfg.model.name == "quickstart", overrides
+    headline = compose_cfg("model=i3d", "dataset=ssv2", "metric=unitwise")
+    assert headline.task.name == "probe" and headline.model.name == "i3d"
+
+
+def test_weight_metrics_select_task_weights_in_the_composed_config():
+    for metric in ("asdt", "selfconv"):
+        assert compose_cfg(f"metric={metric}", "model=i3d").task.name == "weights"
+    # the command line still decides when it names the task
+    assert compose_cfg("metric=asdt", "model=i3d", "task=probe").task.name == "probe"
+
+
+@pytest.mark.parametrize(
+    "model,size,short_side,frames",
+    [
+        ("i3d", 224, 256, 8),
+        ("r3d_18", 112, 128, 16),
+        ("x3d_s", 160, 182, 13),
+        ("i3d_tiny", 64, None, 16),
+    ],
+)
+def test_clip_geometry_follows_the_model(model, size, short_side, frames):
+    cfg = compose_cfg(f"model={model}", "dataset=kinetics")
+    data = OmegaConf.to_container(cfg.dataset, resolve=True)
+    assert (data["size"], data["short_side"], data["num_frames"]) == (size, short_side, frames)
+    assert data["sampling_rate"] == cfg.model.input.sampling_rate
+    own = OmegaConf.to_container(
+        compose_cfg(f"model={model}", "dataset=kinetics", "dataset.short_side=300").dataset,
+        resolve=True,
+    )
+    assert own["short_side"] == 300 and own["size"] == size  # set on its own, it applies
+
+
+def test_a_dataset_value_that_contradicts_the_model_names_both_keys():
+    from stbias.models.inputs import InputSpec
+    from stbias.tasks.common import build_dataset
+
+    cfg = compose_cfg("model=i3d", "dataset=kinetics", "dataset.size=112")
+    spec = InputSpec.from_dict(OmegaConf.to_container(cfg.model.input, resolve=True))
+    stbias_error(
+        lambda: build_dataset(cfg.dataset, spec), "dataset.size=112 conflicts with model.input.size"
+    )
+    small = compose_cfg("model=i3d", "dataset=kinetics", "dataset.short_side=200")
+    stbias_error(lambda: build_dataset(small.dataset, spec), "dataset.short_side=200 is smaller")
+
+
+def test_published_weights_are_declared_where_the_builders_have_them():
+    from stbias.tasks.common import models_with_published_weights
+
+    have = set(models_with_published_weights())
+    assert {"i3d", "slowfast", "r3d_18", "x3d_m", "mvit"} <= have
+    assert not have & {"i3d_inception", "clstm", "i3d_tiny", "c2d_tiny", "custom", "fast"}

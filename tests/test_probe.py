@@ -269,3 +269,54 @@ def test_two_ddp_processes_give_the_numbers_of_one(tmp_path):
         assert other["n_pairs"] == entry["n_pairs"] == {"dynamic": 10, "static": 10}
         for factor, value in entry["scores"].items():
             assert other["scores"][factor] == pytest.approx(value, rel=1e-9)
+
+
+def test_clip_sampling_is_seeded_and_stratified_by_label(tmp_path):
+    import fixtures
+
+    from stbias.data import kinetics
+    from stbias.data.subsets import choose_clips, clip_info
+
+    root = fixtures.kinetics(tmp_path / "k400", per_class=3)  # the CSV is sorted by label
+    data = kinetics(str(root), "train", num_frames=2, size=32)
+    labels = [clip_info(data, i)["label"] for i in range(len(data))]
+    assert labels == sorted(labels)
+    first = choose_clips(data, 4, "first", 0)
+    assert first == [0, 1, 2, 3] and len({labels[i] for i in first}) == 2
+    strat = choose_clips(data, 4, "stratified", 0)
+    assert sorted(labels[i] for i in strat) == [0, 1, 2, 3]  # one clip of each class
+    assert choose_clips(data, 4, "stratified", 0) == strat  # seeded
+    rand = choose_clips(data, 6, "random", 0)
+    assert rand == sorted(set(rand)) and rand != choose_clips(data, 6, "random", 1)
+    assert choose_clips(data, None, "stratified", 0) == list(range(12))
+
+
+def test_the_clips_used_and_the_weights_are_written_beside_the_results(
+    tmp_path, monkeypatch, caplog
+):
+    record, folder = probe(tmp_path, monkeypatch, "probe.sampling=random")
+    rows = (folder / "clips.csv").read_text().splitlines()
+    assert rows[0] == "index,id,label" and len(rows) == 1 + record["num_clips"]
+    assert record["weights"] == "random" and record["weights_sha256"] is None
+    assert "weights" in (folder / "results.csv").read_text().splitlines()[0]
+    warnings = [r for r in caplog.records if "random weights" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_layerwise_and_unitwise_report_and_draw_different_things(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    unit, unit_dir = probe(tmp_path, monkeypatch, "metric=unitwise", out="u")
+    unit_out, _ = caplog.text, caplog.clear()
+    layer, layer_dir = probe(tmp_path, monkeypatch, "metric=layerwise", out="l")
+    layer_out = caplog.text
+    assert unit["layers"] == layer["layers"]  # both computed, from the same cached sums
+    assert "units   dyn  stat joint" in unit_out and "S_dyn  S_stat   dyn%" not in unit_out
+    assert "S_dyn  S_stat   dyn%" in layer_out and "units   dyn  stat joint" not in layer_out
+    assert (unit_dir / "units.png").exists() and not (unit_dir / "fig3.png").exists()
+    assert (layer_dir / "fig3.png").exists() and not (layer_dir / "units.png").exists()
+
+
+def test_grey_clips_are_repeated_for_an_rgb_model(tmp_path, monkeypatch):
+    record, _ = probe(tmp_path, monkeypatch, "dataset=brushmnist_small")
+    assert record["config"]["model"]["input"]["channels"] == 3
+    assert record["layers"]["res4"]["n_pairs"] == {"dynamic": 8, "static": 8}

@@ -468,3 +468,32 @@ def test_texture_on_gpu_matches_cpu(texture):
     cpu = texture(clip, [0, 6])
     gpu = texture(clip.cuda(), [0, 6])
     assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_precomputed_activitynet_reads_the_authors_files_by_time(tmp_path):
+    """The authors' stylized ActivityNet: style_k/v_<id>/<%06d>.jpg at 5 fps, numbered from 1."""
+    import fixtures
+    from hydra.utils import instantiate
+
+    from stbias.config import compose
+    from stbias.data import activitynet, video_to_float
+    from stbias.lit.probe import stylizer_context
+
+    root, stylized = fixtures.activitynet(tmp_path / "anet", tmp_path / "sty")
+    data = activitynet(
+        str(root), "validation", num_frames=4, sampling_rate=15, size=64, short_side=64
+    )
+    cfg = compose(["stylization=precomputed_activitynet", f"stylization.stylizer.root={stylized}"])
+    stylizer = instantiate(cfg.stylization).stylizer
+    assert stylizer.styles == ("style_1", "style_2")
+    sample = data[0]
+    batch = {k: [v] if isinstance(v, str) else v for k, v in sample.items()}
+    batch = {k: (v.unsqueeze(0) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    clip01 = video_to_float(batch["video"])
+    for style in (0, 1):
+        out = stylizer(clip01, style, **stylizer_context(batch))
+        # the copy's frame shown at each time: floor(t * 5), file number + 1, grey 40 * k + file
+        expected = [40 * (style + 1) + int(t * 5 + 1e-6) + 1 for t in sample["frame_times"]]
+        got = [round(float(out[0, 0, j].mean()) * 255) for j in range(4)]
+        assert got == expected
+    assert sample["source"] == "v_abc123def45" and sample["id"] == "abc123def45_0"

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Dataset
 
+from stbias.config import compose as compose_root
 from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
@@ -531,3 +532,85 @@ def test_shuffled_drop_plot_draws_one_bar_per_model_and_dataset():
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     assert heights == [-10.0, 25.0, 50.0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
+
+
+def test_lightning_habits_work_on_the_trainer_node(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(
+        tmp_path / "run",
+        "model=c2d_tiny",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=1",
+        "+trainer.callbacks=[{_target_: pytorch_lightning.callbacks.Timer}]",
+        dataset=SQUARE,
+    )
+    record, objects = train.run(cfg)
+    assert record["epochs"] == 2 and record["global_step"] == 2  # max_epochs and limit_* mean it
+    timers = [c for c in objects["trainer"].callbacks if type(c).__name__ == "Timer"]
+    assert len(timers) == 1 and timers[0].time_elapsed("train") > 0
+
+
+def test_a_checkpoint_brings_the_input_it_was_trained_at(tmp_path, monkeypatch):
+    from stbias.tasks.probe import probe
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["model.input.frames=8", "model.input.size=32", "trainer.max_epochs=1"]
+    cfg = compose_root(
+        [
+            "task=train",
+            "model=i3d_tiny",
+            "dataset=brushmnist_small",
+            "dataset.num_samples=32",
+            "train.val_clips=16",
+            *overrides,
+            *TINY[4:],
+        ]
+    )
+    with open_dict(cfg):
+        cfg.train.output_dir = str(tmp_path / "trained")
+    trained, _ = train.run(cfg)
+    probe_cfg = compose_root(
+        [
+            "model=i3d_tiny",
+            f"model.checkpoint={trained['checkpoint']}",
+            "dataset=brushmnist_small",
+            "probe.num_clips=4",
+            "probe.batch_size=4",
+            f"probe.cache_dir={tmp_path / 'c'}",
+            *TINY[4:],
+        ]
+    )
+    assert probe_cfg.model.input.size == 64  # the config as composed...
+    record, _, objects = probe(probe_cfg)
+    spec = record["config"]["model"]["input"]
+    assert (spec["size"], spec["frames"], spec["channels"]) == (32, 8, 1)  # ...and what ran
+    assert record["config"]["dataset"]["size"] == 32
+    assert objects["dataset"][0]["video"].shape == (8, 32, 32, 1)
+    assert record["config"]["model"]["builder"]["num_classes"] == 100
+
+
+def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
+    from stbias.tasks import quickstart
+
+    small = [
+        f"task.cache_dir={tmp_path}",
+        "task.train.clips=32",
+        "task.train.val_clips=16",
+        "task.train.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=small)
+    c2d = quickstart.quickstart_models(cfg)[0]
+    folder = quickstart.checkpoint_folder(cfg, c2d)
+    # an interrupted first run: one epoch done, its last.ckpt written, no results.json
+    first = quickstart.train_config(cfg, c2d, folder)
+    with open_dict(first):
+        first.trainer.max_epochs = 1
+    train.run(first)
+    os.remove(os.path.join(folder, "results.json"))
+    caplog.set_level("INFO")
+    record = quickstart.ensure_trained(cfg, c2d)
+    assert "resuming the interrupted training" in caplog.text
+    assert record["epochs"] == 2 and record["global_step"] == 2 * 2  # 32 clips / 16, twice
+    assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == ["best.ckpt", "last.ckpt"]

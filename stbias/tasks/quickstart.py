@@ -70,19 +70,9 @@ def train_config(cfg: Any, model_node: Any, folder: str | None = None) -> Any:
     return train_cfg
 
 
-def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
-    """Train one quickstart model once and reuse it: ``<task.cache_dir>/<model>-<key>/``.
-
-    The key hashes the resolved model, dataset, training and Trainer settings and the seed, so a
-    changed setting trains a new checkpoint. An interrupted training resumes from its
-    ``last.ckpt``. Several processes asking at once (the ranks of a multi-GPU run) train once.
-
-    Returns:
-        The training run's results record (``checkpoint``, ``val/acc``, ...).
-    """
-    from stbias.tasks.train import run as train
-
-    cache = os.path.abspath(str(cfg.task.cache_dir))
+def checkpoint_folder(cfg: Any, model_node: Any) -> str:
+    """``<task.cache_dir>/<model>-<key>``: the key hashes the resolved model, dataset, training
+    and Trainer settings and the seed, so a changed setting trains a new checkpoint."""
     train_cfg = train_config(cfg, model_node)
     keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
     keyed.update(
@@ -91,20 +81,39 @@ def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
         seed=int(train_cfg.seed),
     )
     key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    folder = os.path.join(cache, f"{model_node.name}-{key}")
+    return os.path.join(os.path.abspath(str(cfg.task.cache_dir)), f"{model_node.name}-{key}")
+
+
+def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
+    """Train one quickstart model once and reuse it (see :func:`checkpoint_folder`).
+
+    An interrupted training resumes from its ``last.ckpt``. Several processes asking at once
+    (the ranks of a multi-GPU run) train once.
+
+    Returns:
+        The training run's results record (``checkpoint``, ``val/acc``, ...).
+    """
+    from stbias.tasks.train import run as train
+
+    folder = checkpoint_folder(cfg, model_node)
     results = os.path.join(folder, "results.json")
-    os.makedirs(cache, exist_ok=True)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
     with FileLock(folder + ".lock"):
         if os.path.isfile(results):
             with open(results) as fh:
                 record = json.load(fh)
             if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
                 return record
-        with open_dict(train_cfg):
-            train_cfg.train.output_dir = folder
-            last = os.path.join(folder, "checkpoints", "last.ckpt")
-            train_cfg.train.resume = last if os.path.isfile(last) else None
-        log.info("training %s on the embedded P+F+M (once; cached in %s)", model_node.name, folder)
+        train_cfg = train_config(cfg, model_node, folder)
+        last = os.path.join(folder, "checkpoints", "last.ckpt")
+        if os.path.isfile(last):
+            log.info("resuming the interrupted training of %s from %s", model_node.name, last)
+            with open_dict(train_cfg):
+                train_cfg.train.resume = last
+        else:
+            log.info(
+                "training %s on the embedded P+F+M (once; cached in %s)", model_node.name, folder
+            )
         record, _ = train(train_cfg)
     return record
 

@@ -1,0 +1,213 @@
+"""Every command of the README's user-contract block, run as written on released-layout data.
+
+The block is read from README.md; `/data/<name>` and `/weights/<file>` are replaced by fixtures
+the tests write (tests/fixtures.py) in the datasets' released layouts and at the models' native
+sizes; commands are shrunk only by clip counts and `trainer.limit_*` keys. A command of the block
+that no check below recognises fails the test: a README command cannot break silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import fixtures
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def contract_block() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The user contract", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            commands.append(words)
+    return commands
+
+
+COMMANDS = contract_block()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Fixture data and weights, and the folder every command runs in (shared caches)."""
+    base = tmp_path_factory.mktemp("contract")
+    data = base / "data"
+    from stbias.config import compose
+    from stbias.tasks.common import build_model
+
+    anet, stylized = fixtures.activitynet(data / "activitynet", data / "stylized_activitynet")
+    torch.manual_seed(0)
+    slowfast = build_model(compose(["model=slowfast"]).model)
+    paths = {
+        "/data/ssv2": fixtures.ssv2(data / "ssv2"),
+        "/data/kinetics": fixtures.kinetics(data / "kinetics"),
+        "/data/diving48": fixtures.diving48(data / "diving48"),
+        "/data/activitynet": anet,
+        "/data/stylized_activitynet": stylized,
+        "/weights/SLOWFAST_8x8_R50.pyth": fixtures.pyth_checkpoint(
+            base / "weights" / "SLOWFAST_8x8_R50.pyth", slowfast
+        ),
+    }
+    work = base / "work"
+    work.mkdir()
+    return {"paths": paths, "work": work}
+
+
+def _substitute(words: list[str], paths: dict[str, Path]) -> list[str]:
+    out = []
+    for word in words:
+        for placeholder, path in paths.items():
+            word = word.replace(placeholder, str(path))
+        out.append(word)
+    return out
+
+
+def _value(words: list[str], key: str, default: str | None = None) -> str | None:
+    for word in words:
+        if word.startswith(f"{key}="):
+            return word.split("=", 1)[1]
+    return default
+
+
+def _shrink(words: list[str]) -> list[str]:
+    """Clip counts and trainer.limit_* keys only."""
+    task = _value(words, "task")
+    if task == "train":
+        return ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "train.val_clips=8"]
+    if task == "layers" or _value(words, "metric") in ("asdt", "selfconv"):
+        return []
+    if _value(words, "model") is None:  # model=quickstart: two tiny models trained, then probed
+        return ["task.train.clips=64", "task.train.val_clips=32", "probe.num_clips=16"]
+    clips = 4 if _value(words, "trainer") == "ddp_cpu" else 2
+    return [f"probe.num_clips={clips}", f"probe.batch_size={clips}"]
+
+
+def _results(work: Path, before: set[Path]) -> list[dict]:
+    found = sorted(set(work.rglob("results.json")) - before)
+    found = [p for p in found if "quickstart" not in p.parent.parent.name]
+    return [json.loads(p.read_text()) | {"_dir": str(p.parent)} for p in found]
+
+
+def _finite_probe(record: dict) -> None:
+    assert record["task"] == "probe" and record["layers"]
+    for layer, entry in record["layers"].items():
+        for value in entry["scores"].values():
+            assert math.isfinite(value), (layer, entry["scores"])
+        units = entry["units"]
+        assert sum(units[c] for c in ("dynamic", "static", "joint", "residual")) > 0
+
+
+def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Path]) -> None:
+    """What each command of the block must have produced."""
+    line = " ".join(words)
+    task, model = _value(words, "task"), _value(words, "model")
+    if _value(words, "metric") == "asdt":
+        (record,) = records
+        assert record["task"] == "weights" and record["model"] == model
+        assert record["config"]["task"]["name"] == "weights"  # the composed config says so
+        assert all(v["asdt"] > 0 for v in record["layers"].values())
+    elif task == "layers":
+        assert "slow_res2" in out and "fast_res5" in out and "blocks.1.multipathway_blocks.0" in out
+    elif task == "train":
+        (record,) = records
+        assert record["task"] == "train" and os.path.isfile(record["checkpoint"])
+        assert record["shuffle_frames"] is ("train.shuffle_frames=true" in words)
+        assert record["in_channels"] == 1 and record["num_classes"] == 100
+    elif model is None:  # the embedded default
+        (record,) = records
+        assert record["task"] == "quickstart" and record["models"] == ["c2d_tiny", "i3d_tiny"]
+        c2d = record["results"]["c2d_tiny"]["layers"]
+        assert all(e["units"]["dynamic"] == 0 for e in c2d.values())  # frame-order blind
+    elif "-m" in words and _value(words, "metric.lam"):
+        assert len(records) == 5
+        for record in records:
+            _finite_probe(record)
+        lams = sorted(r["lam"] for r in records)
+        assert lams == [0.1, 0.3, 0.5, 0.7, 0.9]
+        assert sorted(r["cache"]["clips_run"] for r in records)[:4] == [0, 0, 0, 0]
+    elif "-m" in words:
+        assert len(records) == 4
+        assert sorted(tuple(r["layers"]) for r in records) == [
+            ("res2",),
+            ("res3",),
+            ("res4",),
+            ("res5",),
+        ]
+        for record in records:
+            _finite_probe(record)
+            assert record["config"]["model"]["input"]["size"] == 224  # native size
+    else:
+        (record,) = records
+        _finite_probe(record)
+        assert record["model"] == model and record["config"]["model"]["input"]["size"] in (112, 224)
+        spec = record["config"]["model"]["input"]
+        assert record["config"]["dataset"]["size"] == spec["size"]  # one source of truth
+        assert record["config"]["dataset"]["num_frames"] == spec["frames"]
+        if _value(words, "model.checkpoint"):
+            assert record["weights"] == f"file:{paths['/weights/SLOWFAST_8x8_R50.pyth']}"
+            assert len(record["weights_sha256"]) == 64
+            assert record["sampling"] == "stratified" and record["num_clips"] == 2
+            labels = {c["label"] for c in _clips(record)}
+            assert len(labels) == 2  # a label-sorted CSV: not the first class twice
+        else:
+            assert record["weights"] == "random"
+            assert "random weights" in out
+        if _value(words, "stylization") == "precomputed_activitynet":
+            assert record["stylization"] == "precomputed_activitynet"
+        if _value(words, "trainer") == "ddp_cpu":
+            assert record["num_clips"] == 4 and record["config"]["trainer"]["devices"] == 2
+        if _value(words, "metric") == "layerwise":
+            assert "S_dyn  S_stat   dyn%" in out and os.path.isfile(
+                Path(record["_dir"]) / "fig3.png"
+            )
+        else:
+            assert "dyn  stat joint" in out and os.path.isfile(Path(record["_dir"]) / "units.png")
+    assert line  # every branch above is a known command of the block
+
+
+def _clips(record: dict) -> list[dict]:
+    import csv
+
+    with open(Path(record["_dir"]) / "clips.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(c)[:80] for c in COMMANDS])
+def test_readme_command_runs_as_written(words, world):
+    work, paths = world["work"], world["paths"]
+    program, *args = _substitute(words, paths)
+    if program == "python" and args[0] == "run.py":
+        command = [sys.executable, str(ROOT / "run.py"), *args[1:]]
+    elif program == "stbias":
+        command = [str(Path(sys.executable).parent / "stbias"), *args]
+    else:
+        pytest.fail(f"the README's contract block has a command this test cannot run: {words}")
+    before = set(work.rglob("results.json"))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "offline"}
+    done = subprocess.run(
+        [*command, *_shrink(words)], cwd=work, env=env, capture_output=True, text=True, timeout=1500
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    _check(words, _results(work, before), done.stdout + done.stderr, paths)
+
+
+def test_the_block_names_the_binding_commands():
+    lines = [" ".join(c) for c in COMMANDS]
+    assert lines[0] == "python run.py"
+    for needed in ("metric.lam=0.1,0.3,0.5,0.7,0.9", "metric=asdt", "train.shuffle_frames=true"):
+        assert any(needed in line for line in lines), needed
+    assert any(re.match(r"stbias ", line) for line in lines)
