@@ -184,8 +184,13 @@ def summary_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Compute (or load from the cache) every requested layer's scores.
+
+    Args:
+        cfg: the composed config.
+        clips: the chosen clips (a dataset) when the caller already built them for this config
+            (a checkpoint series probes every checkpoint on the same clips); None builds them.
 
     Returns the results record, the per-unit scores and the objects used.
     """
@@ -216,10 +221,7 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     meta_path = os.path.join(state_dir, "meta.json")
     layout = str(cfg.model.get("layout", "cnn"))
 
-    dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
-    if len(chosen) < len(dataset):
-        dataset = Subset(dataset, chosen)
+    dataset = clips if clips is not None else choose_probe_clips(cfg, spec)
     objects: dict[str, Any] = {"dataset": dataset}
     results: dict[str, Any] = {}
     clips_run = 0
@@ -300,6 +302,13 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return record, unit_scores, objects
 
 
+def choose_probe_clips(cfg: Any, spec: InputSpec) -> Any:
+    """The dataset of ``cfg`` cut to the clips ``probe.num_clips`` and ``probe.sampling`` choose."""
+    dataset = build_dataset(cfg.dataset, spec)
+    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
+    return Subset(dataset, chosen) if len(chosen) < len(dataset) else dataset
+
+
 def _indices(dataset: Any) -> list[int]:
     return (
         [int(i) for i in dataset.indices]
@@ -311,6 +320,10 @@ def _indices(dataset: Any) -> list[int]:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``task=probe``: probe, then write results, figures and the log into the run directory."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.probe.get("checkpoints"):  # a checkpoint series: stbias.tasks.probe_series
+        from stbias.tasks.probe_series import run_series
+
+        return run_series(cfg)
     record, unit_scores, objects = probe(cfg)
     if not record:  # a non-zero rank of a multi-process run: rank 0 reports
         return record, objects

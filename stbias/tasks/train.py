@@ -31,6 +31,7 @@ from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
+from stbias.tasks import train_extras
 from stbias.tasks.common import (
     MODEL_OVERRIDES,
     apply_checkpoint_settings,
@@ -139,6 +140,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     require_one_model(cfg, "task=train")
     apply_checkpoint_settings(cfg)
+    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
     tcfg = cfg.train
     folder = str(tcfg.get("output_dir") or output_dir())
     label_key = str(tcfg.label_key)
@@ -185,7 +187,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         enable_version_counter=False,
     )
     logger = build_logger(cfg.get("logger"), folder)
-    callbacks: list[pl.Callback] = [checkpoints, EpochSetter()]
+    # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
+    extras = train_extras.training_callbacks(
+        cfg, model, spec, train_set, val_set, os.path.join(folder, "checkpoints")
+    )
+    callbacks: list[pl.Callback] = [checkpoints, EpochSetter(), *extras]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
@@ -216,6 +222,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if checkpoints.best_model_score is not None and checkpoints.monitor
         else {},
         "init_checksum": init_checksum,
+        **train_extras.training_record(extras),
         MODEL_OVERRIDES: changes,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
