@@ -16,13 +16,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import Dataset
 
 from stbias.data.pfm_mixed import MixedCuePFM
 from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier
-from stbias.lit.series import parse_every, resolve_series
+from stbias.lit.series import parse_every, resolve_series, series_callbacks
 from stbias.lit.static_dropout import (
     ChannelDropout,
     ProbeSetup,
@@ -210,10 +211,26 @@ def test_static_mode_drops_exactly_the_probes_static_units_with_inverted_scaling
         torch.testing.assert_close(s[~zero], 2.0 * before[:, STATIC][~zero])  # 1 / (1 - p)
         dropped_any[STATIC] |= zero.any(0).numpy()
         kept_any[STATIC] |= (~zero).any(0).numpy()
-        # the same channel over all of a sample's positions: one factor per sample and unit
     assert dropped_any[STATIC].all() and kept_any[STATIC].all()
-    # after fit the hook is gone and the network is the one that was built
-    assert not net.pool._forward_hooks or len(net.pool._forward_hooks) == 1  # the test's own
+    # after fit the dropout hook is gone: the network is the one that was built
+    assert len(net.pool._forward_hooks) == 1  # the test's own recorder
+
+
+@pytest.mark.parametrize("layout,shape", [("cnn", (6, 5, 4, 3, 3)), ("tokens", (6, 7, 5))])
+def test_a_dropped_channel_is_dropped_at_every_position_of_a_sample(layout, shape):
+    drop = ChannelDropout(5, layout)
+    drop.set(np.array([True, False, True, True, False]), 0.5)
+    torch.manual_seed(1)
+    x = torch.rand(shape) + 0.5
+    ratio = drop(x) / x
+    axis = 1 if layout == "cnn" else -1
+    per_channel = ratio.movedim(axis, 1).flatten(2)  # (B, C, positions)
+    assert torch.all(per_channel == per_channel[..., :1])  # one factor per sample and channel
+    factor = per_channel[..., 0]
+    assert torch.all(factor[:, [1, 4]] == 1)
+    assert set(factor[:, [0, 2, 3]].flatten().tolist()) == {0.0, 2.0}
+    drop.eval()
+    assert torch.equal(drop(x), x)
 
 
 def test_mode_all_drops_the_matched_expected_number_over_every_unit():
@@ -402,22 +419,18 @@ def hydra_reset():
 def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
     tmp_path, monkeypatch, hydra_reset
 ):
+    # the documented pair of commands, shrunk: train keeping a checkpoint per epoch, then probe
     run_dir = tmp_path / "train"
-    cfg = train_cfg(
-        run_dir,
-        "dataset=pfm",
-        "train.train_clips=32",
-        "train.val_clips=8",
-        "train.batch_size=8",
-        "trainer.max_epochs=1",
-        "train.checkpoint_every='2 steps'",
-    )
+    shrink = ["train.train_clips=32", "train.val_clips=8", "train.batch_size=8"]
+    cfg = train_cfg(run_dir, "experiment=bias_over_training", *shrink, "trainer.max_epochs=2")
     record, _ = train.run(cfg)
     names = sorted(p.name for p in (run_dir / "checkpoints" / "series").iterdir())
-    assert names == [f"step000000{s}-epoch000.ckpt" for s in (0, 2, 4)]
-    series = resolve_series(str(run_dir))  # last.ckpt and best.ckpt repeat step 4
-    assert [p["step"] for p in series] == [0, 2, 4] and record["global_step"] == 4
-    assert all("/series/" in p["path"] for p in series)
+    assert names == ["step0000000-epoch000.ckpt", "step0000004-epoch000.ckpt"] + [
+        "step0000008-epoch001.ckpt"
+    ]
+    series = resolve_series(str(run_dir))  # last.ckpt and best.ckpt repeat step 8
+    assert [(p["step"], p["epoch"]) for p in series] == [(0, 0), (4, 0), (8, 1)]
+    assert record["global_step"] == 8 and all("/series/" in p["path"] for p in series)
 
     counted = []
     from stbias.lit.probe import ProbeModule
@@ -431,7 +444,9 @@ def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
     out = tmp_path / "probe"
     out.mkdir()
     monkeypatch.chdir(out)
-    first, _ = run_task(probe_cfg(tmp_path, out, "dataset=pfm", f"probe.checkpoints={run_dir}"))
+    probe_args = ["experiment=bias_over_training", f"probe.checkpoints={run_dir}"]
+    probe_args += ["probe.num_clips=8", "probe.bootstrap=20", "logger=none"]
+    first, _ = run_task(probe_cfg(tmp_path, out, *probe_args))
     assert sum(counted) == 3 * 8  # every checkpoint's clips through the model exactly once
     assert [e["cache"]["clips_run"] for e in first["series"]] == [8, 8, 8]
     with open(out / "results.csv") as fh:
@@ -441,33 +456,30 @@ def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
         ("0", "0", "res3"),
         ("0", "0", "res4"),
         ("0", "0", "pool"),
-        ("2", "0", "res2"),
+        ("4", "0", "res2"),
     ]
     assert len(rows) == 12 and {r["progress"] for r in rows} == {"0.0", "0.5", "1.0"}
+    assert all(float(r["scores_dynamic_lo"]) <= float(r["scores_dynamic_hi"]) for r in rows)
     assert (out / "bias_over_training.png").stat().st_size > 5000
-    assert [s["layer"] for s in json.loads((out / "results.json").read_text())["settling"]] == [
-        "res2",
-        "res3",
-        "res4",
-        "pool",
-    ]
-    # the training weights differ from step to step, and so do the numbers
+    stored = json.loads((out / "results.json").read_text())
+    assert [s["layer"] for s in stored["settling"]] == ["res2", "res3", "res4", "pool"]
+    # the training weights differ from step to step
     assert len({e["weights_sha256"] for e in first["series"]}) == 3
 
     counted.clear()
-    again, _ = run_task(probe_cfg(tmp_path, out, "dataset=pfm", f"probe.checkpoints={run_dir}"))
+    again, _ = run_task(probe_cfg(tmp_path, out, *probe_args))
     assert counted == [] and [e["cache"]["clips_run"] for e in again["series"]] == [0, 0, 0]
     assert [e["layers"] for e in again["series"]] == [e["layers"] for e in first["series"]]
 
     with pytest.raises(StbiasError, match="model.checkpoint"):
-        run_task(
-            probe_cfg(
-                tmp_path,
-                out,
-                f"probe.checkpoints={run_dir}",
-                f"model.checkpoint={series[0]['path']}",
-            )
-        )
+        run_task(probe_cfg(tmp_path, out, *probe_args, f"model.checkpoint={series[0]['path']}"))
+
+
+def test_a_series_every_n_steps_uses_lightnings_checkpoint_callback(tmp_path):
+    initial, periodic = series_callbacks(str(tmp_path), parse_every("200 steps"))
+    assert isinstance(periodic, ModelCheckpoint) and periodic.save_top_k == -1
+    assert periodic._every_n_train_steps == 200 and periodic._every_n_epochs == 0
+    assert periodic.dirpath == str(tmp_path / "series") and initial.dirpath == periodic.dirpath
 
 
 def test_settling_fraction_is_where_the_shares_stay_within_ten_percent_of_the_end():

@@ -22,6 +22,7 @@ or baselines of Kowal et al.'s StaticDropout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,7 +40,9 @@ from stbias.lit.probe import ProbeModule
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import get_module, parse_path
 
+log = logging.getLogger(__name__)
 MODES = ("static", "all", "random")
+_REPORTED = ("acc", "acc_shuffled", "acc_static_zeroed")
 # the draw of the random units zeroed at test time (refreshes draw 0, 1, 2, ...)
 TEST_DRAW = 2**31 - 1
 UNITS = ("static", "static_joint")
@@ -240,6 +243,7 @@ class ProbeSetup:
         label_key: the sample key of the class.
         val_set: the clips accuracy is measured on at the end (None: no accuracy).
         motion_classes: classes told apart only by motion, for a separate accuracy (or None).
+        num_workers: loader workers of the probe clips and of the evaluation.
     """
 
     spec: InputSpec
@@ -256,6 +260,7 @@ class ProbeSetup:
     label_key: str = "label"
     val_set: Dataset | None = None
     motion_classes: list[int] | None = field(default=None)
+    num_workers: int = 0
 
 
 def probe_units(
@@ -283,7 +288,9 @@ def probe_units(
             lam=lam,
             model_name=setup.model_name,
         ).to(device)
-        loader = DataLoader(setup.probe_clips, batch_size=setup.batch_size, shuffle=False)
+        loader = DataLoader(
+            setup.probe_clips, setup.batch_size, shuffle=False, num_workers=setup.num_workers
+        )
         with torch.no_grad():
             for i, batch in enumerate(loader):
                 module.test_step(batch, i)
@@ -325,7 +332,9 @@ def evaluate(
         handle = hook_layer(model, zero[0], zero_units, setup.model_name)
     correct, correct5, labels_all = [], [], []
     try:
-        loader = DataLoader(setup.val_set, batch_size=setup.eval_batch_size, shuffle=False)
+        loader = DataLoader(
+            setup.val_set, setup.eval_batch_size, shuffle=False, num_workers=setup.num_workers
+        )
         with torch.no_grad():
             for batch in loader:
                 x = pack_inputs(video_to_float(batch["video"].to(device)), setup.spec)
@@ -495,6 +504,17 @@ class StaticDropout(pl.Callback):
             metrics["static_dropout/jaccard"] = entry["jaccard"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+        overlap = "" if entry["jaccard"] is None else f", Jaccard {entry['jaccard']:.3f}"
+        (log.info if trainer.is_global_zero else log.debug)(
+            "StaticDropout, epoch %d: %d of %d units of %s static%s; dropping %d units with p=%.3f",
+            entry["epoch"],
+            size,
+            self.num_units,
+            s.layer,
+            overlap,
+            entry["dropped_units"],
+            q,
+        )
         return entry
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -506,7 +526,15 @@ class StaticDropout(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Re-probe the trained model and measure it (process 0 only)."""
         if trainer.is_global_zero:
-            self.report = final_report(self._model(pl_module), self.settings, self.setup_)
+            self.report = r = final_report(self._model(pl_module), self.settings, self.setup_)
+            units = r["probe"][self.settings.layer]["units"]
+            log.info(
+                "StaticDropout, trained %s: units dynamic/static/joint/residual %d/%d/%d/%d; "
+                "top-1 %s, shuffled frames %s, static units zeroed %s",
+                self.settings.layer,
+                *(units[c] for c in ("dynamic", "static", "joint", "residual")),
+                *(f"{r[k]:.4f}" if k in r else "n/a" for k in _REPORTED),
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """The current sets and history, so that a resumed run goes on with them."""

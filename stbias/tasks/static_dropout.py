@@ -105,6 +105,7 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             if mode == "none":
                 settings = train_extras.dropout_settings(arm)
                 data, module = objects["data"], objects["module"]
+                module.to(objects["trainer"].strategy.root_device)  # fit ends with it on the CPU
                 setup = train_extras.probe_setup(
                     arm, module.model, module.spec, data.train_set, data.val_set, settings
                 )

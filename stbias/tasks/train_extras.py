@@ -95,6 +95,7 @@ def probe_setup(
         label_key=str(cfg.train.label_key),
         val_set=val_set,
         motion_classes=list(motion) if motion else None,
+        num_workers=int(cfg.train.num_workers),
     )
 
 
