@@ -36,6 +36,7 @@ from stbias.lit.static_dropout import (
 from stbias.lit.train_data import ClassificationData
 from stbias.metrics import score_pairs
 from stbias.models.inputs import InputSpec
+from stbias.plotting.bias_over_training import bias_over_training
 from stbias.plotting.static_dropout import figure, read_rows, summarize, table
 from stbias.stylization.base import Stylizer
 from stbias.stylization.pairs import PairSampler, make_pair_views
@@ -569,3 +570,29 @@ def test_dead_units_are_residual_for_every_threshold():
     assert report["units"]["dead"] == 1 and report["units"]["residual"] == 1
     assert report["units"]["joint"] == 2
     assert not static_units(report, "static_joint", -0.5)[0]
+
+
+def test_bias_over_training_figure_draws_the_rows():
+    rows = []
+    for layer in ("res4", "pool"):
+        for step, dyn in ((0, 12.5), (10, 20.0), (20, 25.0)):
+            rows.append(
+                {
+                    "step": str(step),
+                    "layer": layer,
+                    "percent_dynamic": str(dyn),
+                    "percent_static": str(40 - dyn / 2),
+                    "percent_residual": str(60 - dyn / 2),
+                    "scores_dynamic": str(dyn / 100),
+                    "scores_static": "0.5",
+                    "scores_dynamic_lo": str(dyn / 100 - 0.1),
+                    "scores_dynamic_hi": str(dyn / 100 + 0.1),
+                }
+            )
+    fig = bias_over_training(rows, title="t")
+    top, bottom = fig.axes[0], fig.axes[2]  # res4: split, scores
+    assert top.get_title() == "res4"
+    np.testing.assert_allclose(top.lines[0].get_ydata(), [12.5, 20.0, 25.0])
+    np.testing.assert_allclose(top.lines[0].get_xdata(), [0, 10, 20])
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), [0.125, 0.2, 0.25])
+    assert len(bottom.collections) == 1  # the dynamic band; no interval for the others
