@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
-SYNTHETIC = {"pfm", "brushmnist", "brushmnist_small"}
+SYNTHETIC = {"pfm", "pfm_mixed", "brushmnist", "brushmnist_small"}
 
 
 def stbias_error(call, match):

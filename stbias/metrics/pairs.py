@@ -228,7 +228,8 @@ def _scores(states: dict[str, torch.Tensor], lam: float, estimator: str) -> dict
     dims_fs = torch.floor(p[:, :2] * num_units)
     dims = torch.cat([dims_fs, num_units - dims_fs.sum(1, keepdim=True)], 1)
 
-    above_d, above_s = s_dyn > lam, s_stat > lam
+    # a dead unit has no correlation: residual whatever λ (its scores are 0, above a negative λ)
+    above_d, above_s = (s_dyn > lam) & ~dead, (s_stat > lam) & ~dead
     joint = above_d & above_s
     counts = torch.stack(
         [

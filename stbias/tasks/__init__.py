@@ -12,6 +12,7 @@ TASKS: dict[str, str] = {
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
+    "static_dropout": "stbias.tasks.static_dropout:run",
     "train": "stbias.tasks.train:run",
     "weights": "stbias.tasks.weights:run",
 }

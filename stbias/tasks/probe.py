@@ -268,8 +268,13 @@ def draw(results: dict[str, Any], metric: str, title: str) -> Any:
     return unit_classes(results, title=title)
 
 
-def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Compute (or load from the cache) every requested layer's scores.
+
+    Args:
+        cfg: the composed config.
+        clips: the chosen clips (a dataset) when the caller already built them for this config
+            (a checkpoint series probes every checkpoint on the same clips); None builds them.
 
     Returns the results record, the per-unit scores and the objects used.
     """
@@ -292,17 +297,14 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
     layout = str(cfg.model.get("layout", "cnn"))
 
-    dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
-    if len(chosen) < len(dataset):
-        dataset = Subset(dataset, chosen)
+    dataset = clips if clips is not None else choose_probe_clips(cfg, spec)
     log.info(
         "probe: %s (%s) | %s, split %s: %d of %d clips (%s) | layers %s | %s",
         name,
         weights_label(weights_record(cfg.model)),
         choice(cfg, "dataset"),
         cfg.dataset.get("split"),
-        len(chosen),
+        len(dataset),
         len(dataset.dataset if isinstance(dataset, Subset) else dataset),
         cfg.probe.sampling,
         ", ".join(layers),
@@ -395,6 +397,13 @@ def probe(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return record, unit_scores, objects
 
 
+def choose_probe_clips(cfg: Any, spec: InputSpec) -> Any:
+    """The dataset of ``cfg`` cut to the clips ``probe.num_clips`` and ``probe.sampling`` choose."""
+    dataset = build_dataset(cfg.dataset, spec)
+    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
+    return Subset(dataset, chosen) if len(chosen) < len(dataset) else dataset
+
+
 def _indices(dataset: Any) -> list[int]:
     return (
         [int(i) for i in dataset.indices]
@@ -406,6 +415,10 @@ def _indices(dataset: Any) -> list[int]:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``task=probe``: probe, then write results, figures and the log into the run directory."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.probe.get("checkpoints"):  # a checkpoint series: stbias.tasks.probe_series
+        from stbias.tasks.probe_series import run_series
+
+        return run_series(cfg)
     record, unit_scores, objects = probe(cfg)
     if not record:  # a non-zero rank of a multi-process run: rank 0 reports
         return record, objects

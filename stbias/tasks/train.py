@@ -33,6 +33,7 @@ from stbias.io import load_tensors
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
+from stbias.tasks import train_extras
 from stbias.tasks.common import (
     MODEL_OVERRIDES,
     build_dataset,
@@ -139,6 +140,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepare_model(cfg, "task=train")
+    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
     tcfg = cfg.train
     folder = str(tcfg.get("output_dir") or output_dir())
     label_key = str(tcfg.label_key)
@@ -185,7 +187,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         enable_version_counter=False,
     )
     logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
-    callbacks: list[pl.Callback] = [checkpoints, EpochSetter()]
+    # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
+    extras = train_extras.training_callbacks(
+        cfg, model, spec, train_set, val_set, os.path.join(folder, "checkpoints")
+    )
+    callbacks: list[pl.Callback] = [checkpoints, EpochSetter(), *extras]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -242,6 +248,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if checkpoints.best_model_score is not None and checkpoints.monitor
         else {},
         "init_checksum": init_checksum,
+        **train_extras.training_record(extras),
         MODEL_OVERRIDES: changes,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
