@@ -6,7 +6,7 @@ shuffled_baseline.csv and shuffled_baseline.{png,pdf}. Default: i3d_tiny on Brus
 
     python experiments/shuffled_baseline.py
     python experiments/shuffled_baseline.py --models i3d_tiny c2d_tiny --out outputs/fig5
-    python experiments/shuffled_baseline.py --datasets pfm -- experiment=null train.epochs=4
+    python experiments/shuffled_baseline.py --datasets pfm -- experiment=null trainer.max_epochs=4
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from stbias.reporting import console_logging  # noqa: E402
 from stbias.tasks.train import shuffled_baseline  # noqa: E402
 
 
@@ -33,7 +34,8 @@ def main() -> None:
         help="config overrides for every run (default: experiment=shuffled_brushmnist)",
     )
     args = parser.parse_args()
-    overrides = [*args.overrides, "logger=csv", "trainer.enable_progress_bar=false"]
+    console_logging()
+    overrides = [*args.overrides, "trainer.enable_progress_bar=false"]
     start = time.time()
     rows = shuffled_baseline(args.models, args.datasets, args.out, overrides)
     print(

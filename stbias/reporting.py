@@ -62,3 +62,11 @@ def quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", module=pattern)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
+
+
+def console_logging(verbose: bool = False) -> None:
+    """For scripts outside ``run.py``: stbias's messages on the terminal, the libraries quiet."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    quiet_libraries(verbose)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -320,3 +321,49 @@ def test_grey_clips_are_repeated_for_an_rgb_model(tmp_path, monkeypatch):
     record, _ = probe(tmp_path, monkeypatch, "dataset=brushmnist_small")
     assert record["config"]["model"]["input"]["channels"] == 3
     assert record["layers"]["res4"]["n_pairs"] == {"dynamic": 8, "static": 8}
+
+
+NOISE = (
+    "GPU available",
+    "TPU available",
+    "Tip:",
+    "LeafSpec",
+    "Deprecat",
+    "wandb: Run summary",
+    "wandb: Run history",
+    "wandb: Tracking run",
+    "anonymous setting",
+)
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_the_header_a_bar_the_table_and_no_noise(tmp_path):
+    done = _run_py(
+        tmp_path,
+        "model=i3d_tiny",
+        "probe.num_clips=4",
+        "probe.batch_size=2",
+        f"probe.cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = done.stdout + done.stderr
+    for noise in NOISE:
+        assert noise not in shown, noise
+    assert "probe: i3d_tiny (random weights) | pfm, split train: 4 of 2000 clips" in done.stdout
+    assert "probing i3d_tiny: 100%" in done.stderr  # one bar for the phase, with its ETA
+    assert "layer           units   dyn  stat joint" in done.stdout
+    assert re.search(r"W&B: offline run in \S+ \(upload: wandb sync \S+\)", done.stdout)
+    logged = (tmp_path / "run" / "stbias.log").read_text()
+    assert "layer           units   dyn  stat joint" in logged and "random weights" in logged
+    verbose = _run_py(
+        tmp_path,
+        "model=i3d_tiny",
+        "probe.num_clips=4",
+        "probe.batch_size=2",
+        "logger=none",
+        "verbose=true",
+        f"probe.cache_dir={tmp_path / 'c2'}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+    )
+    assert "GPU available" in verbose.stdout + verbose.stderr  # the rest, on request

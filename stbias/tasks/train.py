@@ -353,16 +353,33 @@ def shuffled_baseline(
                     "init_checksum": checksum,
                 }
             )
-            print(
-                f"{model} on {dataset} ({rows[-1]['label_key']}, chance {rows[-1]['chance']:.3f}):"
-                f" acc_std {accs['std']:.4f}  acc_shuf {accs['shuf']:.4f}  drop {drop:.3f}",
-                flush=True,
+            log.info(
+                "%s on %s (%s, chance %.3f): acc_std %.4f  acc_shuf %.4f  drop %.3f",
+                model,
+                dataset,
+                rows[-1]["label_key"],
+                rows[-1]["chance"],
+                accs["std"],
+                accs["shuf"],
+                drop,
             )
     io.write_csv(os.path.join(out_dir, "shuffled_baseline.csv"), rows)
     finite = [r for r in rows if np.isfinite(r["drop"])]
+    figures = []
     if finite:
-        save_figure(
+        figures = save_figure(
             shuffled_drop(finite, "shuffled-frame training"),
             os.path.join(out_dir, "shuffled_baseline"),
         )
+    identity = run_identity("shuffled_baseline", "+".join(models), "+".join(datasets))
+    logger = build_logger(base.get("logger"), out_dir, **identity)
+    columns = list(rows[0]) if rows else []
+    log_run(
+        logger,
+        config={"task": "shuffled_baseline", "models": list(models), "datasets": list(datasets)},
+        summary={f"shuffled/drop/{r['model']}/{r['dataset']}": r["drop"] for r in finite},
+        tables={"shuffled/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        images={"shuffled/figure": figures},
+    )
+    finish_logger(logger)
     return rows
