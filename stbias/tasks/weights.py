@@ -152,6 +152,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "run": first_label,
         "checkpoint": runs[first_label]["checkpoint"],
         "layers": runs[first_label]["layers"],
+        "config": resolved(cfg),
+        "environment": io.environment(),
     }
     if len(runs) > 1 or metric.get("compare"):
         results["compare"] = runs
@@ -191,7 +193,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             "task": "weights",
             "model": results["model"],
             "metric": results["metric"],
-            "config": resolved(cfg),
+            "config": results["config"],
         },
         summary=summary,
         tables={"weights/results": (columns, [[r.get(c) for c in columns] for r in rows])},
