@@ -20,6 +20,7 @@ from pathlib import Path
 import fixtures
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -152,8 +153,10 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
     else:
         (record,) = records
         _finite_probe(record)
-        assert record["model"] == model and record["config"]["model"]["input"]["size"] in (112, 224)
         spec = record["config"]["model"]["input"]
+        native = OmegaConf.load(ROOT / "stbias" / "conf" / "model" / f"{model}.yaml").input
+        assert record["model"] == model and spec["size"] == native.size  # the model's own size
+        assert spec["frames"] == native.frames
         assert record["config"]["dataset"]["size"] == spec["size"]  # one source of truth
         assert record["config"]["dataset"]["num_frames"] == spec["frames"]
         if _value(words, "model.checkpoint"):
