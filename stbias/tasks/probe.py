@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -30,6 +31,7 @@ from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
+from stbias.results import rows_of
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
@@ -131,7 +133,7 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     title = (
         f"{record['model']} ({weights_label(record)}) on {record['dataset']}, λ = {record['lam']}"
     )
-    figure = fig3({record["model"]: record["layers"]}, title=title)
+    figure = fig3(pd.DataFrame(rows_of(record, folder)), title=title)
     return save_figure(figure, os.path.join(folder, "fig3"))
 
 

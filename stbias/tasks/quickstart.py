@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any
 
+import pandas as pd
 from filelock import FileLock
 from omegaconf import OmegaConf, open_dict
 
@@ -24,6 +25,7 @@ from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
+from stbias.results import rows_of
 from stbias.tasks.common import output_dir, plain
 from stbias.tasks.probe import layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers
@@ -153,7 +155,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figure = fig3(
-        {name: record["layers"] for name, record in records.items()},
+        pd.DataFrame(rows_of(summary, folder)),
         title=f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
     figures = save_figure(figure, os.path.join(folder, "fig3"))
