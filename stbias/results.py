@@ -71,7 +71,8 @@ def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[st
     found: list[str] = []
     for item in items:
         text = os.path.expanduser(os.fspath(item))
-        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        pattern = glob.has_magic(text)
+        matches = sorted(glob.glob(text, recursive=True)) if pattern else [text]
         if not matches or not any(os.path.exists(m) for m in matches):
             raise StbiasError(f"no such run directory or file: {text!r}")
         for match in matches:
@@ -79,7 +80,7 @@ def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[st
                 found += _walk(match)
             elif os.path.basename(match) == RESULTS:
                 found.append(match)
-            elif os.path.isfile(match):
+            elif os.path.isfile(match) and not pattern:
                 raise StbiasError(
                     f"{match!r} is a file but not a {RESULTS}; give run directories or their "
                     f"{RESULTS}"
