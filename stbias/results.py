@@ -11,8 +11,9 @@ a folder holding run directories at any depth (a ``python run.py -m ...`` sweep 
   ``n_pairs_<factor>``) with, when the run had ``probe.bootstrap > 0``, the interval bounds
   ``<number>_lo`` / ``<number>_hi``;
 * ``task=quickstart``: the same rows for each model it trained and probed, with ``val_acc``;
-* ``task=weights`` (``metric=asdt|selfconv``): one row per set of weights × layer (``label``,
-  ``checkpoint``, ``depth``, ``asdt``, ``asdt_scaled``, ``temporal_channels``, ...);
+* ``task=weights`` (``metric=asdt|selfconv``): one row per set of weights × layer
+  (``weights_label``: the set's label in ``metric.compare``, ``checkpoint``, ``depth``, ``asdt``,
+  ``asdt_scaled``, ``temporal_channels``, ...);
 * ``task=train``: one row per run (``shuffle_frames``, ``val/acc``, ``checkpoint``, ...);
 * any other task: one row of the record's top-level numbers and strings.
 
@@ -197,7 +198,7 @@ def _weights_rows(
             row = {
                 **meta,
                 "weights": _weights_from_config(config, checkpoint, own_checkpoint=False),
-                "label": label,
+                "weights_label": label,
                 "checkpoint": checkpoint,
                 "metric": record.get("metric"),
                 "delta": record.get("delta"),
@@ -284,7 +285,7 @@ def load(
         rows += rows_of(record, os.path.dirname(os.path.abspath(path)))
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        first = [c for c in (*META, "label", "lam", "layer") if c in frame.columns]
+        first = [c for c in (*META, "weights_label", "lam", "layer") if c in frame.columns]
         frame = frame[first + [c for c in frame.columns if c not in first]]
     frame.attrs["skipped"] = skipped
     return frame

@@ -240,7 +240,7 @@ def test_weight_figures_from_a_table():
                     "task": "weights",
                     "model": "m",
                     "weights": "file:/w/t.pt" if checkpoint else "random",
-                    "label": label,
+                    "weights_label": label,
                     "layer": f"l{depth}",
                     "depth": depth,
                     "asdt": 0.1 * depth + (label == "trained"),
@@ -256,7 +256,7 @@ def test_weight_figures_from_a_table():
     assert [line.get_label() for line in lines] == ["m (init)", "m (trained)"]
     np.testing.assert_allclose(lines[1].get_ydata(), [1.0, 1.1, 1.2])
     assert "* random weights" in fig.axes[0].get_title()
-    fig = channels_figure(table[table["label"] == "init"])
+    fig = channels_figure(table[table["weights_label"] == "init"])
     temporal = [p for p in fig.axes[0].patches if p.get_gid() == "m/temporal"]
     assert [p.get_height() for p in temporal] == [0, 1, 2]
     assert to_hex(temporal[0].get_facecolor()) == COLOURS["dynamic"]

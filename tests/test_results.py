@@ -162,7 +162,7 @@ def test_load_gives_rows_for_weights_and_train_runs(tmp_path):
     )
     table = load(tmp_path)
     weights = table[table["task"] == "weights"]
-    assert list(weights["label"]) == ["init", "trained"]
+    assert list(weights["weights_label"]) == ["init", "trained"]
     assert list(weights["weights"]) == ["random", "file:/w/t.pt"]
     assert list(weights["kernel"]) == ["3x5x5"] * 2
     train = table[table["task"] == "train"].iloc[0]

@@ -39,6 +39,7 @@ from stbias.plotting.style import (  # noqa: E402
     SINGLE,
     SOFTMAX_FLOOR,
     draw_floor,
+    fit_title,
     paper_style,
     weights_title,
 )
@@ -129,7 +130,13 @@ def run_labels(table: pd.DataFrame, labels: Labels = None) -> dict[tuple[str, st
     ]
     if not varying and len(keys) > 1:
         return {k: os.path.basename(os.path.normpath(k[0])) for k in keys}
-    varying = varying or ["model"]
+    # as few columns as tell the runs apart: each model's own checkpoint needs no mention
+    chosen: list[str] = []
+    for column in varying:
+        chosen.append(column)
+        if not runs[chosen].astype(str).duplicated().any():
+            break
+    varying = chosen or ["model"]
     out = {}
     for key, (_, row) in zip(keys, runs.iterrows()):
         out[key] = " / ".join(_display(c, row[c], labels) for c in varying)
@@ -397,7 +404,7 @@ def fig3(
         )
         full = _title(title, rows)
         if full:
-            fig.suptitle(full)
+            fig.suptitle(fit_title(full, fig.get_size_inches()[0]))
         fig.tight_layout()
         _legend_below(fig, axes[0], _factor_handles() + handles, right.get_position().x0 - 0.02)
         _legend_below(fig, right, _class_handles(), 1.0)
@@ -510,7 +517,8 @@ def fig5_left(
                 ax.bar_label(bars, fmt="%.1f", fontsize=5.5, padding=1)
             draw_floor(ax, label=False)
             ax.set_xticks(
-                range(len(datasets)), [_display(dataset_column, d, labels) for d in datasets]
+                range(len(datasets)),
+                [_wrap(_display(dataset_column, d, labels)) for d in datasets],
             )
             ax.set_title(_model_label(model, labels))
             ax.set_ylim(0, max(50.0, np.nanmax(rows[["percent_dynamic", "percent_static"]]) + 10))
@@ -524,9 +532,16 @@ def fig5_left(
         )
         full = _title(title, rows)
         if full:
-            fig.suptitle(full)
+            fig.suptitle(fit_title(full, fig.get_size_inches()[0]))
         fig.tight_layout()
     return fig
+
+
+def _wrap(text: str, width: int = 10) -> str:
+    """A tick label broken at spaces into lines of about ``width`` characters."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False)) or text
 
 
 def _model_label(model: str, labels: Labels) -> str:
@@ -559,7 +574,10 @@ def fig6(
         for ax, model in zip(axes[0], models):
             part = rows[rows["_model"] == model]
             groups = [
-                (_display(dataset_column, d, labels), part[part[dataset_column] == d].iloc[0])
+                (
+                    _wrap(_display(dataset_column, d, labels)),
+                    part[part[dataset_column] == d].iloc[0],
+                )
                 for d in datasets
                 if (part[dataset_column] == d).any()
             ]
@@ -576,7 +594,7 @@ def fig6(
         )
         full = _title(title, rows)
         if full:
-            fig.suptitle(full)
+            fig.suptitle(fit_title(full, fig.get_size_inches()[0]))
         fig.tight_layout()
     return fig
 
@@ -659,7 +677,7 @@ def fig1(
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18))
         full = _title(title, rows)
         if full:
-            ax.set_title(full)
+            ax.set_title(fit_title(full, SINGLE))
         fig.tight_layout()
     return fig
 
@@ -735,7 +753,7 @@ def lam_sweep(
         axes[0][0].set_ylabel("units (%)")
         full = _title(title, rows)
         if full:
-            fig.suptitle(full)
+            fig.suptitle(fit_title(full, fig.get_size_inches()[0]))
         fig.tight_layout()
         _legend_below(fig, axes[0][0], _class_handles(), 1.0)
     return fig

@@ -86,3 +86,12 @@ def weights_title(weights: list[str]) -> str:
     if not kinds or "random" not in kinds:
         return ""
     return "random weights" if kinds == {"random"} else "* random weights"
+
+
+def fit_title(text: str | None, inches: float) -> str | None:
+    """``text`` broken into lines that fit ``inches`` of width at the title font size."""
+    if not text:
+        return text
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(inches * 12.5)), break_long_words=False))

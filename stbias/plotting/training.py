@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stbias.plotting.style import SINGLE, paper_style, weights_title  # noqa: E402
+from stbias.plotting.style import SINGLE, fit_title, paper_style, weights_title  # noqa: E402
 
 # datasets are told apart by neutral shades: red and blue mean static and dynamic in these papers
 DATASET_SHADES = ("#3a3a3a", "#8c8c8c", "#cfcfcf", "#606060", "#b0b0b0", "#e8e8e8")
@@ -60,7 +60,7 @@ def shuffled_drop(
         ax.set_ylabel("relative top-1 drop (%)")
         ax.legend(title="trained on", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
         if title:
-            ax.set_title(title)
+            ax.set_title(fit_title(title, SINGLE))
         fig.tight_layout()
     return fig
 

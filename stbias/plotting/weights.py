@@ -26,6 +26,7 @@ from stbias.plotting.style import (  # noqa: E402
     MARKERS,
     SINGLE,
     WEIGHT_COLOURS,
+    fit_title,
     paper_style,
     weights_title,
 )
@@ -45,10 +46,10 @@ def runs_from_table(
     rows = table[table["task"] == "weights"] if "task" in table.columns else table
     if rows.empty:
         raise StbiasError("no weight-temporality results to draw: no rows of task=weights")
-    several = rows.groupby(["run", "model"])["label"].nunique().max() > 1
+    several = rows.groupby(["run", "model"])["weights_label"].nunique().max() > 1
     models = rows["model"].nunique() > 1
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (run, model, label), part in rows.groupby(["run", "model", "label"], sort=False):
+    for (run, model, label), part in rows.groupby(["run", "model", "weights_label"], sort=False):
         name = labels.get(model, model) if labels else model
         if several or not models:
             name = f"{name} ({label})" if models or several else name
@@ -87,7 +88,7 @@ def plot_asdt(runs: Mapping[str, Layers], scaled: bool = False, title: str | Non
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, linewidth=0.4)
         if title:
-            ax.set_title(title)
+            ax.set_title(fit_title(title, fig.get_size_inches()[0]))
         if len(runs) > 1:
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
         fig.tight_layout()
@@ -140,7 +141,7 @@ def plot_temporal_channels(runs: Mapping[str, Layers], title: str | None = None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, axis="y", linewidth=0.4)
         if title:
-            ax.set_title(title)
+            ax.set_title(fit_title(title, fig.get_size_inches()[0]))
         handles = [
             Patch(color=WEIGHT_COLOURS["temporal"], label="temporal channels"),
             Patch(color=WEIGHT_COLOURS["static"], label="static channels"),

@@ -56,6 +56,13 @@ def with_condition(rows: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame |
     varying = _varying(rows, CONDITIONS)
     if not varying:
         return None
+    runs = rows.drop_duplicates(["run", "model"])
+    chosen: list[str] = []
+    for column in varying:  # as few as tell the runs of one model apart
+        chosen.append(column)
+        if not runs[["model", *chosen]].astype(str).duplicated().any():
+            break
+    varying = chosen
     names = [" / ".join(_display(c, row[c], labels) for c in varying) for _, row in rows.iterrows()]
     return rows.assign(condition=names)
 
