@@ -114,7 +114,7 @@ def test_a_layer_that_repeats_the_last_one_is_drawn_once():
 def test_pathways_of_a_two_pathway_model_are_separate_series():
     record = _record("sf", {"slow_res2": 0.3, "fast_res2": 0.8, "slow_res3": 0.4, "fast_res3": 0.9})
     record["layers"]["pool"] = _layer(np.random.default_rng(3), 0.6)
-    fig = fig3(_table(record), labels={"sf:slow": "SF-Slow"})
+    fig = fig3(_table(record), labels={"sf/slow": "SF-Slow"})
     assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["SF-Slow", "sf (fast)"]
     assert len(_lines(fig.axes[0], "dynamic")) == 2  # pool (both pathways) is in neither
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["res2", "res3"]

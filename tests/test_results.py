@@ -179,21 +179,28 @@ def _compare(cwd, *runs):
     )
 
 
-def test_compare_draws_models_and_datasets_side_by_side(tmp_path):
+def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, capsys):
+    from stbias.config import compose
+    from stbias.tasks import run_task
+
     for k, (model, dataset) in enumerate([("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]):
         _fake_probe(tmp_path / "runs" / str(k), model, dataset, seed=k)
-    proc = _compare(tmp_path, tmp_path / "runs")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
-    record = json.loads((out / "results.json").read_text())
+    out.mkdir()
+    monkeypatch.chdir(out)  # the run directory outside run.py
+    overrides = ["task=compare", f"runs=[{tmp_path / 'runs'}]", "task.labels={a: Alpha, x: X}"]
+    record, _ = run_task(compose([*overrides, "task.layer=res2"]))
     assert record["task"] == "compare" and record["num_runs"] == 4
     assert sorted(record["figures"]) == ["fig3", "fig5", "fig6"]
     for name in ("fig3", "fig5", "fig6"):
         assert (out / f"{name}.png").stat().st_size > 5000
+    assert json.loads((out / "results.json").read_text())["figures"] == record["figures"]
     assert len((out / "compare.csv").read_text().splitlines()) == 1 + 8
-    assert "a                x" in proc.stdout  # the summary table: model, dataset
+    assert "a                x" in capsys.readouterr().out  # the summary: model, dataset
     # compare runs hold no measurements: loading the outputs again does not count them
     assert load(tmp_path)["run"].nunique() == 4
+    with pytest.raises(StbiasError, match="unit layer 'res9' is not among the layers"):
+        run_task(compose([*overrides, "task.layer=res9"]))
 
 
 @pytest.mark.slow

@@ -157,7 +157,7 @@ def series(
                 part = rows[rows["pathway"] == pathway]
                 if part.empty:
                     continue
-                special = labels.get(f"{key[1]}:{pathway}") if labels else None
+                special = labels.get(f"{key[1]}/{pathway}") if labels else None
                 out.append((special or f"{run_label} ({pathway})", part))
         else:
             out.append((run_label, rows))
@@ -353,7 +353,7 @@ def fig3(
         panels: panel title -> model names drawn in it (the paper: (a) single-stream 3D CNNs,
             (b) SlowFast variants, (c) transformers); models in no panel get one of their own;
             default one panel for all.
-        labels: display names of models, datasets or ``model:pathway`` (``slowfast:slow`` ->
+        labels: display names of models, datasets or ``model/pathway`` (``slowfast/slow`` ->
             ``SF-Slow``).
         unit_layer: the layer the right panel shows, for all series or per series label;
             default each series' last distinct layer (the representation before the classifier).
@@ -547,8 +547,8 @@ def _wrap(text: str, width: int = 10) -> str:
 def _model_label(model: str, labels: Labels) -> str:
     if labels and model in labels:
         return str(labels[model])
-    if ":" in model:
-        name, pathway = model.split(":", 1)
+    if "/" in model:
+        name, pathway = model.split("/", 1)
         return f"{_display('model', name, labels)} ({pathway})"
     return _display("model", model, labels)
 
@@ -612,7 +612,7 @@ def fig1(
 
     Args:
         table: probe rows.
-        labels: display names of models, pathways (``model:pathway``) and datasets.
+        labels: display names of models, pathways (``model/pathway``) and datasets.
         dataset_column: the column naming the dataset a point's model was trained on; it is
             written beside the point when runs differ in it.
         markers: marker per ``task`` kind column value (default squares: action recognition).
@@ -646,7 +646,7 @@ def fig1(
                 linestyle="none",
                 gid=f"{row['model']}:{row['pathway']}:{row.get(dataset_column, '')}",
             )
-            model = f"{row['model']}:{row['pathway']}" if row["pathway"] else str(row["model"])
+            model = f"{row['model']}/{row['pathway']}" if row["pathway"] else str(row["model"])
             text = _model_label(model, labels)
             if several:
                 text += f", {_display(dataset_column, row[dataset_column], labels)}"
