@@ -299,11 +299,15 @@ def _factor_handles() -> list[Line2D]:
 
 
 def _legend_below(
-    fig: plt.Figure, ax: plt.Axes, handles: Sequence[Any], right: float | None = None
+    fig: plt.Figure,
+    ax: plt.Axes | None,
+    handles: Sequence[Any],
+    right: float | None = None,
+    left: float | None = None,
 ) -> None:
-    """A legend under the figure from the left edge of ``ax``, in as many columns as fit before
-    ``right`` (figure fraction; call after tight_layout)."""
-    x0 = ax.get_position().x0
+    """A legend under the figure from the left edge of ``ax`` (or ``left``), in as many columns
+    as fit before ``right`` (figure fractions; call after tight_layout)."""
+    x0 = left if left is not None else ax.get_position().x0
     renderer = fig.canvas.get_renderer()
     for ncol in range(len(handles), 0, -1):
         legend = fig.legend(
@@ -619,10 +623,18 @@ def fig1(
         title: figure title.
     """
     rows = _last_per_run(probe_table(table))
-    several = dataset_column in rows.columns and rows[dataset_column].nunique() > 1
+    if dataset_column not in rows.columns:
+        rows = rows.assign(**{dataset_column: rows["dataset"]})
+    # runs without the column (another experiment) name their dataset in `dataset`
+    rows[dataset_column] = rows[dataset_column].where(rows[dataset_column].notna(), rows["dataset"])
+    # the same model, dataset and weights from two experiments is one point
+    rows = rows.drop_duplicates(["model", "pathway", dataset_column, "weights"])
+    several = rows[dataset_column].nunique() > 1
+    numbered = len(rows) > 6  # many points: numbers beside them, names in the legend
     cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
         "static_dynamic", [COLOURS["static"], "#d9d9d9", COLOURS["dynamic"]]
     )
+    names: list[Line2D] = []
     with paper_style():
         fig, ax = plt.subplots(figsize=(SINGLE, 2.9))
         for k, (_, row) in enumerate(rows.iterrows()):
@@ -650,6 +662,11 @@ def fig1(
             text = _model_label(model, labels)
             if several:
                 text += f", {_display(dataset_column, row[dataset_column], labels)}"
+            if numbered:
+                names.append(
+                    Line2D([], [], linestyle="none", marker=f"${k + 1}$", color="black", label=text)
+                )
+                text = str(k + 1)
             # alternate the side of the label: neighbouring points rarely hide each other's text
             ax.annotate(
                 text,
@@ -674,11 +691,12 @@ def fig1(
         ax.plot(lim, lim, color="#bbbbbb", linewidth=0.5, zorder=0)
         ax.set_xlabel("static units (%), layer-wise")
         ax.set_ylabel("dynamic units (%), layer-wise")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18))
         full = _title(title, rows)
         if full:
             ax.set_title(fit_title(full, SINGLE))
         fig.tight_layout()
+        floor = ax.get_legend_handles_labels()[0]
+        _legend_below(fig, None, floor + names, right=0.99, left=0.0)
     return fig
 
 
