@@ -17,9 +17,10 @@ a folder holding run directories at any depth (a ``python run.py -m ...`` sweep 
 * ``task=train``: one row per run (``shuffle_frames``, ``val/acc``, ``checkpoint``, ...);
 * any other task: one row of the record's top-level numbers and strings.
 
-Every row also has ``run`` (the run directory) and ``task``; runs of a multirun carry their sweep
-overrides both as ``overrides`` (``"metric.lam=0.3 seed=1"``) and as one column per overridden
-key (``metric.lam``, ``trained_on``, ...; a key that is already a column keeps the record's own
+Every row also has ``run`` (the run directory) and ``task``; runs started by ``python run.py``
+carry their command-line overrides (a multirun point: its sweep values too) both as
+``overrides`` (``"metric.lam=0.3 seed=1"``) and as one column per overridden key
+(``metric.lam``, ``trained_on``, ...; a key that is already a column keeps the record's own
 value). ``task=compare`` runs hold no measurements of their own and give no rows. A
 ``results.json`` that cannot be read is skipped with a warning and listed in
 ``df.attrs["skipped"]``.

@@ -214,24 +214,14 @@ def test_the_makefile_forwards_figure_targets(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert (
-        f"-m stbias.figures fig3-embedded  --set datasets.x=/a --set checkpoints.y=/b "
-        f"--out {tmp_path} debug=fast"
-    ) in proc.stdout
-
-
-def test_dry_run_checks_the_paths_and_prints_the_multiruns(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    values = _fake_paths(tmp_path, "byvshev_weights")
-    (path,) = values.values()
-    record = make(
-        "byvshev-fig3",
-        str(tmp_path / "out"),
-        sets=[f"{k}={v}" for k, v in values.items()],
-        dry_run=True,
-    )
-    (command,) = record["stages"]
-    assert command[1:5] == ["-m", "stbias", "-m", "experiment=figures/byvshev_weights"]
-    assert f"paths.checkpoints.kinetics.i3d_inception='{path}'" in command
-    assert "(to run)" in capsys.readouterr().out
-    assert not (tmp_path / "out").exists()
+    (line,) = [line for line in proc.stdout.splitlines() if "-m stbias.figures" in line]
+    assert line.split("-m stbias.figures", 1)[1].split() == [
+        "fig3-embedded",
+        "--set",
+        "datasets.x=/a",
+        "--set",
+        "checkpoints.y=/b",
+        "--out",
+        str(tmp_path),
+        "debug=fast",
+    ]

@@ -154,6 +154,18 @@ def _quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+def _settings(cfg: DictConfig) -> str:
+    """What the experiment config says (the sweep and every setting), for the stage's key: an
+    edited config runs anew."""
+    hydra = cfg.hydra
+    sweep = {
+        "params": OmegaConf.to_container(hydra.sweeper.get("params") or {}, resolve=False),
+        "subdir": OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir"),
+    }
+    body = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+    return json.dumps([sweep, body], sort_keys=True, default=str)
+
+
 def plan(
     name: str,
     out_dir: str,
@@ -196,7 +208,9 @@ def plan(
             else:
                 values[key] = os.path.abspath(os.path.expanduser(str(value)))
         stage_overrides = [f"paths.{k}={_quote(v)}" for k, v in values.items()] + list(overrides)
-        digest = hashlib.sha256(json.dumps([experiment, stage_overrides]).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps([experiment, stage_overrides, _settings(cfg)]).encode()
+        ).hexdigest()
         folder = os.path.join(os.path.abspath(out_dir), "runs", f"{experiment}-{digest[:10]}")
         produced[experiment] = folder
         options = OmegaConf.to_container(cfg.figure, resolve=True) if "figure" in cfg else {}
