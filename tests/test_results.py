@@ -91,6 +91,20 @@ def test_load_reads_a_multirun_sweep_folder(sweep):
 
 
 @pytest.mark.slow
+def test_the_pool_tap_of_the_tiny_models_repeats_their_last_stage(sweep):
+    """head.pool of c2d_tiny / i3d_tiny only averages stages.2, which the probe's pooling does
+    too: the numbers say so, and figures draw the layer once."""
+    from stbias.plotting.pairs import distinct_layers
+
+    table = load(sweep)
+    for _, run in table.groupby("run"):
+        res4, pool = (run[run["layer"] == name].iloc[0] for name in ("res4", "pool"))
+        assert pool["scores_static"] == pytest.approx(res4["scores_static"], rel=1e-6)
+        assert pool["units_joint"] == res4["units_joint"]
+    assert set(distinct_layers(table)["layer"]) == {"res2", "res3", "res4"}
+
+
+@pytest.mark.slow
 def test_load_skips_and_counts_a_corrupt_run(sweep, tmp_path):
     copy = tmp_path / "runs"
     shutil.copytree(sweep, copy)
