@@ -154,7 +154,8 @@ def _weights_from_config(
     return "random"
 
 
-def _probe_rows(record: Mapping[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+def probe_rows(record: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per layer of a probe record's ``layers``, each starting with ``meta``."""
     rows = []
     for layer, entry in record.get("layers", {}).items():
         prefix = layer.split("_")[0]
@@ -235,13 +236,13 @@ def rows_of(record: Mapping[str, Any], run_dir: str) -> list[dict[str, Any]]:
     if task == "compare":
         return []
     if task == "probe":
-        rows = _probe_rows(record, meta)
+        rows = probe_rows(record, meta)
     elif task == "quickstart":
         rows = []
         for model, sub in (record.get("results") or {}).items():
             sub_meta = {**meta, **{k: sub[k] for k in META[2:] if k in sub}, "model": model}
             acc = (sub.get("train") or {}).get("val/acc")
-            rows += [{**r, "val/acc": acc} for r in _probe_rows(sub, sub_meta)]
+            rows += [{**r, "val/acc": acc} for r in probe_rows(sub, sub_meta)]
     elif task == "weights":
         rows = _weights_rows(record, meta, config)
     else:

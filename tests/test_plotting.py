@@ -261,3 +261,11 @@ def test_weight_figures_from_a_table():
     assert [p.get_height() for p in temporal] == [0, 1, 2]
     assert to_hex(temporal[0].get_facecolor()) == COLOURS["dynamic"]
     assert math.isclose(fig.get_size_inches()[0], SINGLE)
+
+
+def test_fig3_takes_the_layers_of_results_json_as_well():
+    record = _record("a", {"res2": 0.2, "res3": 0.7})
+    from_mapping = fig3({"a": record["layers"]})
+    (line,) = _lines(from_mapping.axes[0], "static")
+    table = _table(record)
+    np.testing.assert_allclose(line.get_ydata(), table["percent_static"])

@@ -55,8 +55,23 @@ Labels = Mapping[str, str] | None
 # tables
 
 
-def probe_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The probe rows of ``table`` (``task`` probe or quickstart), checked for what figures use."""
+def as_table(results: pd.DataFrame | Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """A probe table from a table, or from ``{label: {layer: results.json entry}}``."""
+    if isinstance(results, pd.DataFrame):
+        return results
+    from stbias.results import probe_rows
+
+    rows = []
+    for label, layers in results.items():
+        meta = {"run": str(label), "task": "probe", "model": str(label)}
+        rows += probe_rows({"layers": layers}, meta)
+    return pd.DataFrame(rows)
+
+
+def probe_table(table: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+    """The probe rows of ``table`` (``task`` probe or quickstart), checked for what figures use;
+    a mapping ``{label: {layer: entry}}`` is turned into its table first."""
+    table = as_table(table)
     if table.empty or "task" not in table.columns:
         raise StbiasError("no probe results to draw: the table holds no rows of task=probe")
     rows = table[table["task"].isin(PROBE_TASKS)]
@@ -343,7 +358,7 @@ def last_layers(drawn: Sequence[tuple[str, pd.DataFrame]], unit_layer: Any = Non
 
 
 def fig3(
-    table: pd.DataFrame,
+    table: pd.DataFrame | Mapping[str, Mapping[str, Any]],
     panels: Mapping[str, Sequence[str]] | None = None,
     labels: Labels = None,
     unit_layer: str | Mapping[str, str] | None = None,
@@ -353,7 +368,8 @@ def fig3(
     """Kowal et al. Fig. 3: layer-wise shares per layer (left panels), unit classes (right).
 
     Args:
-        table: probe rows (one per run × layer), e.g. ``stbias.results.load(...)``.
+        table: probe rows (one per run × layer), e.g. ``stbias.results.load(...)``, or
+            ``{label: {layer: results.json entry}}``.
         panels: panel title -> model names drawn in it (the paper: (a) single-stream 3D CNNs,
             (b) SlowFast variants, (c) transformers); models in no panel get one of their own;
             default one panel for all.
