@@ -741,6 +741,13 @@ def lam_sweep(
     keys = rows[rest].astype(str).agg(" / ".join, axis=1)
     rows = rows.assign(_group=keys)
     groups = list(dict.fromkeys(keys))
+    # the panel titles name as few of the differing columns as tell the groups apart
+    heads = rows.drop_duplicates("_group")
+    telling: list[str] = []
+    for column in (c for c in rest if heads[c].astype(str).nunique() > 1):
+        telling.append(column)
+        if not heads[telling].astype(str).duplicated().any():
+            break
     with paper_style():
         fig, axes = plt.subplots(
             1,
@@ -773,14 +780,7 @@ def lam_sweep(
             model = str(part["model"].iloc[0])
             name = _display("model", model, labels)
             if len(groups) > 1:
-                name = (
-                    " / ".join(
-                        _display(c, part[c].iloc[0], labels)
-                        for c in rest
-                        if rows[c].astype(str).nunique() > 1
-                    )
-                    or name
-                )
+                name = " / ".join(_display(c, part[c].iloc[0], labels) for c in telling) or name
             ax.set_title(f"{name}, {chosen}")
             ax.set_xlabel("λ (unit-wise threshold)")
             ax.set_ylim(0, 100)

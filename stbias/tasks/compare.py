@@ -51,19 +51,23 @@ def _varying(rows: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
 
 
 def with_condition(rows: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame | None:
-    """``rows`` with a ``condition`` column (dataset, weights, ... in which runs differ besides
-    the model), or None when they differ in the model alone."""
-    varying = _varying(rows, CONDITIONS)
-    if not varying:
-        return None
+    """``rows`` with a ``condition`` column — the dataset, weights, ... in which the runs of one
+    model differ — or None when no model has runs that differ (each model's own checkpoint is
+    not a condition)."""
     runs = rows.drop_duplicates(["run", "model"])
+    within = [
+        c
+        for c in CONDITIONS
+        if c in runs and (runs.groupby("model")[c].nunique(dropna=False) > 1).any()
+    ]
+    if not within:
+        return None
     chosen: list[str] = []
-    for column in varying:  # as few as tell the runs of one model apart
+    for column in within:  # as few as tell the runs of one model apart
         chosen.append(column)
         if not runs[["model", *chosen]].astype(str).duplicated().any():
             break
-    varying = chosen
-    names = [" / ".join(_display(c, row[c], labels) for c in varying) for _, row in rows.iterrows()]
+    names = [" / ".join(_display(c, row[c], labels) for c in chosen) for _, row in rows.iterrows()]
     return rows.assign(condition=names)
 
 
