@@ -225,3 +225,17 @@ def test_the_makefile_forwards_figure_targets(tmp_path):
         str(tmp_path),
         "debug=fast",
     ]
+
+
+@pytest.mark.slow
+def test_a_multirun_whose_runs_write_no_results_is_not_finished(tmp_path, monkeypatch):
+    """A run stopped from outside (Lightning ends training quietly on SIGTERM) exits 0 without
+    results; its multirun must not be marked finished and reused."""
+    from stbias.figures.make import DONE, run_stage
+
+    monkeypatch.chdir(tmp_path)
+    # task=layers prints the model's layers and writes no results.json
+    (stage,) = plan("byvshev-fig3-embedded", str(tmp_path / "out"), overrides=["task=layers"])
+    with pytest.raises(StbiasError, match="wrote results for 0 of its 1 runs"):
+        run_stage(stage)
+    assert not os.path.exists(os.path.join(stage.folder, DONE))

@@ -46,6 +46,7 @@ class Stage:
     folder: str
     overrides: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1  # runs of the sweep, each of which must write a results.json
 
     @property
     def done(self) -> bool:
@@ -154,6 +155,14 @@ def _quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+def sweep_size(cfg: DictConfig) -> int:
+    """How many runs the experiment's sweep (``hydra.sweeper.params``, comma lists) makes."""
+    size = 1
+    for value in (OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}) or {}).values():
+        size *= len(str(value).split(","))
+    return size
+
+
 def _settings(cfg: DictConfig) -> str:
     """What the experiment config says (the sweep and every setting), for the stage's key: an
     edited config runs anew."""
@@ -214,7 +223,7 @@ def plan(
         folder = os.path.join(os.path.abspath(out_dir), "runs", f"{experiment}-{digest[:10]}")
         produced[experiment] = folder
         options = OmegaConf.to_container(cfg.figure, resolve=True) if "figure" in cfg else {}
-        stages.append(Stage(experiment, folder, stage_overrides, options))
+        stages.append(Stage(experiment, folder, stage_overrides, options, sweep_size(cfg)))
     if problems:
         raise StbiasError("\n".join(problems))
     return stages
@@ -233,7 +242,17 @@ def run_stage(stage: Stage, force: bool = False) -> None:
             f"the multirun of experiment {stage.experiment} failed (exit {done.returncode}); "
             f"its runs are in {stage.folder}"
         )
-    io.write_json(os.path.join(stage.folder, DONE), {"command": command})
+    # a run stopped from outside (Lightning ends training quietly on SIGTERM) writes no results:
+    # such a multirun is not finished, and is not reused
+    from stbias.results import RESULTS
+
+    written = sum(RESULTS in files for _, _, files in os.walk(stage.folder))
+    if written < stage.jobs:
+        raise StbiasError(
+            f"the multirun of experiment {stage.experiment} wrote results for {written} of its "
+            f"{stage.jobs} runs; run the target again (its runs are in {stage.folder})"
+        )
+    io.write_json(os.path.join(stage.folder, DONE), {"command": command, "runs": written})
 
 
 def figure_texts(fig: Any) -> list[str]:
