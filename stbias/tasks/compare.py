@@ -5,10 +5,10 @@
 the figures the runs allow:
 
 * probe runs that differ in model, dataset, weights, stylization or seed: ``fig3`` (Kowal et al.
-  Fig. 3 layout: layer-wise shares per layer, unit classes at the last layer) and, when they
-  differ in something besides the model, ``fig5`` (Fig. 5 left layout: dynamic and static share
-  at the last layer, one panel per model, one bar pair per dataset or checkpoint) and ``fig6``
-  (the unit classes in the same grid);
+  Fig. 3 layout: layer-wise shares per layer, unit classes at the last layer) and, when runs of
+  one model differ (in dataset, checkpoint, ...), ``fig5`` (Fig. 5 left layout: dynamic and
+  static share at the last layer, one panel per model, one bar pair per dataset or checkpoint)
+  and ``fig6`` (the unit classes in the same grid);
 * probe runs that differ in ``metric.lam`` (a λ sweep, e.g. a ``python run.py -m
   metric.lam=0.1,0.3,0.5,0.7,0.9`` folder): ``lam_sweep``, units per class against λ;
 * ``metric=asdt`` runs: ``asdt`` and ``temporal_channels`` (Byvshev et al. Fig. 3 and 4);
