@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast lint format bench clean figures
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,24 @@ format: install  ## ruff fix and format
 
 bench: install  ## the benchmarks in benchmarks/
 	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# Paper figures (python -m stbias.figures; the registry is stbias/figures/__init__.py):
+#   make figures                 every figure target and what it needs
+#   make fig3                    real data and weights, paths from figures.local.yaml or PATHS=
+#   make fig3-embedded           the same pipeline on shipped data with tiny or reduced models
+# Variables: PATHS="key=/path ..." (one path each), PATHS_FILE=<yaml> (default figures.local.yaml),
+# FIGURES_OUT=<folder> (default outputs/figures), ARGS="<overrides for every run>", FORCE=1 (run
+# finished multiruns again, e.g. after a code change).
+FIGURE_FLAGS = $(if $(PATHS_FILE),--paths $(PATHS_FILE)) $(foreach p,$(PATHS),--set $(p)) \
+	$(if $(FIGURES_OUT),--out $(FIGURES_OUT)) $(if $(FORCE),--force)
+
+figures: install  ## list the paper figures (make <name>, make <name>-embedded) and what each needs
+	$(PY) -m stbias.figures $(FIGURE_FLAGS)
+
+# any other target name is a figure of the registry (an unknown name lists the valid ones)
+.DEFAULT:
+	@$(MAKE) --no-print-directory install
+	$(PY) -m stbias.figures $@ $(FIGURE_FLAGS) $(ARGS)
 
 clean:  ## remove caches and outputs (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache wandb

@@ -1,53 +1,271 @@
-"""Figures draw exactly the numbers they are given."""
+"""Figures draw exactly the numbers they are given, in the papers' colours and sizes."""
+
+import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
+from stbias.errors import StbiasError
 from stbias.metrics import score_pairs
 from stbias.plotting import save_figure
-from stbias.plotting.pairs import fig3
+from stbias.plotting.pairs import distinct_layers, fig1, fig3, fig5_left, fig6, lam_sweep
+from stbias.plotting.style import COLOURS, DOUBLE, SINGLE, SOFTMAX_FLOOR
+from stbias.plotting.training import fig5_right
+from stbias.plotting.weights import asdt_figure, channels_figure
+from stbias.results import rows_of, shuffled_drops
 
 
-def _results():
-    rng = np.random.default_rng(0)
-    out = {}
-    for model, mix in (("a", 0.2), ("b", 0.9)):
-        out[model] = {}
-        for layer in ("res2", "res3", "pool"):
-            z1 = rng.normal(size=(300, 20))
-            z2 = mix * z1 + (1 - mix) * rng.normal(size=(300, 20))
-            out[model][layer] = score_pairs(z1, z2, ["static", "dynamic"] * 150)
-    return out
+def _layer(rng, mix, units=20, bootstrap=0, lam=0.5):
+    z1 = rng.normal(size=(300, units))
+    z2 = mix * z1 + (1 - mix) * rng.normal(size=(300, units))
+    entry = score_pairs(z1, z2, ["static", "dynamic"] * 150, lam=lam, bootstrap=bootstrap)
+    entry.pop("unit_scores")
+    return entry
 
 
-def test_fig3_bars_are_the_percentages(tmp_path):
-    results = _results()
-    fig = fig3(results, title="t")
-    left, right = fig.axes
-    heights = [p.get_height() for p in left.patches]
-    want = [
-        results[m][l]["percent"][c]
-        for m in results
-        for l in results[m]
-        for c in ("dynamic", "static", "residual")
+def _record(model, mixes, weights="random", dataset="pfm", lam=0.5, bootstrap=0, seed=0):
+    rng = np.random.default_rng(seed)
+    layers = {name: _layer(rng, mix, bootstrap=bootstrap, lam=lam) for name, mix in mixes.items()}
+    return {
+        "task": "probe",
+        "model": model,
+        "weights": weights,
+        "weights_sha256": None,
+        "dataset": dataset,
+        "stylization": "texture",
+        "seed": 0,
+        "lam": lam,
+        "layers": layers,
+    }
+
+
+def _table(*records):
+    rows = []
+    for k, record in enumerate(records):
+        rows += rows_of(record, f"/runs/{k}")
+    return pd.DataFrame(rows)
+
+
+def _lines(ax, factor):
+    return [
+        line
+        for line in ax.get_lines()
+        if to_hex(line.get_color()) == COLOURS[factor] and len(line.get_xdata()) > 1
     ]
-    np.testing.assert_allclose(heights, want)
-    unit_heights = [p.get_height() for p in right.patches]
-    want_units = [
-        100 * results[m]["pool"]["units"][c] / 20
-        for m in results
-        for c in ("dynamic", "static", "joint", "residual")
-    ]
-    np.testing.assert_allclose(unit_heights, want_units)
+
+
+def test_softmax_floor_is_the_share_of_an_uninformative_layer():
+    p = np.exp([0.0, 0.0, 1.0]) / np.exp([0.0, 0.0, 1.0]).sum()
+    assert SOFTMAX_FLOOR == pytest.approx(100 * p[0], rel=1e-12)
+    assert round(SOFTMAX_FLOOR, 1) == 21.2
+
+
+def test_fig3_draws_the_percentages_units_floor_and_colours(tmp_path):
+    table = _table(
+        _record("a", {"res2": 0.2, "res3": 0.5, "pool": 0.9}),
+        _record("b", {"res2": 0.9, "res3": 0.1}, seed=1),
+    )
+    fig = fig3(table, panels={"(a) first": ["a"], "(b) second": ["b"]}, title="t")
+    assert fig.get_size_inches()[0] == pytest.approx(DOUBLE)
+    left_a, left_b, right = fig.axes
+    assert [left_a.get_title(), left_b.get_title()] == ["(a) first", "(b) second"]
+    for ax, model in ((left_a, "a"), (left_b, "b")):
+        part = table[table["model"] == model]
+        for factor in ("dynamic", "static"):
+            (line,) = _lines(ax, factor)
+            np.testing.assert_allclose(line.get_ydata(), part[f"percent_{factor}"])
+        floors = [line for line in ax.get_lines() if list(line.get_ydata()) == [SOFTMAX_FLOOR] * 2]
+        assert len(floors) == 1
+    heights = {
+        cls: [p.get_height() for p in right.patches if p.get_gid() == cls]
+        for cls in ("dynamic", "static", "joint", "residual")
+    }
+    for k, model in enumerate(("a", "b")):
+        last = table[table["model"] == model].iloc[-1]
+        for cls, values in heights.items():
+            assert values[k] == pytest.approx(100 * last[f"units_{cls}"] / 20)
+    assert to_hex(right.patches[0].get_facecolor()) == COLOURS["dynamic"]
+    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("21.2 %" in t and "uninformative" in t for t in legend_texts)
+    assert "random weights" in fig._suptitle.get_text()
     paths = save_figure(fig, tmp_path / "fig3")
     assert [p[-3:] for p in paths] == ["png", "pdf"]
     assert all((tmp_path / f"fig3.{e}").stat().st_size > 5000 for e in ("png", "pdf"))
 
 
-def test_fig3_unit_layer_choice():
-    results = _results()
-    fig = fig3(results, unit_layer="res2")
-    right = fig.axes[1]
-    assert right.patches[0].get_height() == pytest.approx(
-        100 * results["a"]["res2"]["units"]["dynamic"] / 20
+def test_a_layer_that_repeats_the_last_one_is_drawn_once():
+    record = _record("a", {"res2": 0.2, "res3": 0.5})
+    record["layers"]["pool"] = dict(record["layers"]["res3"])  # the global average of res3
+    scores = dict(record["layers"]["pool"]["scores"])
+    scores["static"] *= 1 + 1e-9  # float rounding of AdaptiveAvgPool vs mean
+    record["layers"]["pool"]["scores"] = scores
+    table = _table(record)
+    assert list(distinct_layers(table)["layer"]) == ["res2", "res3"]
+    (line,) = _lines(fig3(table).axes[0], "dynamic")
+    assert len(line.get_xdata()) == 2
+    # a head that changes the numbers (e.g. both pathways concatenated) keeps its layer
+    other = _record("a", {"res2": 0.2, "res3": 0.5})
+    other["layers"]["pool"] = _layer(np.random.default_rng(5), 0.7)
+    assert list(distinct_layers(_table(other))["layer"]) == ["res2", "res3", "pool"]
+
+
+def test_pathways_of_a_two_pathway_model_are_separate_series():
+    record = _record("sf", {"slow_res2": 0.3, "fast_res2": 0.8, "slow_res3": 0.4, "fast_res3": 0.9})
+    record["layers"]["pool"] = _layer(np.random.default_rng(3), 0.6)
+    fig = fig3(_table(record), labels={"sf/slow": "SF-Slow"})
+    assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["SF-Slow", "sf (fast)"]
+    assert len(_lines(fig.axes[0], "dynamic")) == 2  # pool (both pathways) is in neither
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["res2", "res3"]
+
+
+def test_bootstrap_intervals_become_error_bars():
+    table = _table(_record("a", {"res2": 0.2, "res3": 0.6}, bootstrap=30))
+    assert {"percent_dynamic_lo", "units_static_hi"} <= set(table.columns)
+    fig = fig3(table)
+    caps = [c for c in fig.axes[0].collections if c.get_segments()]
+    assert len(caps) == 2  # one set of vertical bars per factor
+    (segments,) = [c.get_segments() for c in caps if to_hex(c.get_color()[0]) == COLOURS["static"]]
+    want = table[["percent_static_lo", "percent_static_hi"]].to_numpy()
+    np.testing.assert_allclose([[s[0][1], s[1][1]] for s in segments], want)
+    bars = [c for c in fig.axes[1].collections if c.get_segments()]
+    assert len(bars) == 4  # the four unit classes
+    assert not [c for c in fig3(_table(_record("a", {"r": 0.2}))).axes[0].collections]
+
+
+def test_random_weights_are_marked_only_when_random():
+    trained = _table(_record("a", {"res2": 0.5}, weights="pretrained:zoo"))
+    assert fig3(trained, title="t")._suptitle.get_text() == "t"
+    mixed = _table(
+        _record("a", {"res2": 0.5}, weights="pretrained:zoo"), _record("b", {"res2": 0.5})
     )
+    assert "* random weights" in fig3(mixed, title="t")._suptitle.get_text()
+
+
+def test_lam_sweep_draws_units_per_class_against_lam():
+    records = [_record("a", {"res2": 0.3, "res3": 0.6}, lam=lam) for lam in (0.3, 0.5, 0.7)]
+    table = _table(*records)
+    fig = lam_sweep(table)
+    assert fig.get_size_inches()[0] == pytest.approx(SINGLE)
+    ax = fig.axes[0]
+    for cls in ("dynamic", "static", "joint", "residual"):
+        (line,) = [line for line in ax.get_lines() if line.get_gid() == cls]
+        assert list(line.get_xdata()) == [0.3, 0.5, 0.7]
+        want = table[table["layer"] == "res3"][f"units_{cls}"] * 100 / 20
+        np.testing.assert_allclose(line.get_ydata(), want)
+    with pytest.raises(StbiasError, match="different metric.lam"):
+        lam_sweep(_table(records[0]))
+
+
+def test_dataset_grid_figures_draw_the_last_layer_of_each_run():
+    records = [
+        _record(m, {"res2": 0.3, "res3": mix}, dataset=d, seed=k)
+        for k, (m, d, mix) in enumerate(
+            [
+                ("slow", "k400", 0.8),
+                ("slow", "ssv2", 0.4),
+                ("fast", "k400", 0.6),
+                ("fast", "ssv2", 0.2),
+            ]
+        )
+    ]
+    table = _table(*records)
+    order = ["fast", "slow", "ssv2", "k400"]
+    fig = fig5_left(table, labels={"fast": "FastOnly"}, order=order)
+    assert [ax.get_title() for ax in fig.axes] == ["FastOnly", "slow"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["ssv2", "k400"]
+    got = [p.get_height() for p in fig.axes[0].patches if p.get_gid() == "fast/dynamic"]
+    last = table[(table["model"] == "fast") & (table["layer"] == "res3")]
+    np.testing.assert_allclose(got, last["percent_dynamic"].to_numpy()[::-1])
+    fig = fig6(table, order=order)
+    got = [p.get_height() for p in fig.axes[1].patches if p.get_gid() == "static"]
+    last = table[(table["model"] == "slow") & (table["layer"] == "res3")]
+    np.testing.assert_allclose(got, (last["units_static"] * 5).to_numpy()[::-1])
+    fig = fig1(table)
+    assert fig.get_size_inches()[0] == pytest.approx(SINGLE)
+    points = {
+        line.get_gid(): (line.get_xdata()[0], line.get_ydata()[0])
+        for line in fig.axes[0].get_lines()
+        if line.get_gid()
+    }
+    row = table[(table["model"] == "slow") & (table["dataset"] == "ssv2")].iloc[-1]
+    assert points["slow::ssv2"] == pytest.approx((row["percent_static"], row["percent_dynamic"]))
+    assert any(list(line.get_xdata()) == [SOFTMAX_FLOOR] for line in fig.axes[0].get_lines())
+
+
+def _train(model, dataset, shuffle, acc, checksum="x"):
+    return {
+        "run": f"/r/{model}-{dataset}-{shuffle}",
+        "task": "train",
+        "model": model,
+        "dataset": dataset,
+        "seed": 0,
+        "weights": "random",
+        "shuffle_frames": shuffle,
+        "val/acc": acc,
+        "init_checksum": checksum,
+    }
+
+
+def test_shuffled_drops_pair_standard_and_shuffled_runs():
+    table = pd.DataFrame(
+        [
+            _train("a", "x", False, 0.8),
+            _train("a", "x", True, 0.2),
+            _train("a", "y", False, 0.5),
+            _train("a", "y", True, 0.5),
+        ]
+    )
+    drops = shuffled_drops(table)
+    assert list(drops["drop"]) == pytest.approx([0.75, 0.0])
+    fig = fig5_right(table, labels={"x": "X"}, title="t")
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == pytest.approx([0.0, 75.0])
+    assert "random initialisation" in fig.axes[0].get_title()
+    bad = table.copy()
+    bad.loc[1, "init_checksum"] = "other"
+    with pytest.raises(StbiasError, match="different weights"):
+        shuffled_drops(bad)
+    with pytest.raises(StbiasError, match="1 standard and 0 shuffled"):
+        shuffled_drops(table.drop(index=1))
+
+
+def test_weight_figures_from_a_table():
+    rows = []
+    for label, checkpoint in (("init", None), ("trained", "/w/t.pt")):
+        for depth in range(3):
+            rows.append(
+                {
+                    "run": "/r",
+                    "task": "weights",
+                    "model": "m",
+                    "weights": "file:/w/t.pt" if checkpoint else "random",
+                    "weights_label": label,
+                    "layer": f"l{depth}",
+                    "depth": depth,
+                    "asdt": 0.1 * depth + (label == "trained"),
+                    "asdt_scaled": 1.0,
+                    "temporal_channels": depth,
+                    "channels": 4,
+                }
+            )
+    table = pd.DataFrame(rows)
+    fig = asdt_figure(table)
+    assert fig.get_size_inches()[0] == pytest.approx(SINGLE)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["m (init)", "m (trained)"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [1.0, 1.1, 1.2])
+    assert "* random weights" in fig.axes[0].get_title()
+    fig = channels_figure(table[table["weights_label"] == "init"])
+    temporal = [p for p in fig.axes[0].patches if p.get_gid() == "m/temporal"]
+    assert [p.get_height() for p in temporal] == [0, 1, 2]
+    assert to_hex(temporal[0].get_facecolor()) == COLOURS["dynamic"]
+    assert math.isclose(fig.get_size_inches()[0], SINGLE)
+
+
+def test_fig3_takes_the_layers_of_results_json_as_well():
+    record = _record("a", {"res2": 0.2, "res3": 0.7})
+    from_mapping = fig3({"a": record["layers"]})
+    (line,) = _lines(from_mapping.axes[0], "static")
+    table = _table(record)
+    np.testing.assert_allclose(line.get_ydata(), table["percent_static"])

@@ -12,7 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_figure(
-    fig: plt.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")
+    fig: plt.Figure,
+    stem: str | os.PathLike,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 200,
 ) -> list[str]:
     """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
     from stbias.io import _atomic_write
@@ -20,7 +23,13 @@ def save_figure(
     paths = []
     for fmt in formats:
         path = f"{os.fspath(stem)}.{fmt}"
-        _atomic_write(path, lambda fh, fmt=fmt: fig.savefig(fh, format=fmt, dpi=150))
+        # bbox "tight" keeps legends placed outside the axes (below the panels) in the file
+        _atomic_write(
+            path,
+            lambda fh, fmt=fmt: fig.savefig(
+                fh, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.03
+            ),
+        )
         paths.append(path)
     plt.close(fig)
     return paths

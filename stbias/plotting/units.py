@@ -1,4 +1,9 @@
-"""Unit-wise figure: the class of every unit (dynamic, static, joint, residual), layer by layer."""
+"""Unit-wise figure: the class of every unit (dynamic, static, joint, residual), layer by layer.
+
+What ``metric=unitwise`` draws: for every layer of every run in a probe table (one row per run ×
+layer, as :func:`stbias.results.load` gives), the share of its units in each class at λ, stacked.
+Layers that merely repeat an earlier one (a ``pool`` tap equal to the last stage) are drawn once.
+"""
 
 from __future__ import annotations
 
@@ -9,62 +14,67 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from stbias.plotting.pairs import COLOURS  # noqa: E402
-
-CLASSES = ("dynamic", "static", "joint", "residual")
+from stbias.plotting.pairs import UNIT_CLASSES, _title, distinct_layers, probe_table, run_labels  # noqa: E402
+from stbias.plotting.style import COLOURS, DOUBLE, SINGLE, fit_title, paper_style  # noqa: E402
 
 
 def unit_classes(
-    results: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str | None = None
+    table: pd.DataFrame | Mapping[str, Mapping[str, Any]], title: str | None = None
 ) -> plt.Figure:
-    """Stacked bars of the unit classes at λ for every layer of one or more models.
+    """Stacked bars of the unit classes at λ for every layer of every run in ``table``.
 
     Args:
-        results: model label -> layer alias -> per-layer entry of ``results.json`` (needs
-            ``units``); layers are drawn in the mapping's order, models side by side.
-        title: figure title.
+        table: probe rows (one per run × layer) or ``{label: {layer: results.json entry}}``.
+        title: figure title (random weights are added to it).
     """
-    count = sum(len(layers) for layers in results.values())
-    fig, ax = plt.subplots(figsize=(min(6.9, 1.4 + 0.45 * count + 0.3 * len(results)), 3.0))
-    x, ticks, labels = 0.0, [], []
-    for model, layers in results.items():
-        start = x
-        for layer, entry in layers.items():
-            units = entry["units"]
-            total = sum(units[c] for c in CLASSES) or 1
-            bottom = 0.0
-            for cls in CLASSES:
-                value = 100.0 * units[cls] / total
-                ax.bar(
-                    x,
-                    value,
-                    bottom=bottom,
-                    width=0.8,
-                    color=COLOURS[cls],
-                    label=cls if not ticks else None,
-                    edgecolor="white",
-                    linewidth=0.4,
+    rows = distinct_layers(probe_table(table))
+    names = run_labels(rows)
+    groups = list(rows.groupby(["run", "model"], sort=False))
+    count = len(rows)
+    with paper_style():
+        width = min(DOUBLE, max(SINGLE, 0.9 + 0.32 * count + 0.25 * len(groups)))
+        fig, ax = plt.subplots(figsize=(width, 2.4))
+        x, ticks, labels = 0.0, [], []
+        for key, run in groups:
+            start = x
+            for _, row in run.iterrows():
+                bottom = 0.0
+                for cls in UNIT_CLASSES:
+                    value = 100.0 * float(row[f"units_{cls}"]) / float(row["channels"])
+                    ax.bar(
+                        x,
+                        value,
+                        bottom=bottom,
+                        width=0.8,
+                        color=COLOURS[cls],
+                        edgecolor="black" if cls == "residual" else "none",
+                        linewidth=0.3,
+                    )
+                    bottom += value
+                ticks.append(x)
+                labels.append(str(row["layer"]))
+                x += 1
+            if len(groups) > 1:
+                ax.annotate(
+                    names[key],
+                    ((start + x - 1) / 2, 101),
+                    ha="center",
+                    va="bottom",
+                    annotation_clip=False,
                 )
-                bottom += value
-            ticks.append(x)
-            labels.append(layer)
-            x += 1
-        if len(results) > 1:
-            ax.annotate(
-                model,
-                ((start + x - 1) / 2, 101),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                annotation_clip=False,
-            )
-        x += 0.6
-    ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("% of units (unit-wise, at λ)", fontsize=8)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=8, pad=14 if len(results) > 1 else 6)
-    fig.tight_layout()
+            x += 0.6
+        ax.set_xticks(ticks, labels, rotation=60, ha="right")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("units (%), unit-wise")
+        lam = rows["lam"].dropna().unique()
+        ax.set_xlabel("layer" + (f" (λ = {lam[0]:g})" if len(lam) == 1 else ""))
+        handles = [Patch(color=COLOURS[c], label=c) for c in UNIT_CLASSES]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        full = _title(title, rows)
+        if full:
+            ax.set_title(fit_title(full, width), pad=14 if len(groups) > 1 else 4)
+        fig.tight_layout()
     return fig

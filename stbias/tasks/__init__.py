@@ -9,6 +9,7 @@ from stbias.errors import StbiasError
 
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
 TASKS: dict[str, str] = {
+    "compare": "stbias.tasks.compare:run",
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",

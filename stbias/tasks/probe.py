@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -32,6 +33,7 @@ from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
+from stbias.results import rows_of
 from stbias.tasks.common import (
     build_dataset,
     build_logger,
@@ -181,7 +183,7 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     title = (
         f"{record['model']} ({weights_label(record)}) on {record['dataset']}, λ = {record['lam']}"
     )
-    figure = draw({record["model"]: record["layers"]}, record["metric"], title)
+    figure = draw(pd.DataFrame(rows_of(record, folder)), record["metric"], title)
     return save_figure(figure, os.path.join(folder, FIGURE[record["metric"]]))
 
 
@@ -261,11 +263,12 @@ def summary_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def draw(results: dict[str, Any], metric: str, title: str) -> Any:
-    """The run's figure: Fig. 3 (layer-wise) or the unit classes of every layer (unit-wise)."""
+def draw(table: Any, metric: str, title: str) -> Any:
+    """The run's figure from its table (``stbias.results.rows_of``): Kowal et al. Fig. 3
+    (``metric=layerwise``) or the unit classes of every layer (``metric=unitwise``)."""
     if metric == "layerwise":
-        return fig3(results, title=title)
-    return unit_classes(results, title=title)
+        return fig3(table, title=title)
+    return unit_classes(table, title=title)
 
 
 def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

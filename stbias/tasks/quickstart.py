@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any
 
+import pandas as pd
 from filelock import FileLock
 from omegaconf import OmegaConf, open_dict
 
@@ -24,6 +25,7 @@ from stbias import io
 from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
+from stbias.results import rows_of
 from stbias.tasks.common import build_logger, output_dir, plain
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
@@ -166,7 +168,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     metric = first["metric"]
     figure = draw(
-        {name: record["layers"] for name, record in records.items()},
+        pd.DataFrame(rows_of(summary, folder)),
         metric,
         f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
@@ -174,11 +176,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     logger = build_logger(
         cfg.get("logger"), folder, **run_identity("quickstart", "quickstart", first["dataset"])
     )
-    summary = {}
+    values = {}
     for name, record in records.items():
-        summary.update(layer_summary(record, prefix=f"quickstart/{name}"))
+        values.update(layer_summary(record, prefix=f"quickstart/{name}"))
         if record["train"].get("val/acc") is not None:
-            summary[f"quickstart/{name}/val_acc"] = record["train"]["val/acc"]
+            values[f"quickstart/{name}/val_acc"] = record["train"]["val/acc"]
     columns = list(rows[0])
     log_run(
         logger,
@@ -189,7 +191,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             "models": list(records),
             "config": OmegaConf.to_container(cfg, resolve=True),
         },
-        summary=summary,
+        summary=values,
         tables={"quickstart/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={"quickstart/figure": figures},
     )

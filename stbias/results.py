@@ -1,0 +1,350 @@
+"""Results across runs: ``load(path_or_glob)`` reads any set of run directories into one table.
+
+A run directory is any folder holding a ``results.json`` written by a task (``python run.py``
+writes one into its Hydra run directory). ``load`` accepts a run directory, a ``results.json``,
+a folder holding run directories at any depth (a ``python run.py -m ...`` sweep folder,
+``outputs/``), a glob of any of these, or a list of them, and returns one pandas DataFrame:
+
+* ``task=probe``: one row per run × layer — ``model``, ``dataset``, ``stylization``, ``seed``,
+  ``weights``, ``lam``, ``layer``, ``pathway``, ``channels`` and the numbers of ``results.csv``
+  (``scores_<factor>``, ``dims_<class>``, ``percent_<class>``, ``units_<class>``,
+  ``n_pairs_<factor>``) with, when the run had ``probe.bootstrap > 0``, the interval bounds
+  ``<number>_lo`` / ``<number>_hi``;
+* ``task=quickstart``: the same rows for each model it trained and probed, with ``val_acc``;
+* ``task=weights`` (``metric=asdt|selfconv``): one row per set of weights × layer
+  (``weights_label``: the set's label in ``metric.compare``, ``checkpoint``, ``depth``, ``asdt``,
+  ``asdt_scaled``, ``temporal_channels``, ...);
+* ``task=train``: one row per run (``shuffle_frames``, ``val/acc``, ``checkpoint``, ...);
+* any other task: one row of the record's top-level numbers and strings.
+
+Every row also has ``run`` (the run directory) and ``task``; runs started by ``python run.py``
+carry their command-line overrides (a multirun point: its sweep values too) both as
+``overrides`` (``"metric.lam=0.3 seed=1"``) and as one column per overridden key
+(``metric.lam``, ``trained_on``, ...; a key that is already a column keeps the record's own
+value). ``task=compare`` runs hold no measurements of their own and give no rows. A
+``results.json`` that cannot be read is skipped with a warning and listed in
+``df.attrs["skipped"]``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from stbias.errors import StbiasError
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+FACTORS = ("dynamic", "static")
+DIM_CLASSES = ("dynamic", "static", "residual")
+UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
+META = ("run", "task", "model", "dataset", "stylization", "seed", "weights", "weights_sha256")
+# folders that never hold run directories
+_SKIP_DIRS = {"checkpoints", "wandb", "csv", "lightning_logs", "__pycache__"}
+
+
+def _natural(text: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _walk(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS]
+        if RESULTS in files:
+            found.append(os.path.join(root, RESULTS))
+    return found
+
+
+def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """The ``results.json`` files under ``paths`` (run directories, folders of runs, globs)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise StbiasError("no run directories given; give a run directory, a folder or a glob")
+    found: list[str] = []
+    for item in items:
+        text = os.path.expanduser(os.fspath(item))
+        pattern = glob.has_magic(text)
+        matches = sorted(glob.glob(text, recursive=True)) if pattern else [text]
+        if not matches or not any(os.path.exists(m) for m in matches):
+            raise StbiasError(f"no such run directory or file: {text!r}")
+        for match in matches:
+            if os.path.isdir(match):
+                found += _walk(match)
+            elif os.path.basename(match) == RESULTS:
+                found.append(match)
+            elif os.path.isfile(match) and not pattern:
+                raise StbiasError(
+                    f"{match!r} is a file but not a {RESULTS}; give run directories or their "
+                    f"{RESULTS}"
+                )
+    unique = {os.path.realpath(f): f for f in found}
+    if not unique:
+        raise StbiasError(
+            f"no {RESULTS} under {', '.join(repr(os.fspath(i)) for i in items)}: not a run "
+            "directory or a folder of runs (python run.py writes results.json into its run "
+            "directory)"
+        )
+    return sorted(unique.values(), key=_natural)
+
+
+def _value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, str, bool)) or value is None else text
+
+
+def sweep_overrides(run_dir: str) -> dict[str, Any]:
+    """The command-line overrides of a run (Hydra's ``.hydra/overrides.yaml``), key -> value."""
+    path = os.path.join(run_dir, ".hydra", "overrides.yaml")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as fh:
+            lines = yaml.safe_load(fh) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    out = {}
+    for line in lines:
+        if not isinstance(line, str) or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("hydra.") or key.startswith("hydra/"):
+            continue
+        out[key] = _value(value)
+    return out
+
+
+def _run_config(record: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
+    """The run's resolved config: the record's ``config``, else Hydra's ``.hydra/config.yaml``."""
+    if isinstance(record.get("config"), Mapping):
+        return dict(record["config"])
+    path = os.path.join(run_dir, ".hydra", "config.yaml")
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _weights_from_config(
+    config: Mapping[str, Any] | None, checkpoint: Any = None, own_checkpoint: bool = True
+) -> str:
+    """``random``, ``pretrained:<source>`` or ``file:<path>``, as ``weights_record`` writes it."""
+    model = (config or {}).get("model") or {}
+    if own_checkpoint:
+        checkpoint = checkpoint or model.get("checkpoint")
+    if checkpoint:
+        return f"file:{os.path.abspath(os.path.expanduser(str(checkpoint)))}"
+    if model.get("pretrained"):
+        return f"pretrained:{model.get('published_weights')}"
+    return "random"
+
+
+def probe_rows(record: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per layer of a probe record's ``layers``, each starting with ``meta``."""
+    rows = []
+    for layer, entry in record.get("layers", {}).items():
+        prefix = layer.split("_")[0]
+        units = entry.get("units", {})
+        row = {
+            **meta,
+            "lam": entry.get("lam", record.get("lam")),
+            "metric": record.get("metric"),
+            "estimator": entry.get("estimator"),
+            "num_clips": record.get("num_clips"),
+            "skipped_clips": record.get("skipped_clips"),
+            "layer": layer,
+            "pathway": prefix if prefix in ("slow", "fast", "fused") else "",
+            "channels": sum(int(units.get(c, 0)) for c in UNIT_CLASSES) or None,
+        }
+        for key in ("scores", "dims", "percent", "units", "n_pairs"):
+            row.update({f"{key}_{k}": v for k, v in (entry.get(key) or {}).items()})
+        ci = entry.get("ci") or {}
+        if ci:
+            row["ci_level"] = ci.get("level")
+            row["ci_replicates"] = ci.get("replicates")
+        for key in ("scores", "dims", "percent", "units"):
+            for name, (lo, hi) in (ci.get(key) or {}).items():
+                row[f"{key}_{name}_lo"], row[f"{key}_{name}_hi"] = lo, hi
+        rows.append(row)
+    return rows
+
+
+def _weights_rows(
+    record: Mapping[str, Any], meta: dict[str, Any], config: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    runs = record.get("compare") or {
+        record.get("run", "weights"): {
+            "checkpoint": record.get("checkpoint"),
+            "layers": record.get("layers", {}),
+        }
+    }
+    rows = []
+    for label, run in runs.items():
+        checkpoint = run.get("checkpoint")
+        for layer, values in run.get("layers", {}).items():
+            row = {
+                **meta,
+                "weights": _weights_from_config(config, checkpoint, own_checkpoint=False),
+                "weights_label": label,
+                "checkpoint": checkpoint,
+                "metric": record.get("metric"),
+                "delta": record.get("delta"),
+                "rule": record.get("rule"),
+                "layer": layer,
+            }
+            for key, value in values.items():
+                row[key] = "x".join(map(str, value)) if isinstance(value, list) else value
+            rows.append(row)
+    return rows
+
+
+def _scalars(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in mapping.items()
+        if isinstance(v, (int, float, str, bool)) or v is None
+        if k not in ("config", "environment")
+    }
+
+
+def rows_of(record: Mapping[str, Any], run_dir: str) -> list[dict[str, Any]]:
+    """The table rows of one run's ``results.json`` record (see the module docstring)."""
+    task = record.get("task")
+    overrides = sweep_overrides(run_dir)
+    meta: dict[str, Any] = {"run": run_dir, "task": task}
+    for key in META[2:]:
+        if key in record:
+            meta[key] = record[key]
+    config = _run_config(record, run_dir)
+    if "weights" not in meta and task in ("train", "weights"):
+        meta["weights"] = _weights_from_config(config)
+    if task == "compare":
+        return []
+    if task == "probe":
+        rows = probe_rows(record, meta)
+    elif task == "quickstart":
+        rows = []
+        for model, sub in (record.get("results") or {}).items():
+            sub_meta = {**meta, **{k: sub[k] for k in META[2:] if k in sub}, "model": model}
+            acc = (sub.get("train") or {}).get("val/acc")
+            rows += [{**r, "val/acc": acc} for r in probe_rows(sub, sub_meta)]
+    elif task == "weights":
+        rows = _weights_rows(record, meta, config)
+    else:
+        rows = [{**meta, **_scalars(record)}]
+    if overrides:
+        text = " ".join(f"{k}={v}" for k, v in overrides.items())
+        for row in rows:
+            row["overrides"] = text
+            for key, value in overrides.items():
+                row.setdefault(key, value)
+    return rows
+
+
+def load(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], tasks: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """One DataFrame over every run under ``paths`` (see the module docstring for the rows).
+
+    Args:
+        paths: a run directory, a ``results.json``, a folder of runs (a multirun sweep folder),
+            a glob (``outputs/**/fig*``), or a list of these.
+        tasks: keep only runs of these tasks (e.g. ``["probe"]``).
+
+    Raises:
+        StbiasError: a path that does not exist, or no ``results.json`` under any of them.
+    """
+    wanted = set(tasks) if tasks is not None else None
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for path in find_runs(paths):
+        try:
+            with open(path) as fh:
+                record = json.load(fh)
+            if not isinstance(record, Mapping):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            log.warning("skipped %s: not a readable results file (%s)", path, err)
+            skipped.append(path)
+            continue
+        if wanted is not None and record.get("task") not in wanted:
+            continue
+        rows += rows_of(record, os.path.dirname(os.path.abspath(path)))
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        first = [c for c in (*META, "weights_label", "lam", "layer") if c in frame.columns]
+        frame = frame[first + [c for c in frame.columns if c not in first]]
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def shuffled_drops(table: pd.DataFrame, dataset_column: str = "dataset") -> pd.DataFrame:
+    """Kowal et al.'s shuffled-frame drop from training runs: one row per (model, dataset).
+
+    Pairs each standard ``task=train`` run with the shuffled-frame run
+    (``train.shuffle_frames=true``) of the same model, dataset and seed and returns ``acc_std``,
+    ``acc_shuf`` (final ``val/acc``) and ``drop = (acc_std - acc_shuf) / acc_std``.
+
+    Raises:
+        StbiasError: a pair that is incomplete, repeated, or whose two runs did not start from
+            the same weights (``init_checksum``).
+    """
+    rows = table[table["task"] == "train"] if "task" in table.columns else table
+    for column in (dataset_column, "shuffle_frames", "val/acc"):
+        if column not in rows.columns:
+            raise StbiasError(
+                f"no column {column!r} in the training runs; the shuffled-frame drop needs "
+                "task=train runs with and without train.shuffle_frames=true"
+            )
+    out = []
+    keys = ["model", dataset_column, "seed"]
+    for key, part in rows.groupby(keys, sort=False):
+        what = ", ".join(f"{k}={v}" for k, v in zip(keys, key))
+        std = part[~part["shuffle_frames"].astype(bool)]
+        shuf = part[part["shuffle_frames"].astype(bool)]
+        if len(std) != 1 or len(shuf) != 1:
+            raise StbiasError(
+                f"{what}: {len(std)} standard and {len(shuf)} shuffled-frame runs; the drop "
+                "needs exactly one of each"
+            )
+        std, shuf = std.iloc[0], shuf.iloc[0]
+        if "init_checksum" in part and std.get("init_checksum") != shuf.get("init_checksum"):
+            raise StbiasError(
+                f"{what}: the standard and shuffled-frame runs started from different weights "
+                f"(init_checksum {std.get('init_checksum')} vs {shuf.get('init_checksum')}); "
+                "give both the same seed and model.checkpoint"
+            )
+        acc_std, acc_shuf = float(std["val/acc"]), float(shuf["val/acc"])
+        if acc_std <= 0:
+            raise StbiasError(f"{what}: standard training reached val/acc 0; no relative drop")
+        out.append(
+            {
+                "model": key[0],
+                "dataset": key[1],
+                "seed": key[2],
+                "weights": std.get("weights"),
+                "acc_std": acc_std,
+                "acc_shuf": acc_shuf,
+                "drop": (acc_std - acc_shuf) / acc_std,
+                "run_std": std["run"],
+                "run_shuf": shuf["run"],
+            }
+        )
+    if not out:
+        raise StbiasError("no training runs to compare (task=train)")
+    return pd.DataFrame(out)

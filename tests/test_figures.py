@@ -1,0 +1,241 @@
+"""Paper figures as make targets: every embedded variant runs and draws the paper's panels; the
+real variants stop at once on missing paths and resolve every run's config when paths are set."""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from stbias.config import CONF_DIR
+from stbias.errors import StbiasError
+from stbias.figures import FIGURES
+from stbias.figures.make import (
+    GROUP,
+    compose_experiment,
+    listing,
+    make,
+    needed_paths,
+    plan,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+# every run of the embedded variants shrunk to a few batches (debug=fast: 8 clips per probe,
+# 2 training and 2 validation batches of 16 clips, one epoch)
+SHRINK = ["debug=fast"]
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment" / GROUP).glob("*.yaml"))
+REAL = sorted({e for f in FIGURES.values() for e in f.experiments})
+EMBEDDED = sorted({e for f in FIGURES.values() for e in f.embedded})
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """Makes the embedded variant of a figure once; later figures reuse finished multiruns."""
+    out = tmp_path_factory.mktemp("figures")
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = make(f"{name}-embedded", str(out), overrides=SHRINK)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_embedded_variant_draws_the_papers_panels_and_labels(name, embedded):
+    record = embedded(name)
+    png, pdf = record["files"]
+    assert png.endswith(f"{name}-embedded.png") and pdf.endswith(".pdf")
+    assert os.path.getsize(png) > 10_000 and os.path.getsize(pdf) > 5_000
+    texts = record["texts"]
+    missing = [want for want in FIGURES[name].checks if not any(want in t for t in texts)]
+    assert not missing, f"{name} lacks {missing}; it shows {texts}"
+    assert any(FIGURES[name].title in t and "embedded" in t for t in texts)
+    assert list(record["experiments"]) == list(FIGURES[name].embedded)
+    assert os.path.isfile(record["table"])
+
+
+@pytest.mark.slow
+def test_embedded_fig5_right_c2d_tiny_loses_nothing_to_shuffled_frames(embedded):
+    """c2d_tiny cannot see frame order: from one initialisation, shuffled-frame training gives
+    the same validation accuracy (up to one clip of float noise); i3d_tiny's may differ."""
+    from stbias.results import load, shuffled_drops
+
+    record = embedded("fig5-right")
+    drops = shuffled_drops(load(record["runs"]), "trained_on")
+    assert len(drops) == 6
+    c2d = drops[drops["model"] == "c2d_tiny"]
+    assert ((c2d["acc_std"] - c2d["acc_shuf"]).abs() <= 1 / 32 + 1e-9).all()
+
+
+@pytest.mark.slow
+def test_embedded_fig3_draws_each_model_and_pathway(embedded):
+    record = embedded("fig3")
+    texts = record["texts"]
+    for label in ("c2d_tiny", "i3d_tiny", "SF-tiny-Slow", "SF-tiny-Fast"):
+        assert label in texts
+    assert "random weights" not in " ".join(texts)  # trained checkpoints, not random weights
+
+
+def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    needed = needed_paths("kowal_architectures")
+    assert "datasets.activitynet" in needed and "checkpoints.kinetics.i3d" in needed
+    (tmp_path / "i3d.pyth").write_bytes(b"")
+    with pytest.raises(StbiasError) as err:
+        make("fig3", str(tmp_path / "out"), sets=[f"checkpoints.kinetics.i3d={tmp_path}/i3d.pyth"])
+    lines = str(err.value).splitlines()
+    assert len(lines) == len(needed) - 1
+    for key, line in zip([k for k in needed if k != "checkpoints.kinetics.i3d"], lines):
+        assert f"paths.{key} " in line and f"set {key} in figures.local.yaml" in line
+    assert not (tmp_path / "out").exists()  # nothing ran
+    (tmp_path / "figures.local.yaml").write_text("checkpoints:\n  kinetics:\n    c2d: /nowhere\n")
+    with pytest.raises(StbiasError, match="paths.checkpoints.kinetics.c2d=/nowhere does not exist"):
+        make("fig3", str(tmp_path / "out"))
+
+
+def test_the_command_line_prints_one_line_per_missing_path(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stbias.figures", "byvshev-fig3", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "stbias: error: byvshev-fig3 needs paths.checkpoints.kinetics.i3d_inception (experiment "
+        "byvshev_weights): set checkpoints.kinetics.i3d_inception in figures.local.yaml or run "
+        'make byvshev-fig3 PATHS="checkpoints.kinetics.i3d_inception=/path"'
+    ]
+
+
+def _fake_paths(root, experiment):
+    values = {}
+    for key in needed_paths(experiment):
+        path = root / key.replace(".", "_")
+        path.mkdir(parents=True, exist_ok=True)
+        values[key] = str(path)
+    return values
+
+
+def _sweep(cfg):
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    keys = list(params)
+    values = [str(params[k]).split(",") for k in keys]
+    for combo in itertools.product(*values):
+        yield [f"{k}={v}" for k, v in zip(keys, combo)]
+
+
+FIGURE_OF = {e: name for name, f in FIGURES.items() for e in f.experiments}
+
+
+@pytest.fixture
+def _reset_hydra_config():
+    yield
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("experiment", REAL)
+def test_every_run_of_a_real_experiment_resolves_to_its_paths(
+    experiment, tmp_path, _reset_hydra_config
+):
+    """Each sweep point of the real experiment composes with the paths ``plan`` passes, and its
+    model and data come from the paths of that point's model and dataset."""
+    name = FIGURE_OF[experiment]
+    values = {}
+    for e in FIGURES[name].experiments:
+        values.update(_fake_paths(tmp_path, e))
+    stages = plan(name, str(tmp_path / "out"), sets=values)
+    (stage,) = [s for s in stages if s.experiment == experiment]
+    for point in _sweep(compose_experiment(experiment)):
+        cfg = compose_experiment(experiment, [*stage.overrides, *point])
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        model = resolved["model"]["name"]
+        checkpoint = resolved["model"]["checkpoint"]
+        assert checkpoint in values.values() and checkpoint.endswith(f"_{model}"), point
+        dataset = HydraConfig.get().runtime.choices["dataset"]
+        trained = (resolved.get("training_dataset") or {}).get(dataset)
+        if trained:  # a model trained on Kinetics-400 is probed on ActivityNet
+            assert f"checkpoints_{trained}_{model}" in checkpoint, point
+        root = resolved["dataset"].get("root")
+        if "datasets" in resolved["paths"]:
+            assert root == values[f"datasets.{dataset}"], point
+
+
+def test_the_registry_and_the_experiment_configs_agree():
+    used = set(REAL) | set(EMBEDDED)
+    assert used <= set(EXPERIMENTS)
+    assert set(EXPERIMENTS) - used == {"embedded_pfm"}  # the embedded variants' shared settings
+    for experiment in EMBEDDED:  # shipped data only: no path for the user to set
+        assert needed_paths(experiment) == [], experiment
+    for experiment in REAL:
+        assert needed_paths(experiment), experiment
+
+
+def test_make_figures_lists_every_target_and_what_it_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figures.local.yaml").write_text(
+        json.dumps({"checkpoints": {"kinetics": {"i3d_inception": "/w.pt"}}})
+    )
+    text = listing()
+    for name in FIGURES:
+        assert f"\n{name} " in text
+    assert "needs (1/1 set): checkpoints.kinetics.i3d_inception" in text
+    assert "needs (0/10 set): datasets.activitynet, stylized.activitynet" in text
+
+
+def test_the_makefile_forwards_figure_targets(tmp_path):
+    proc = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-C",
+            str(ROOT),
+            "fig3-embedded",
+            "PATHS=datasets.x=/a checkpoints.y=/b",
+            "ARGS=debug=fast",
+            f"FIGURES_OUT={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if "-m stbias.figures" in line]
+    assert line.split("-m stbias.figures", 1)[1].split() == [
+        "fig3-embedded",
+        "--set",
+        "datasets.x=/a",
+        "--set",
+        "checkpoints.y=/b",
+        "--out",
+        str(tmp_path),
+        "debug=fast",
+    ]
+
+
+@pytest.mark.slow
+def test_a_multirun_whose_runs_write_no_results_is_not_finished(tmp_path, monkeypatch):
+    """A run stopped from outside (Lightning ends training quietly on SIGTERM) exits 0 without
+    results; its multirun must not be marked finished and reused."""
+    from stbias.figures.make import DONE, run_stage
+
+    monkeypatch.chdir(tmp_path)
+    # task=layers prints the model's layers and writes no results.json
+    (stage,) = plan("byvshev-fig3-embedded", str(tmp_path / "out"), overrides=["task=layers"])
+    with pytest.raises(StbiasError, match="wrote results for 0 of its 1 runs"):
+        run_stage(stage)
+    assert not os.path.exists(os.path.join(stage.folder, DONE))
