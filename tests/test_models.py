@@ -556,3 +556,27 @@ def test_readme_lists_every_model_with_its_aliases():
         assert f"| `{path.stem}` |" in readme, path.stem
         for alias in cfg.get("layers") or {}:
             assert f"`{alias}` ({cfg.channels[alias]})" in readme, (path.stem, alias)
+
+
+def test_fine_tuning_loads_all_but_a_classifier_of_another_class_count(tmp_path):
+    from stbias.models.tiny import i3d_tiny
+
+    torch.manual_seed(0)
+    kinetics = i3d_tiny(num_classes=400)
+    path = tmp_path / "I3D_TINY_K400.pyth"
+    torch.save({"model_state": kinetics.state_dict()}, path)
+    diving = i3d_tiny(num_classes=48)
+    with pytest.raises(StbiasError, match="shape mismatch"):
+        load_checkpoint(diving, str(path))
+    report = load_checkpoint(diving, str(path), new_head=48)
+    assert report.new_head and all(k.startswith("head") for k in report.new_head)
+    new, old = diving.state_dict(), kinetics.state_dict()
+    for key in new:
+        if key in report.new_head:
+            assert new[key].shape[0] == 48
+        else:
+            assert torch.equal(new[key], old[key]), key
+    # only the classifier may differ: another stem is still an error
+    grey = i3d_tiny(num_classes=48, in_channels=1)
+    with pytest.raises(StbiasError, match="shape mismatch"):
+        load_checkpoint(grey, str(path), new_head=48)

@@ -39,6 +39,8 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     # keys outside the stripped prefix: other parts of a training module (loss buffers, EMA...)
     ignored: list[str] = field(default_factory=list)
+    # classifier keys left at their fresh initialisation (new_head: another class count)
+    new_head: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -116,8 +118,21 @@ def _best_prefix(file_keys: list[str], model_keys: set[str]) -> str:
     return max(sorted(candidates), key=score)
 
 
+def _is_new_head(shape_file: tuple[int, ...], shape_model: tuple[int, ...], classes: int) -> bool:
+    # a classifier's weight or bias: the class count first, every other dimension equal
+    return (
+        len(shape_file) == len(shape_model)
+        and shape_model[0] == classes != shape_file[0]
+        and shape_file[1:] == shape_model[1:]
+    )
+
+
 def load_state_dict_into(
-    model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, path: str = "<dict>"
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    path: str = "<dict>",
+    new_head: int | None = None,
 ) -> LoadReport:
     """Load `state` into `model` after stripping the best-matching key prefix.
 
@@ -126,6 +141,11 @@ def load_state_dict_into(
     Keys whose shapes differ are not loaded and are reported. With `strict`, any missing,
     unexpected or mismatched key raises a StbiasError listing them; otherwise the matching
     keys are loaded and the report says what was left out.
+
+    With ``new_head=<classes>`` (fine-tuning Kinetics-400 weights on a dataset of other classes),
+    the classifier's keys — those whose first dimension is the model's class count where the
+    file has another, all else equal — keep the model's fresh initialisation; they are listed in
+    ``report.new_head``, and any other mismatch is still an error.
     """
     target = model.state_dict()
     prefix = _best_prefix(list(state), set(target))
@@ -140,10 +160,14 @@ def load_state_dict_into(
             continue
         name = key[len(prefix) :]
         if tuple(value.shape) != tuple(target[name].shape):
-            report.mismatched.append((name, tuple(value.shape), tuple(target[name].shape)))
+            shapes = (tuple(value.shape), tuple(target[name].shape))
+            if new_head is not None and _is_new_head(*shapes, int(new_head)):
+                report.new_head.append(name)
+            else:
+                report.mismatched.append((name, *shapes))
             continue
         renamed[name] = value
-    skipped = {name for name, _, _ in report.mismatched}
+    skipped = {name for name, _, _ in report.mismatched} | set(report.new_head)
     report.missing = [k for k in target if k not in renamed and k not in skipped]
     if strict and not report.ok:
         raise StbiasError(
@@ -152,12 +176,21 @@ def load_state_dict_into(
         )
     model.load_state_dict(renamed, strict=False)
     report.loaded = len(renamed)
+    if report.new_head:
+        log.info(
+            "%s: a new %d-class classifier (%s) on the loaded weights",
+            path,
+            int(new_head),
+            ", ".join(report.new_head),
+        )
     if not report.ok:
         log.warning("partial load of %s: %s", path, report.describe())
     return report
 
 
-def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module, path: str, strict: bool = True, new_head: int | None = None
+) -> LoadReport:
     """Load a local weights file into `model` and report what matched.
 
     Accepts SlowFast / pytorchvideo model-zoo `.pyth` files (a dict with `model_state`),
@@ -167,7 +200,7 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> LoadRep
     """
     obj = read_weights_file(path)
     state, container = extract_state_dict(obj, str(path))
-    report = load_state_dict_into(model, state, strict=strict, path=str(path))
+    report = load_state_dict_into(model, state, strict=strict, path=str(path), new_head=new_head)
     report.container = container or None
     return report
 

@@ -301,19 +301,28 @@ def warn_if_random(model_cfg: Any, name: str) -> None:
         )
 
 
-def build_model(model_cfg: Any) -> torch.nn.Module:
+def build_model(
+    model_cfg: Any, new_head: int | None = None, checkpoint_settings: bool = True
+) -> torch.nn.Module:
     """Instantiate ``model_cfg.builder`` and load ``model_cfg.checkpoint`` when one is given.
 
-    A checkpoint written by ``task=train`` first adapts the builder to the trained network (see
-    :func:`model_config_for_checkpoint`).
+    Args:
+        model_cfg: the ``model`` config node.
+        new_head: training on ``new_head`` classes: a checkpoint whose classifier has another
+            class count (Kinetics-400 weights fine-tuned on Diving48) loads all but the
+            classifier, which keeps its fresh initialisation.
+        checkpoint_settings: first adapt the builder to the network a ``task=train`` checkpoint
+            records (see :func:`model_config_for_checkpoint`); off when the caller has set the
+            config as it wants it.
     """
-    model_cfg = model_config_for_checkpoint(model_cfg)
+    if checkpoint_settings:
+        model_cfg = model_config_for_checkpoint(model_cfg)
     model = instantiate(model_cfg.builder)
     checkpoint = model_cfg.get("checkpoint")
     if checkpoint:
         from stbias.models.weights import load_checkpoint
 
-        load_checkpoint(model, str(checkpoint))
+        load_checkpoint(model, str(checkpoint), new_head=new_head)
     return model
 
 

@@ -153,7 +153,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     channels = infer_channels(train_set)
     model_cfg, changes = adapt_model_config(cfg.model, num_classes, channels)
     spec = InputSpec.from_dict(plain(model_cfg.input))
-    model = build_model(model_cfg)
+    # fine-tuning weights of another class count: all but a new classifier
+    model = build_model(model_cfg, new_head=num_classes, checkpoint_settings=False)
     init_checksum = weights_checksum(model)
     name = str(model_cfg.get("name", "model"))
     dataset = choice(cfg, "dataset")
