@@ -163,6 +163,9 @@ class ProbeModule(pl.LightningModule):
         context = {k: batch[k] for k in ("id", "frame_indices") if k in batch}
         if "id" in context:
             context["ids"] = list(context.pop("id"))
+        if "flow" in batch and getattr(self.sampler, "two_stream", False):
+            # precomputed flow images of two-stream (RGB + flow) pairs
+            context["flow_image"] = video_to_float(batch["flow"].to(self.device))
         views = self.sampler(clip01, index, pack=self.pack, **context)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
