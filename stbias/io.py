@@ -57,6 +57,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (e.g. a Markdown table), atomically."""
+    _atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
 def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
     """Write dict rows as CSV (columns in first-seen order), atomically."""
     rows = [dict(r) for r in rows]

@@ -9,10 +9,12 @@ from stbias.errors import StbiasError
 
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
 TASKS: dict[str, str] = {
+    "center_bias": "stbias.tasks.center_bias:run",
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
     "train": "stbias.tasks.train:run",
+    "vos_study": "stbias.tasks.vos_study:run",
     "weights": "stbias.tasks.weights:run",
 }
 
