@@ -108,8 +108,10 @@ class SyntheticVOS(Dataset):
         num_samples: dataset length.
         object_size: the object's diameter as a fraction of the frame side, ``[low, high]``.
         speed: the object's speed in frame sides per (unsampled) frame, ``[low, high]``.
-        moving: probability that the object moves (else it stands still).
-        placement: ``uniform`` over the frame or ``centre`` (normal around the centre).
+        moving: probability that the object moves (else it stands still); default 1 for
+            ``camouflage``, 0.5 for ``salient``.
+        placement: ``uniform`` over the frame or ``centre`` (normal around the centre); default
+            ``uniform`` for ``camouflage``, ``centre`` for ``salient``.
         spread: standard deviation of the ``centre`` placement, in frame sides.
         seed: with the split and index, seeds every choice of a clip.
         name: the dataset's name in results and clip ids (default ``kind``).
@@ -131,14 +133,17 @@ class SyntheticVOS(Dataset):
         num_samples: int = 2000,
         object_size: tuple[float, float] = (0.25, 0.45),
         speed: tuple[float, float] = (0.04, 0.1),
-        moving: float = 1.0,
-        placement: str = "uniform",
+        moving: float | None = None,
+        placement: str | None = None,
         spread: float = 0.12,
         seed: int = 0,
         name: str | None = None,
     ):
         if kind not in KINDS:
             raise StbiasError(f"unknown synthetic VOS kind {kind!r}; valid: {', '.join(KINDS)}")
+        camouflage = kind == "camouflage"
+        moving = (1.0 if camouflage else 0.5) if moving is None else moving
+        placement = ("uniform" if camouflage else "centre") if placement is None else placement
         if split not in ("train", "val", "test"):
             raise StbiasError(f"unknown split {split!r}; valid: train, val, test")
         if placement not in PLACEMENTS:
