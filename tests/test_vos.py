@@ -203,6 +203,13 @@ def test_model_yaml_taps_and_clip_layout():
     assert logits.shape == (3, 1, 4, 32, 32) and frame.shape == (3, 1, 32, 32)
     torch.testing.assert_close(logits[:, :, 2], frame, atol=1e-5, rtol=1e-4)  # frames independent
     assert tap.outputs["f2"].shape == (3, 32, 4, 8, 8) and tap.outputs["a3"].shape[:3] == (3, 48, 4)
+    # any timm CNN with stride 4, 8, 16 and 32 maps, nested modules too (checked against its own
+    # forward when built); a ViT has none at stride 4
+    other = twostream_seg(backbone="test_efficientnet", motion_backbone="test_resnet").eval()
+    assert other([torch.randn(1, 3, 32, 32)] * 2).shape == (1, 1, 32, 32)
+    assert other.channels["app_res2"] != other.channels["mot_res2"]
+    with pytest.raises(StbiasError, match="strides"):
+        twostream_seg(backbone="test_vit")
     with pytest.raises(StbiasError, match="unknown cross connection 'sideways'"):
         twostream_seg(backbone="test_resnet", cross="sideways")
     with pytest.raises(StbiasError, match="fusion_stages"):
@@ -511,6 +518,7 @@ def _train_cfg(tmp_path, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_segmentation_training_reports_j_per_sequence_and_checkpoints(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     record, objects = run_task(_train_cfg(tmp_path, "train.optimizer.lr=0.01"))

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CROSS = ("none", "motion_to_appearance", "appearance_to_motion", "bidirectional")
 STAGES = (2, 3, 4, 5)
+STRIDES = (4, 8, 16, 32)  # the output strides of stages res2 .. res5
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
@@ -77,9 +78,7 @@ class Tap(nn.Identity):
     """An identity in ``(B, C, T, h, w)`` layout: the probe's hook point for one stage."""
 
 
-def _timm_encoder(
-    backbone: str, pretrained: bool, weights_file: str | None, in_chans: int = 3
-) -> nn.Module:
+def _timm_encoder(backbone: str, pretrained: bool, weights_file: str | None) -> nn.Module:
     import timm
 
     if backbone not in timm.list_models() and backbone.split(".")[0] not in timm.list_models():
@@ -87,10 +86,9 @@ def _timm_encoder(
             f"unknown timm backbone {backbone!r}; e.g. resnet18, resnet34, resnet50 "
             "(timm.list_models() lists them)"
         )
-    kwargs = {"features_only": True, "out_indices": (1, 2, 3, 4), "in_chans": in_chans}
     if pretrained and weights_file is None:
         try:
-            return timm.create_model(backbone, pretrained=True, **kwargs)
+            return timm.create_model(backbone, pretrained=True, features_only=True)
         except Exception as err:  # noqa: BLE001 - hub, network and cache errors all end here
             raise StbiasError(
                 f"could not load timm's pretrained {backbone} ({type(err).__name__}: "
@@ -98,7 +96,7 @@ def _timm_encoder(
                 f"timm's {backbone} weights (model.safetensors or pytorch_model.bin) on another "
                 "machine and pass them: model.backbone_weights=/path/to/model.safetensors"
             ) from None
-    encoder = timm.create_model(backbone, pretrained=False, **kwargs)
+    encoder = timm.create_model(backbone, pretrained=False, features_only=True)
     if pretrained:
         load_backbone_file(encoder, weights_file, backbone)
     return encoder
@@ -136,22 +134,76 @@ def load_backbone_file(encoder: nn.Module, path: str, backbone: str) -> None:
     log.info("loaded %s backbone weights from %s", backbone, path)
 
 
-def split_stages(encoder: nn.Module, backbone: str) -> nn.ModuleList:
-    """The encoder's modules cut at its four feature points: stage k ends at feature point k."""
-    names = [n.replace(".", "_") for n in encoder.feature_info.module_name()]
-    children = list(encoder.named_children())
-    if not isinstance(encoder, nn.ModuleDict) or not set(names) <= {n for n, _ in children}:
-        raise StbiasError(
-            f"timm backbone {backbone} exposes its features through hooks, not as a sequence of "
-            "modules; two-stream models take sequential backbones such as resnet18/34/50"
-        )
+def _flat(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def _sequence(
+    module: nn.Module, targets: set[str], prefix: str = ""
+) -> list[tuple[str, nn.Module]]:
+    """The module's children in order, containers holding a target expanded into theirs."""
+    out = []
+    for name, child in module.named_children():
+        full = _flat(prefix + name)
+        if full not in targets and any(t.startswith(full + "_") for t in targets):
+            out += _sequence(child, targets, full + "_")
+        else:
+            out.append((full, child))
+    return out
+
+
+def split_stages(encoder: nn.Module, backbone: str) -> tuple[nn.ModuleList, list[int]]:
+    """The features-only encoder cut into four stages ending at its stride-4, 8, 16 and 32 maps.
+
+    Returns the stages and their channels. The cut is checked on a random image against the
+    encoder's own forward: a backbone that does not run as a sequence of its modules is refused.
+    """
+    info = encoder.feature_info
+    reductions, names = list(info.reduction()), [_flat(n) for n in info.module_name()]
+    chosen = []
+    for stride in STRIDES:
+        found = [i for i, r in enumerate(reductions) if r == stride]
+        if not found:
+            raise StbiasError(
+                f"timm backbone {backbone} has feature maps at strides {reductions}; two-stream "
+                f"models need one at each of {', '.join(map(str, STRIDES))}"
+            )
+        chosen.append(found[-1])
+    targets = {names[i] for i in chosen}
     stages, current = [], []
-    for name, module in children:
+    for name, module in _sequence(encoder, targets):
         current.append(module)
-        if name in names:
+        if name in targets:
             stages.append(nn.Sequential(*current))
             current = []
-    return nn.ModuleList(stages)
+    stages = nn.ModuleList(stages)
+    if len(stages) != len(STRIDES) or not _same_features(encoder, stages, chosen):
+        raise StbiasError(
+            f"timm backbone {backbone} does not run as a sequence of its modules, so it cannot "
+            "be cut into stages; use e.g. resnet18/34/50 or another sequential CNN"
+        )
+    return stages, [int(info.channels()[i]) for i in chosen]
+
+
+def _same_features(encoder: nn.Module, stages: nn.ModuleList, chosen: list[int]) -> bool:
+    """Whether running ``stages`` in turn gives the encoder's own feature maps."""
+    training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            reference = [encoder(x)[i] for i in chosen]
+            ours = []
+            for stage in stages:
+                x = stage(x)
+                ours.append(x)
+    except Exception:  # noqa: BLE001 - a cut that cannot run is refused like one that differs
+        return False
+    finally:
+        encoder.train(training)
+    return all(
+        a.shape == b.shape and torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, reference)
+    )
 
 
 class Stream(nn.Module):
@@ -160,8 +212,7 @@ class Stream(nn.Module):
     def __init__(self, backbone: str, pretrained: bool, weights_file: str | None):
         super().__init__()
         encoder = _timm_encoder(backbone, pretrained, weights_file)
-        self.channels = list(encoder.feature_info.channels())
-        self.stages = split_stages(encoder, backbone)
+        self.stages, self.channels = split_stages(encoder, backbone)
 
 
 class TwoStreamSeg(nn.Module):
