@@ -321,6 +321,11 @@ def test_davis_reads_flow_images_beside_frames_and_masks(tmp_path):
     starts = s["frame_indices"][:-1].tolist()
     assert s["flow"][:, 0, 0, 2].tolist() == [10 * t for t in starts]  # BGR files read as RGB
     assert "flow" not in davis(str(tmp_path), "val", num_frames=3, size=16)[0]
+    # center bias reads every mask file at its own size (here all foreground): spread evenly
+    from stbias.tasks.center_bias import center_bias
+
+    whole = center_bias(ds, size=8)
+    assert whole["masks"] == 6 and whole["center_mass"] == pytest.approx(0.25)
     with pytest.raises(StbiasError, match="flow_dir='Nope'"):
         davis(str(tmp_path), "val", flow_dir="Nope")
     (tmp_path / "ImageSets/2016/val.txt").write_text("bear\ncat\n")
