@@ -82,7 +82,8 @@ def fig4(
     ax.yaxis.set_label_position("right")
     ax.yaxis.tick_right()
     ax.set_ylabel("% of units (unit-wise)", fontsize=8)
-    ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    for label in ax.get_xticklabels():
+        label.set(rotation=30, horizontalalignment="right", fontsize=7)
     _legend(fig, UNIT_CLASSES)
     if title:
         fig.suptitle(title, fontsize=11)
