@@ -67,7 +67,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (a table in Markdown, a log), atomically."""
+    """Write ``text`` (e.g. a Markdown table), atomically."""
     _atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 

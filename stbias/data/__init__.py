@@ -13,8 +13,12 @@ Real datasets add ``view`` (multi-view index), ``frame_indices`` ``(T,)`` (decod
 ``frame_times`` ``(T,)`` (their times in seconds), ``source`` (the file stem or frame folder name
 of the video, e.g. ``v_<id>`` for ActivityNet, where one video gives several samples) and
 ``skipped`` (1 when the video at ``index`` could not be read and the sample comes from the
-next readable one, else 0; see :class:`VideoClipDataset`); DAVIS adds ``mask`` ``(T, H, W)`` 0/1;
-stylized frame folders add ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
+next readable one, else 0; see :class:`VideoClipDataset`); the segmentation datasets (DAVIS,
+TAO-VOS, ImageNet VID and the synthetic ``camouflage`` / ``salient``) add ``mask`` ``(T, H, W)``
+0/1 (255 where a frame is not annotated) and, where flow images are read, ``flow``
+``(T - 1, H, W, 3)`` uint8 (frame ``t``'s flow to ``t + 1`` rendered as an image); their ``label``
+is the sequence's position (each synthetic clip is its own sequence). Stylized frame folders add
+``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
 (the trajectory class), ``brush_label`` (BrushMNIST) or ``place_label`` (P+F+M), both also as
 ``appearance_label``, and ``trajectory`` ``(T, 2)``: the (y, x) pixel the brush is centred on
 (BrushMNIST also ``trajectory_digit``, the index of the MNIST digit that gave the path).
@@ -34,18 +38,22 @@ from stbias.data.datasets import (
     davis,
     diving48,
     frame_folder,
+    imagenet_vid,
     kinetics,
     kth,
     ssv2,
+    tao_vos,
     video_folder,
 )
 from stbias.data.pfm import PlacesFacesMNIST
 from stbias.data.video import VideoClipDataset, VideoRecord
+from stbias.data.vos import SyntheticVOS
 from stbias.errors import StbiasError
 
 __all__ = [
     "BrushMNIST",
     "PlacesFacesMNIST",
+    "SyntheticVOS",
     "VideoClipDataset",
     "VideoRecord",
     "activitynet",
@@ -54,11 +62,13 @@ __all__ = [
     "davis",
     "diving48",
     "frame_folder",
+    "imagenet_vid",
     "kinetics",
     "kth",
     "pfm",
     "resize_short_side",
     "ssv2",
+    "tao_vos",
     "temporal_indices",
     "video_folder",
     "video_to_float",

@@ -42,7 +42,16 @@ LAYOUTS = {
     "kth": "<root>/[<action>/]personNN_<action>_dN_uncomp.avi",
     "davis": (
         "<root>/JPEGImages/480p/<seq>/*.jpg, <root>/Annotations/480p/<seq>/*.png and "
-        "<root>/ImageSets/2016/{train,val}.txt"
+        "<root>/ImageSets/2016/{train,val}.txt (flow images, if any: <root>/<flow_dir>/<seq>/)"
+    ),
+    "tao_vos": (
+        "<root>/<split>/JPEGImages/<video>/*.jpg and <root>/<split>/Annotations/<video>/*.png "
+        "(split train or valid; videos from <root>/<split>/meta.json, else the JPEGImages folders)"
+    ),
+    "imagenet_vid": (
+        "<root>/Data/VID/<split>/[<chunk>/]<snippet>/*.JPEG and "
+        "<root>/Annotations/VID/<split>/[<chunk>/]<snippet>/*.xml (ILSVRC2015 VID; split train "
+        "or val), or pixel masks <mask_root>/<snippet path>/<frame>.png"
     ),
     "video_folder": "<root>/<split>.csv with rows path,label (path relative to <root>)",
     "frame_folder": (
@@ -263,10 +272,42 @@ def kth(root: str | None, split: str = "train", **clip: Any) -> VideoClipDataset
     return _finish("kth", records, list(KTH_ACTIONS), clip)
 
 
-def davis(root: str | None, split: str = "val", resolution: str = "480p", **clip: Any):
+def _flow_folder(name: str, root: str, flow_dir: str | None, video: str) -> str | None:
+    """``<root>/<flow_dir>/<video>`` (``flow_dir`` may be absolute); None without ``flow_dir``."""
+    if not flow_dir:
+        return None
+    base = os.path.join(root, os.path.expanduser(str(flow_dir)))
+    if not os.path.isdir(base):
+        raise StbiasError(
+            f"{name}: dataset.flow_dir={flow_dir!r} is not a folder ({base}); give the folder of "
+            "flow images laid out like the frames (<flow_dir>/<video>/<frame>.png), or "
+            "dataset.flow_dir=null to compute the flow on the fly"
+        )
+    return os.path.join(base, video)
+
+
+def _check_flow_folders(name: str, records: list[VideoRecord]) -> None:
+    missing = [r.id for r in records if r.flow_dir is not None and not os.path.isdir(r.flow_dir)]
+    if missing:
+        raise StbiasError(
+            f"{name}: no flow images for {len(missing)} video(s) (first: {missing[0]}) under "
+            f"{os.path.dirname(records[0].flow_dir)}; every video needs its flow folder, or set "
+            "dataset.flow_dir=null to compute the flow on the fly"
+        )
+
+
+def davis(
+    root: str | None,
+    split: str = "val",
+    resolution: str = "480p",
+    flow_dir: str | None = None,
+    **clip: Any,
+):
     """DAVIS 2016: frames with their foreground masks (``sample["mask"]``, ``(T, H, W)`` 0/1).
 
-    There are no classes: ``label`` is the sequence's position in the split list.
+    There are no classes: ``label`` is the sequence's position in the split list. With
+    ``flow_dir`` (a folder under ``root``, e.g. ``Flow/480p``, holding ``<seq>/<frame>.png``: the
+    flow from each frame to the next, rendered as an image) samples also carry ``flow``.
     """
     root = _check_root("davis", root)
     listing = _first_existing("davis", [os.path.join(root, "ImageSets", "2016", f"{split}.txt")])
@@ -278,11 +319,99 @@ def davis(root: str | None, split: str = "val", resolution: str = "480p", **clip
             i,
             seq,
             mask_dir=os.path.join(root, "Annotations", resolution, seq),
+            flow_dir=_flow_folder("davis", root, flow_dir, seq),
         )
         for i, seq in enumerate(seqs)
     ]
+    _check_flow_folders("davis", records)
     clip.setdefault("frame_pattern", "*.jpg")
     return _finish("davis", records, seqs, clip, [listing])
+
+
+def _image_folders(base: str, extensions: tuple[str, ...]) -> list[str]:
+    """Folders under ``base`` (relative paths, sorted) that directly hold image files."""
+    found = []
+    for dirpath, _, files in os.walk(base):
+        if any(f.lower().endswith(extensions) for f in files):
+            found.append(os.path.relpath(dirpath, base))
+    return sorted(found)
+
+
+def tao_vos(
+    root: str | None, split: str = "train", flow_dir: str | None = None, **clip: Any
+) -> VideoClipDataset:
+    """TAO-VOS (Voigtlaender et al., WACV'21) in its release layout, as foreground masks.
+
+    Instance masks become foreground/background (any object is foreground), as Kowal et al. use
+    them. Annotations are sparse: a frame without a mask file has ``mask`` 255 (not annotated),
+    which training and evaluation ignore. ``label`` is the video's position in the split.
+    """
+    root = _check_root("tao_vos", root)
+    split = {"val": "valid", "validation": "valid"}.get(split, split)
+    base = os.path.join(root, split)
+    images = _first_existing("tao_vos", [os.path.join(base, "JPEGImages")])
+    annotations = _first_existing("tao_vos", [os.path.join(base, "Annotations")])
+    meta = os.path.join(base, "meta.json")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            videos = sorted(json.load(f).get("videos", {}))
+    else:
+        videos = _image_folders(images, (".jpg", ".jpeg", ".png"))
+    records = [
+        VideoRecord(
+            os.path.join(images, video),
+            i,
+            video,
+            mask_dir=os.path.join(annotations, video),
+            sparse_masks=True,
+            flow_dir=_flow_folder("tao_vos", base, flow_dir, video),
+        )
+        for i, video in enumerate(videos)
+    ]
+    _check_flow_folders("tao_vos", records)
+    clip.setdefault("frame_pattern", "*.jpg")
+    return _finish("tao_vos", records, videos, clip)
+
+
+def imagenet_vid(
+    root: str | None,
+    split: str = "train",
+    mask_root: str | None = None,
+    flow_dir: str | None = None,
+    **clip: Any,
+) -> VideoClipDataset:
+    """ImageNet VID (ILSVRC2015 VID) snippets with foreground masks.
+
+    By default the masks are the annotated boxes, filled (every annotated object is
+    foreground): box-shaped weak labels. ``mask_root`` points at pixel masks instead (e.g.
+    FusionSeg's weakly labelled ImageNet VID), ``<mask_root>/<snippet path>/<frame>.png``, frames
+    without one being "not annotated" (255). ``label`` is the snippet's position in the split.
+    """
+    root = _check_root("imagenet_vid", root)
+    split = {"validation": "val", "valid": "val"}.get(split, split)
+    if split not in ("train", "val"):
+        raise StbiasError(f"imagenet_vid: unknown split {split!r}; valid: train, val")
+    frames = _first_existing("imagenet_vid", [os.path.join(root, "Data", "VID", split)])
+    boxes = os.path.join(root, "Annotations", "VID", split)
+    if mask_root is None and not os.path.isdir(boxes):
+        raise _layout_error("imagenet_vid", repr(boxes))
+    if mask_root is not None and not os.path.isdir(os.path.expanduser(str(mask_root))):
+        raise StbiasError(f"imagenet_vid: mask_root {mask_root!r} is not a folder")
+    snippets = _image_folders(frames, (".jpeg", ".jpg"))
+    records = []
+    for i, snippet in enumerate(snippets):
+        if mask_root is None:
+            masks = {"mask_dir": os.path.join(boxes, snippet), "mask_format": "voc_xml"}
+        else:
+            folder = os.path.join(os.path.expanduser(str(mask_root)), snippet)
+            masks = {"mask_dir": folder, "sparse_masks": True}
+        flow = _flow_folder("imagenet_vid", root, flow_dir, snippet)
+        records.append(
+            VideoRecord(os.path.join(frames, snippet), i, snippet, flow_dir=flow, **masks)
+        )
+    _check_flow_folders("imagenet_vid", records)
+    clip.setdefault("frame_pattern", "*.JPEG")
+    return _finish("imagenet_vid", records, snippets, clip)
 
 
 def video_folder(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,11 @@ class VideoRecord:
     ``start``/``end`` restrict the clip to frames ``[start, end)``; ``start_sec``/``end_sec`` do
     the same in seconds (converted with the file's frame rate, or ``fps`` for frame folders).
     ``extra`` entries are copied into the sample (e.g. ``style``); ``mask_dir`` names a folder of
-    per-frame masks read alongside the frames (DAVIS).
+    per-frame masks read alongside the frames (DAVIS): PNGs (foreground = any non-zero value) or,
+    with ``mask_format="voc_xml"``, PASCAL-VOC XML files whose boxes are filled (ImageNet VID).
+    With ``sparse_masks`` a frame without a mask file is "not annotated" (255 in ``mask``);
+    otherwise masks are matched to frames by name, else by sorted position. ``flow_dir`` names a
+    folder of flow images (flow from frame ``t`` to ``t + 1`` saved under frame ``t``'s name).
     """
 
     path: str
@@ -47,7 +53,14 @@ class VideoRecord:
     end_sec: float | None = None
     fps: float | None = None
     mask_dir: str | None = None
+    mask_format: str = "png"
+    sparse_masks: bool = False
+    flow_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+NOT_ANNOTATED = 255  # mask value of pixels (frames) without ground truth
+MASK_FORMATS = {"png": ".png", "voc_xml": ".xml"}
 
 
 class DecodeError(RuntimeError):
@@ -294,17 +307,23 @@ class VideoClipDataset(Dataset):
         )
         indices = start + local
         frames = source.read(indices)
-        mask = None
+        mask = flow = None
         if record.mask_dir is not None:
-            mask = self._read_masks(record, source, indices)
+            mask = self._read_masks(record, source, indices, frames.shape[1:3])
+        if record.flow_dir is not None:
+            flow = self._read_flow(record, source, indices[:-1], frames.shape[1:3])
         if self.size is not None:
             frames = resize_short_side(frames, self.short_side)
             if mask is not None:
                 mask = resize_short_side(mask, self.short_side, cv2.INTER_NEAREST)
+            if flow is not None:
+                flow = resize_short_side(flow, self.short_side)
             y, x = crop_box(frames.shape[1], frames.shape[2], self.size, self.crop, rng)
             frames = frames[:, y : y + self.size, x : x + self.size]
             if mask is not None:
                 mask = mask[:, y : y + self.size, x : x + self.size]
+            if flow is not None:
+                flow = flow[:, y : y + self.size, x : x + self.size]
         sample: dict[str, Any] = {
             "video": torch.from_numpy(np.ascontiguousarray(frames)),
             "label": int(record.label),
@@ -319,19 +338,89 @@ class VideoClipDataset(Dataset):
         }
         if mask is not None:
             sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask))
+        if flow is not None:
+            sample["flow"] = torch.from_numpy(np.ascontiguousarray(flow))
         sample.update(record.extra)
         return sample
 
-    def _read_masks(self, record: VideoRecord, source: _Source, indices: np.ndarray) -> np.ndarray:
-        masks = list_frames(record.mask_dir, "*.png")
-        if not masks:
+    def _read_masks(
+        self, record: VideoRecord, source: _Source, indices: np.ndarray, shape: tuple[int, int]
+    ) -> np.ndarray:
+        if not source.is_dir:
+            raise DecodeError(f"masks need frame folders; {record.path} is a video file")
+        ext = MASK_FORMATS[record.mask_format]
+        masks = list_frames(record.mask_dir, "*" + ext)
+        if not masks and not record.sparse_masks:
             raise DecodeError(f"no masks in {record.mask_dir}")
         out = []
         for i in indices:
             frame_name = os.path.splitext(os.path.basename(source.files[i]))[0]
-            path = os.path.join(record.mask_dir, frame_name + ".png")
-            # masks are matched to frames by name; other names are matched by sorted position
+            path = os.path.join(record.mask_dir, frame_name + ext)
             if not os.path.exists(path):
+                if record.sparse_masks:
+                    out.append(np.full(shape, NOT_ANNOTATED, dtype=np.uint8))
+                    continue
+                # masks are matched to frames by name; other names are matched by sorted position
                 path = masks[min(i, len(masks) - 1)]
-            out.append((_read_image(path, grey=True) > 0).astype(np.uint8))
+            mask = read_mask(path, record.mask_format)
+            if mask.shape != tuple(shape):
+                raise DecodeError(f"mask {path} is {mask.shape[::-1]}, its frame {shape[::-1]}")
+            out.append(mask)
         return np.stack(out)
+
+    def _read_flow(
+        self, record: VideoRecord, source: _Source, indices: np.ndarray, shape: tuple[int, int]
+    ) -> np.ndarray:
+        if not source.is_dir:
+            raise DecodeError(f"flow images need frame folders; {record.path} is a video file")
+        out = []
+        for i in indices:
+            stem = os.path.splitext(os.path.basename(source.files[i]))[0]
+            found = [
+                os.path.join(record.flow_dir, stem + ext)
+                for ext in FRAME_EXTENSIONS
+                if os.path.exists(os.path.join(record.flow_dir, stem + ext))
+            ]
+            if not found:
+                raise DecodeError(f"no flow image for frame {stem} in {record.flow_dir}")
+            image = _read_image(found[0])
+            if image.shape[:2] != tuple(shape):
+                image = cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+            out.append(image)
+        return np.stack(out)
+
+    def iter_masks(self) -> Iterator[np.ndarray]:
+        """Every ground-truth mask file of every video, ``(H, W)`` uint8 0/1, at its own size.
+
+        Frames without a mask file are not visited (they have no ground truth); unreadable files
+        are skipped with a warning and listed in ``skipped``.
+        """
+        for record in self.records:
+            if record.mask_dir is None:
+                continue
+            ext = MASK_FORMATS[record.mask_format]
+            for path in list_frames(record.mask_dir, "*" + ext):
+                try:
+                    yield read_mask(path, record.mask_format)
+                except DecodeError as exc:
+                    self._skip(record, exc)
+
+
+def read_mask(path: str, mask_format: str = "png") -> np.ndarray:
+    """A foreground mask ``(H, W)`` uint8 0/1 from a PNG (any non-zero value, e.g. instance ids)
+    or a PASCAL-VOC XML file (the union of its object boxes, at the annotated image size)."""
+    if mask_format == "png":
+        return (_read_image(path, grey=True) > 0).astype(np.uint8)
+    if mask_format != "voc_xml":
+        raise StbiasError(f"unknown mask format {mask_format!r}; valid: {', '.join(MASK_FORMATS)}")
+    try:
+        root = ElementTree.parse(path).getroot()
+        height = int(root.findtext("size/height"))
+        width = int(root.findtext("size/width"))
+        mask = np.zeros((height, width), dtype=np.uint8)
+        for box in root.iter("bndbox"):
+            x0, y0, x1, y1 = (int(float(box.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
+            mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = 1
+    except (ElementTree.ParseError, TypeError, ValueError, OSError) as exc:
+        raise DecodeError(f"cannot read box annotations {path}: {exc}") from exc
+    return mask

@@ -189,7 +189,11 @@ class ProbeModule(pl.LightningModule):
         """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
         clip01 = video_to_float(batch["video"].to(self.device))
         index = torch.as_tensor(batch["index"]).cpu()
-        views = self.sampler(clip01, index, pack=self.pack, **stylizer_context(batch))
+        context = stylizer_context(batch)
+        if "flow" in batch and getattr(self.sampler, "two_stream", False):
+            # precomputed flow images of two-stream (RGB + flow) pairs
+            context["flow_image"] = video_to_float(batch["flow"].to(self.device))
+        views = self.sampler(clip01, index, pack=self.pack, **context)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():

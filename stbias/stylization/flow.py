@@ -1,8 +1,10 @@
 """Optical flow as an HSV image and the RGB + flow pairs of two-stream models (SPEC section 1).
 
 Flow is computed on the original (unstylized) frames and rendered with hue = direction and
-saturation = magnitude (value = 1). The static pair keeps the stylized RGB frames and jitters the
-flow image's hue and saturation; the dynamic pair keeps the flow image and changes the RGB style.
+saturation = magnitude (value = 1), or read from precomputed flow images (any rendering whose hue
+encodes direction and saturation magnitude). The static pair keeps the stylized RGB frames and
+jitters the flow image's hue and saturation; the dynamic pair keeps the flow image and changes the
+RGB style.
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ def flow_to_image(flow: torch.Tensor, max_magnitude: float | None = None) -> tor
     return hsv_to_rgb(hue, sat, torch.ones_like(hue))
 
 
+def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RGB ``(B, 3, ...)`` in [0, 1] -> hue (turns, in [0, 1)), saturation and value, each
+    ``(B, 1, ...)`` (the inverse of :func:`hsv_to_rgb`)."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    value, argmax = rgb.max(dim=1, keepdim=True)
+    chroma = value - rgb.min(dim=1, keepdim=True).values
+    safe = chroma.clamp_min(1e-12)
+    hue = torch.where(
+        argmax == 0,
+        torch.remainder((g - b) / safe, 6.0),
+        torch.where(argmax == 1, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    hue = torch.where(chroma > 0, hue / 6.0, torch.zeros_like(hue))
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    return torch.remainder(hue, 1.0), saturation, value
+
+
 def _signed_uniform(generator: torch.Generator, low: float, high: float) -> float:
     value = low + (high - low) * float(torch.rand(1, generator=generator))
     return value if float(torch.rand(1, generator=generator)) < 0.5 else -value
@@ -119,6 +138,7 @@ def make_flow_pair_views(
     seed: int = 0,
     *,
     flow: torch.Tensor | None = None,
+    flow_image: torch.Tensor | None = None,
     hue_shift: Sequence[float] = (0.1, 0.5),
     saturation_scale: Sequence[float] = (1.25, 2.0),
     balanced: bool = True,
@@ -134,6 +154,9 @@ def make_flow_pair_views(
         index: the dataset index of each clip (an int ``i`` means ``i, i + 1, ...``).
         seed: with the index, seeds the styles and jitters of a clip.
         flow: ``(B, 2, T - 1, H, W)`` precomputed flow; Farneback on ``clip01`` when ``None``.
+        flow_image: ``(B, 3, T - 1, H, W)`` precomputed flow images in [0, 1] (hue = direction,
+            saturation = magnitude), used instead of ``flow``; their hue and saturation are
+            jittered and their value kept.
         hue_shift: the hue shift is ``+-U(low, high)`` turns (one per clip, every frame).
         saturation_scale: saturation is multiplied (or divided) by ``U(low, high)``.
         balanced: as in ``make_pair_views``.
@@ -160,14 +183,23 @@ def make_flow_pair_views(
         factor = math.exp(_signed_uniform(g, math.log(s_low), math.log(s_high)))
         jitter.append((shift, factor))
     jitter = torch.tensor(jitter, dtype=clip01.dtype, device=clip01.device)
-    if flow is None:
-        flow = farneback_flow(clip01)
-    expected = (batch, 2, clip01.shape[2] - 1, *clip01.shape[3:])
-    if tuple(flow.shape) != expected:
-        raise StbiasError(f"flow of shape {tuple(flow.shape)}; expected {expected}")
-    hue, sat = flow_to_hue_saturation(flow.to(clip01.device, clip01.dtype))
-    value = torch.ones_like(hue)
-    flow_image = hsv_to_rgb(hue, sat, value)
+    if flow is not None and flow_image is not None:
+        raise StbiasError("give flow (vectors) or flow_image (rendered), not both")
+    if flow_image is not None:
+        expected = (batch, 3, clip01.shape[2] - 1, *clip01.shape[3:])
+        if tuple(flow_image.shape) != expected:
+            raise StbiasError(f"flow image of shape {tuple(flow_image.shape)}; expected {expected}")
+        flow_image = flow_image.to(clip01.device, clip01.dtype)
+        hue, sat, value = rgb_to_hsv(flow_image)
+    else:
+        if flow is None:
+            flow = farneback_flow(clip01)
+        expected = (batch, 2, clip01.shape[2] - 1, *clip01.shape[3:])
+        if tuple(flow.shape) != expected:
+            raise StbiasError(f"flow of shape {tuple(flow.shape)}; expected {expected}")
+        hue, sat = flow_to_hue_saturation(flow.to(clip01.device, clip01.dtype))
+        value = torch.ones_like(hue)
+        flow_image = hsv_to_rgb(hue, sat, value)
     shape = (batch, 1, 1, 1, 1)
     jittered = hsv_to_rgb(
         torch.remainder(hue + jitter[:, 0].view(shape), 1.0),

@@ -250,11 +250,16 @@ class PairSampler:
         pack: Callable[[torch.Tensor], Frames] | None = None,
         **context: Any,
     ) -> dict[str, Any]:
-        """The views of ``clip01`` (``(B, C, T, H, W)`` in [0, 1]) for clips ``index``."""
+        """The views of ``clip01`` (``(B, C, T, H, W)`` in [0, 1]) for clips ``index``.
+
+        ``pack`` turns each view into model input: a stylized clip (frame shuffling) or the
+        ``[rgb, flow image]`` pair of a two-stream view. ``context`` goes to the stylizer
+        (``ids``, ``frame_indices``) and, for two-stream pairs, may hold ``flow_image``.
+        """
         if self.two_stream:
             from stbias.stylization.flow import make_flow_pair_views
 
-            return make_flow_pair_views(
+            views = make_flow_pair_views(
                 clip01,
                 self.stylizer,
                 index,
@@ -263,6 +268,10 @@ class PairSampler:
                 **self.flow_jitter,
                 **context,
             )
+            # [rgb, flow image] of every view through the model's packing (normalisation)
+            if pack is not None:
+                views.update({name: pack(views[name]) for name in view_names(views)})
+            return views
         return make_pair_views(
             clip01,
             self.stylizer,

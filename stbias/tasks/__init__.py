@@ -9,12 +9,14 @@ from stbias.errors import StbiasError
 
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
 TASKS: dict[str, str] = {
+    "center_bias": "stbias.tasks.center_bias:run",
     "compare": "stbias.tasks.compare:run",
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
     "static_dropout": "stbias.tasks.static_dropout:run",
     "train": "stbias.tasks.train:run",
+    "vos_study": "stbias.tasks.vos_study:run",
     "weights": "stbias.tasks.weights:run",
 }
 

@@ -68,6 +68,9 @@ CHECKPOINT_SETTINGS: dict[str, dict[str, str]] = {
         "channels": "int",
         "pathways": "int",
         "alpha": "int or null",
+        "flow": "bool",
+        "flow_mean": "list of numbers",
+        "flow_std": "list of numbers",
     },
 }
 
@@ -77,6 +80,8 @@ def _number(value: Any) -> bool:
 
 
 def _fits(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "int or null":
@@ -101,7 +106,8 @@ def _checked(path: str, node: str, values: Any, where: str) -> dict[str, Any]:
         if key not in allowed:
             raise _refuse(path, f"{where}.{key}", "is not a setting a checkpoint may change")
         if not _fits(allowed[key], value):
-            raise _refuse(path, f"{where}.{key}", f"is not an {allowed[key]} ({value!r})")
+            article = "a" if allowed[key] in ("bool", "list of numbers") else "an"
+            raise _refuse(path, f"{where}.{key}", f"is not {article} {allowed[key]} ({value!r})")
         out[str(key)] = list(value) if isinstance(value, (list, tuple)) else value
     return out
 

@@ -28,7 +28,7 @@ from stbias.data.subsets import choose_clips, clip_info, files_fingerprint
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
-from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.models.inputs import InputSpec, check_pair_input, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
@@ -297,6 +297,7 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
     layers = select_layers(declared, plain(cfg.probe.layers) or None, name)
     channels = dict(plain(cfg.model.get("channels")) or {})
     spec = InputSpec.from_dict(plain(cfg.model.input))
+    check_pair_input(spec, bool(cfg.stylization.get("two_stream", False)), f"model {name}")
     lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
     layout = str(cfg.model.get("layout", "cnn"))
 

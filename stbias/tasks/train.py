@@ -1,12 +1,19 @@
-"""`task=train`: train a classifier for any model on any dataset.
+"""`task=train`: train any model on any dataset, with the objective the model declares.
 
 ``python run.py task=train model=i3d_tiny dataset=brushmnist_small`` trains with the optimizer and
 scheduler of the ``train`` node and the Trainer arguments of the ``trainer`` node (``max_epochs``
-...), writes ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt`` (highest ``val/acc``) and
+...), writes ``checkpoints/last.ckpt``, ``checkpoints/best.ckpt`` (best validation score) and
 ``results.json`` into the run directory.
-The network is adapted to the dataset: ``num_classes`` from the dataset (or ``train.num_classes``)
-and the input channels from its clips. The checkpoint records these changes, so
-``model=<name> model.checkpoint=<run>/checkpoints/last.ckpt`` rebuilds the trained network.
+
+The model config's ``objective`` picks the LightningModule (:data:`OBJECTIVES`):
+
+* ``classification`` (the default): :class:`~stbias.lit.classifier.VideoClassifier`, best
+  ``val/acc``. The network is adapted to the dataset: ``num_classes`` from the dataset (or
+  ``train.num_classes``) and the input channels from its clips. The checkpoint records these
+  changes, so ``model=<name> model.checkpoint=<run>/checkpoints/last.ckpt`` rebuilds it.
+* ``segmentation`` (``model=twostream_seg*``):
+  :class:`~stbias.lit.segmentation.VideoSegmenter` on a dataset with masks, BCE + soft IoU
+  (``train.segmentation``), best ``val/J``; ``results.json`` adds ``J_per_sequence``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +39,7 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.io import load_tensors
 from stbias.lit.classifier import VideoClassifier
+from stbias.lit.segmentation import VideoSegmenter
 from stbias.lit.train_data import ClassificationData, EpochSetter
 from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
@@ -136,39 +145,128 @@ def _metrics(trainer: pl.Trainer) -> dict[str, float]:
     }
 
 
-def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    prepare_model(cfg, "task=train")
-    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
+@dataclass
+class Objective:
+    """What a training objective sets up: the module, its network and what it reports."""
+
+    module: pl.LightningModule
+    model: torch.nn.Module
+    name: str
+    monitor: str  # the validation score checkpoints keep the best of (higher is better)
+    record: dict[str, Any] = field(default_factory=dict)  # objective-specific results entries
+    report: Callable[[pl.LightningModule, Dataset | None], dict[str, Any]] | None = None
+
+
+def _optimizers(tcfg: Any) -> tuple[Any, Any]:
+    scheduler = instantiate(tcfg.scheduler) if tcfg.get("scheduler") else None
+    return instantiate(tcfg.optimizer), scheduler
+
+
+def classification(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
+    """A :class:`VideoClassifier` of ``cfg.model`` adapted to the dataset's classes and channels."""
     tcfg = cfg.train
-    folder = str(tcfg.get("output_dir") or output_dir())
     label_key = str(tcfg.label_key)
-    spec = InputSpec.from_dict(plain(cfg.model.input))
-    train_set = build_dataset(cfg.dataset, spec, num_samples=tcfg.get("train_clips"))
-    val_set = None
-    if tcfg.get("val_split"):
-        val_set = build_dataset(cfg.dataset, spec, tcfg.val_split, tcfg.get("val_clips"))
     num_classes = int(tcfg.get("num_classes") or infer_num_classes(train_set, label_key))
     channels = infer_channels(train_set)
     model_cfg, changes = adapt_model_config(cfg.model, num_classes, channels)
     spec = InputSpec.from_dict(plain(model_cfg.input))
     # fine-tuning weights of another class count: all but a new classifier
     model = build_model(model_cfg, new_head=num_classes, checkpoint_settings=False)
-    init_checksum = weights_checksum(model)
     name = str(model_cfg.get("name", "model"))
-    dataset = choice(cfg, "dataset")
     module = VideoClassifier(
         model,
         spec,
         num_classes,
-        instantiate(tcfg.optimizer),
-        instantiate(tcfg.scheduler) if tcfg.get("scheduler") else None,
+        *_optimizers(tcfg),
         shuffle_frames=bool(tcfg.shuffle_frames),
         label_key=label_key,
         seed=int(cfg.seed),
-        hparams={MODEL_OVERRIDES: changes, "model": name, "dataset": dataset},
+        hparams={MODEL_OVERRIDES: changes, "model": name, "dataset": choice(cfg, "dataset")},
     )
+    record = {
+        "shuffle_frames": bool(tcfg.shuffle_frames),
+        "label_key": label_key,
+        "num_classes": num_classes,
+        "in_channels": channels,
+        MODEL_OVERRIDES: changes,
+    }
+    return Objective(module, model, name, "val/acc", record)
+
+
+def segmentation(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
+    """A :class:`VideoSegmenter` of ``cfg.model`` (mask logits) on a dataset with masks."""
+    tcfg = cfg.train
+    name = str(cfg.model.get("name", "model"))
+    unused = {
+        "train.shuffle_frames": bool(tcfg.shuffle_frames),
+        "train.num_classes": tcfg.get("num_classes") is not None,
+        "train.label_key": str(tcfg.label_key) != "label",
+    }
+    if any(unused.values()):
+        keys = ", ".join(k for k, v in unused.items() if v)
+        raise StbiasError(
+            f"{keys} apply to classifiers; model {name} trains with objective=segmentation "
+            "(its settings are under train.segmentation)"
+        )
+    seg = tcfg.segmentation
+    model = build_model(cfg.model)
+    module = VideoSegmenter(
+        model,
+        spec,
+        *_optimizers(tcfg),
+        bce_weight=float(seg.bce_weight),
+        iou_weight=float(seg.iou_weight),
+        threshold=float(seg.threshold),
+        hparams={MODEL_OVERRIDES: {}, "model": name, "dataset": choice(cfg, "dataset")},
+    )
+    record = {"segmentation": plain(seg), MODEL_OVERRIDES: {}}
+    return Objective(module, model, name, "val/J", record, report=_sequence_report)
+
+
+def _sequence_report(module: pl.LightningModule, val_set: Dataset | None) -> dict[str, Any]:
+    """``J_per_sequence``: the last validation's J of every sequence, by name."""
+    if val_set is None:
+        return {}
+    base = _base(val_set)
+    names = getattr(base, "classes", None)
+    per_seq = {}
+    for seq, value in sorted(module.last_val_sequences.items()):
+        if names and 0 <= seq < len(names):
+            key = str(names[seq])
+        elif hasattr(base, "clip_info"):
+            key = str(base.clip_info(seq)["id"])
+        else:
+            key = str(seq)
+        per_seq[key] = value
+    return {"J_per_sequence": per_seq}
+
+
+# model.objective -> what trains it
+OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
+    "classification": classification,
+    "segmentation": segmentation,
+}
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    prepare_model(cfg, "task=train")
+    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
+    tcfg = cfg.train
+    objective = str(cfg.model.get("objective") or "classification")
+    if objective not in OBJECTIVES:
+        raise StbiasError(f"unknown model.objective={objective!r}; valid: {', '.join(OBJECTIVES)}")
+    folder = str(tcfg.get("output_dir") or output_dir())
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    train_set = build_dataset(cfg.dataset, spec, num_samples=tcfg.get("train_clips"))
+    val_set = None
+    if tcfg.get("val_split"):
+        val_set = build_dataset(cfg.dataset, spec, tcfg.val_split, tcfg.get("val_clips"))
+    setup = OBJECTIVES[objective](cfg, train_set, spec)
+    module, model, name = setup.module, setup.model, setup.name
+    init_checksum = weights_checksum(model)
+    dataset = choice(cfg, "dataset")
     data = ClassificationData(
         train_set,
         val_set,
@@ -179,7 +277,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     checkpoints = ModelCheckpoint(
         dirpath=os.path.join(folder, "checkpoints"),
         filename="best",
-        monitor="val/acc" if val_set is not None else None,
+        monitor=setup.monitor if val_set is not None else None,
         mode="max",
         save_last=True,
         save_top_k=1,
@@ -207,13 +305,13 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         default_root_dir=folder,
     )
     log.info(
-        "train: %s (%s) | %s: %d training, %s validation clips, %d classes | %s",
+        "train: %s (%s, %s) | %s: %d training, %s validation clips | %s",
         name,
-        weights_label(weights_record(model_cfg)),
+        weights_label(weights_record(cfg.model)),
+        objective,
         dataset,
         len(train_set),
         len(val_set) if val_set is not None else "no",
-        num_classes,
         device_label(cfg.trainer),
     )
     resume = tcfg.get("resume") or None
@@ -230,36 +328,38 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if trainer.is_global_zero:
             log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
         finish_logger(logger)
+    overrides = setup.record.pop(MODEL_OVERRIDES)
     record = {
         "task": "train",
         "model": name,
         "dataset": dataset,
         "seed": int(cfg.seed),
-        "shuffle_frames": bool(tcfg.shuffle_frames),
-        "label_key": label_key,
-        "num_classes": num_classes,
-        "in_channels": channels,
+        "objective": objective,
+        **setup.record,
         **_metrics(trainer),
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "minutes": (time.time() - start) / 60.0,
         "checkpoint": checkpoints.last_model_path or None,
         "best_checkpoint": checkpoints.best_model_path or None,
-        "best": {"val/acc": float(checkpoints.best_model_score)}
+        "best": {setup.monitor: float(checkpoints.best_model_score)}
         if checkpoints.best_model_score is not None and checkpoints.monitor
         else {},
+        **(setup.report(module, val_set) if setup.report else {}),
         "init_checksum": init_checksum,
         **train_extras.training_record(extras),
-        MODEL_OVERRIDES: changes,
+        MODEL_OVERRIDES: overrides,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
         io.write_json(os.path.join(folder, "results.json"), record)
-        acc = record.get("val/acc")
+        score = record.get(setup.monitor)
         log.info(
             "%s (%d epochs, %.2f min); checkpoint: %s",
-            f"{name} on {dataset}: val/acc {acc:.4f}" if acc is not None else f"{name}: trained",
+            f"{name} on {dataset}: {setup.monitor} {score:.4f}"
+            if score is not None
+            else f"{name}: trained",
             record["epochs"],
             record["minutes"],
             record["checkpoint"],

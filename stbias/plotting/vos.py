@@ -1,0 +1,216 @@
+"""Kowal et al.'s video object segmentation figures: Fig. 4, Table 1 and Fig. 7, and center bias.
+
+Pure functions of the per-layer entries of probe ``results.json`` files (``percent``, ``units``)
+and of center-bias results (``map``, ``center_mass``). Layer aliases follow the two-stream models:
+``mot_res<k>``, ``app_res<k>``, ``fusion<k>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from stbias.plotting.style import COLOURS  # noqa: E402
+
+
+def _pct(entry: Mapping[str, Any], key: str, cls: str) -> float:
+    """A layer entry's share of class ``cls``: layer-wise ``percent`` or unit-wise ``units``."""
+    if key == "units":
+        units = entry["units"]
+        total = sum(units[c] for c in ("dynamic", "static", "joint", "residual"))
+        return 100.0 * units[cls] / total if total else 0.0
+    return float(entry["percent"][cls])
+
+
+STREAMS = (("motion", "mot_res{}"), ("appearance", "app_res{}"), ("fusion", "fusion{}"))
+STAGES = (2, 3, 4, 5)
+UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
+Layers = Mapping[str, Mapping[str, Any]]
+
+
+def _stacked(ax: plt.Axes, layers: Layers, aliases: Sequence[str], labels: Sequence[str]) -> None:
+    for x, alias in enumerate(aliases):
+        if alias not in layers:
+            continue
+        bottom = 0.0
+        for cls in ("dynamic", "static", "residual"):
+            value = _pct(layers[alias], "percent", cls)
+            ax.bar(x, value, bottom=bottom, color=COLOURS[cls], width=0.75, edgecolor="white")
+            bottom += value
+    ax.set_xticks(range(len(aliases)), labels, fontsize=8)
+    ax.set_ylim(0, 100)
+
+
+def _unit_bars(ax: plt.Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
+    width = 0.8 / len(UNIT_CLASSES)
+    for i, entry in enumerate(groups.values()):
+        for k, cls in enumerate(UNIT_CLASSES):
+            value = _pct(entry, "units", cls) if entry is not None else 0.0
+            ax.bar(i + (k - 1.5) * width, value, width=width, color=COLOURS[cls])
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylim(0, 100)
+
+
+def _legend(fig: plt.Figure, classes: Sequence[str]) -> None:
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[c]) for c in classes]
+    fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
+
+
+def fig4(
+    results: Mapping[str, Layers], unit_layer: str = "fusion5", title: str | None = None
+) -> plt.Figure:
+    """Fig. 4: per model, the layer-wise split of its motion, appearance and fusion layers, and
+    the unit classes of ``unit_layer`` (the paper: fusion layer 5) of every model on the right.
+
+    Args:
+        results: model label -> layer alias -> per-layer entry of a probe's ``results.json``.
+        unit_layer: the layer of the unit-wise panel.
+        title: figure title.
+    """
+    models = list(results)
+    fig = plt.figure(figsize=(10.5, 1.0 + 1.9 * len(models)))
+    grid = fig.add_gridspec(len(models), 4, width_ratios=[1, 1, 1, 1.4], hspace=0.55, wspace=0.4)
+    for row, model in enumerate(models):
+        for col, (stream, pattern) in enumerate(STREAMS):
+            ax = fig.add_subplot(grid[row, col])
+            aliases = [pattern.format(k) for k in STAGES]
+            _stacked(ax, results[model], aliases, [str(k) for k in STAGES])
+            if row == 0:
+                ax.set_title(stream, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"{model}\n% (layer-wise)", fontsize=8)
+            else:
+                ax.set_yticklabels([])
+    ax = fig.add_subplot(grid[:, 3])
+    _unit_bars(ax, {m: results[m].get(unit_layer) for m in models})
+    ax.set_title(f"units of {unit_layer}", fontsize=10)
+    ax.yaxis.set_label_position("right")
+    ax.yaxis.tick_right()
+    ax.set_ylabel("% of units (unit-wise)", fontsize=8)
+    for label in ax.get_xticklabels():
+        label.set(rotation=30, horizontalalignment="right", fontsize=7)
+    _legend(fig, UNIT_CLASSES)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(bottom=0.22 if len(models) < 3 else 0.12)
+    return fig
+
+
+def table1_rows(
+    results: Mapping[str, Layers], layers: Sequence[str] = ("fusion5", "fusion2")
+) -> list[dict[str, Any]]:
+    """Table 1: per training dataset, the dynamic and static percent of ``layers``."""
+    rows = []
+    for name, entries in results.items():
+        row: dict[str, Any] = {"dataset": name}
+        for layer in layers:
+            entry = entries.get(layer)
+            for cls, short in (("dynamic", "dyn"), ("static", "stat")):
+                row[f"{layer}_{short}"] = None if entry is None else float(entry["percent"][cls])
+        rows.append(row)
+    return rows
+
+
+def table1_markdown(rows: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> str:
+    """Table 1 as a Markdown table (``Dyn. (%)`` and ``Stat. (%)`` under each layer)."""
+    head = "| Dataset | " + " | ".join(f"{lay} Dyn. (%) | {lay} Stat. (%)" for lay in layers) + " |"
+    lines = [head, "|---" * (1 + 2 * len(layers)) + "|"]
+    for row in rows:
+        cells = []
+        for layer in layers:
+            for short in ("dyn", "stat"):
+                value = row.get(f"{layer}_{short}")
+                cells.append("–" if value is None else f"{value:.1f}")
+        lines.append(f"| {row['dataset']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table1_figure(
+    rows: Sequence[Mapping[str, Any]], layers: Sequence[str], title: str | None = None
+) -> plt.Figure:
+    """Table 1 drawn as a table."""
+    columns = [f"{lay}\n{c} (%)" for lay in layers for c in ("Dyn.", "Stat.")]
+    cells = [
+        [
+            "–" if row.get(f"{lay}_{s}") is None else f"{row[f'{lay}_{s}']:.1f}"
+            for lay in layers
+            for s in ("dyn", "stat")
+        ]
+        for row in rows
+    ]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(columns), 0.9 + 0.35 * len(rows)))
+    ax.axis("off")
+    table = ax.table(
+        cellText=cells,
+        rowLabels=[str(r["dataset"]) for r in rows],
+        colLabels=columns,
+        loc="center",
+        cellLoc="center",
+    )
+    table.scale(1.0, 1.6)
+    for (row, _), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_height(cell.get_height() * 1.8)
+    table.set_fontsize(9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def center_bias_maps(
+    entries: Mapping[str, Mapping[str, Any]], title: str | None = "center bias"
+) -> plt.Figure:
+    """Center-bias maps side by side (Fig. 7 right), each titled with its center mass."""
+    names = list(entries)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(0.8 + 2.6 * len(names), 3.0), squeeze=False, layout="constrained"
+    )
+    image = None
+    for ax, name in zip(axes[0], names):
+        image = ax.imshow(entries[name]["map"], cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"{name}\ncenter mass {entries[name]['center_mass']:.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def fig7(
+    results: Mapping[str, Layers],
+    center: Mapping[str, Mapping[str, Any]],
+    layers: Sequence[str] = ("fusion5", "fusion2"),
+    title: str | None = None,
+) -> plt.Figure:
+    """Fig. 7: unit classes of ``layers`` per training dataset (left) and center bias (right)."""
+    datasets = list(results)
+    shown = [d for d in datasets if d in center]
+    fig = plt.figure(figsize=(3.2 * len(layers) + 2.4 * max(len(shown), 1), 3.6))
+    grid = fig.add_gridspec(1, len(layers) + max(len(shown), 1), wspace=0.35)
+    for i, layer in enumerate(layers):
+        ax = fig.add_subplot(grid[0, i])
+        _unit_bars(ax, {d: results[d].get(layer) for d in datasets})
+        ax.set_title(f"units of {layer}", fontsize=10)
+        if i == 0:
+            ax.set_ylabel("% of units (unit-wise)", fontsize=8)
+    for j, name in enumerate(shown):
+        ax = fig.add_subplot(grid[0, len(layers) + j])
+        ax.imshow(center[name]["map"], cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(
+            f"{name}: center bias\ncenter mass {center[name]['center_mass']:.2f}", fontsize=9
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _legend(fig, UNIT_CLASSES)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(bottom=0.2, top=0.8)
+    return fig
