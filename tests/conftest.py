@@ -19,6 +19,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Tests that run the CLI in-process let Hydra configure logging on pytest's captured
+    streams, which are closed after the test: give later tests the logging they started with."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 def read_wandb_run(folder):
     """The W&B offline run under ``folder`` as W&B stored it: run info, summary, table files.
 

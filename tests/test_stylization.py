@@ -447,6 +447,15 @@ def test_every_stylization_config_instantiates(name, tmp_path, adain_weights):
         _write_layout(tmp_path, size=(16, 16))
         overrides += [f"stylization.stylizer.root={tmp_path}", "stylization.stylizer.first_index=1"]
         overrides += ["stylization.stylizer.frame_pattern='{index:05d}.png'"]
+    context = {"frame_indices": [[0, 1, 2]]}
+    if name == "precomputed_activitynet":  # style_<k>/<video>/%06d.jpg at 5 fps from 1
+        _write_named(tmp_path, ["style_1", "style_2"], "v0", [f"{i:06d}.jpg" for i in (1, 2, 3)])
+        overrides += [f"stylization.stylizer.root={tmp_path}"]
+        context = {"frame_times": [[0.0, 0.2, 0.4]]}
+    if name == "precomputed_davis":  # <style>/<sequence>/<source frame name>.jpg
+        styles = ["Lynx", "Maruska640", "Zuzka1", "Zuzka2"]
+        _write_named(tmp_path, styles, "v0", [f"{i:05d}.jpg" for i in range(3)])
+        overrides += [f"stylization.stylizer.root={tmp_path}"]
     if name == "adain":
         overrides += [
             f"stylization.stylizer.encoder={adain_weights / 'vgg.pth'}",
@@ -458,8 +467,18 @@ def test_every_stylization_config_instantiates(name, tmp_path, adain_weights):
     sampler = instantiate(cfg.stylization)
     assert isinstance(sampler, PairSampler) and sampler.name == name and sampler.seed == 4
     clip = torch.rand(1, 3, 3, 16, 16)
-    views = sampler(clip, [0], ids=["v0"], frame_indices=[[0, 1, 2]])
+    views = sampler(clip, [0], ids=["v0"], **context)
     assert views["static"].shape == views["dynamic"].shape == clip.shape
+
+
+def _write_named(root: Path, styles: list[str], video: str, names: list[str]) -> None:
+    rng = np.random.default_rng(1)
+    for style in styles:
+        folder = root / style / video
+        folder.mkdir(parents=True)
+        for name in names:
+            image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+            cv2.imwrite(str(folder / name), image)
 
 
 @pytest.mark.gpu

@@ -68,7 +68,7 @@ class VideoSegmenter(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.bce_weight, self.iou_weight = float(bce_weight), float(iou_weight)
-        # plain values only: checkpoints must load with torch.load(weights_only=True)
+        # plain values only: checkpoints must load with weights_only=True (stbias.io.load_tensors)
         self.save_hyperparameters(
             {
                 "objective": "segmentation",
