@@ -9,9 +9,11 @@ from stbias.errors import StbiasError
 
 # task name -> "module:function"; a task is one module under stbias/tasks plus conf/task/<name>.yaml
 TASKS: dict[str, str] = {
+    "gradcam": "stbias.tasks.gradcam:run",
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
+    "temporal_mask": "stbias.tasks.temporal_mask:run",
     "train": "stbias.tasks.train:run",
     "weights": "stbias.tasks.weights:run",
 }

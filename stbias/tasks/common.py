@@ -442,3 +442,71 @@ def build_dataset(
         picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)
         dataset = Subset(dataset, sorted(int(i) for i in picks))
     return dataset
+
+
+# fixed Trainer arguments of the explanation tasks: gradients on, every clip once, no checkpoints
+EXPLAIN_TRAINER = {
+    "inference_mode": False,
+    "use_distributed_sampler": False,
+    "enable_checkpointing": False,
+}
+
+
+def explanation_setup(cfg: Any, task: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
+    """The model name, input spec, chosen clips and model of an explanation task."""
+    from stbias.data.subsets import choose_clips
+
+    name = choice(cfg, "model")
+    require_one_model(cfg, task)
+    apply_checkpoint_settings(cfg)
+    check_weights(cfg.model, name)
+    warn_if_random(cfg.model, name)
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    m = cfg.metric
+    dataset = build_dataset(cfg.dataset, spec)
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed))
+    if len(chosen) < len(dataset):
+        dataset = Subset(dataset, chosen)
+    return name, spec, dataset, build_model(cfg.model)
+
+
+def dataset_indices(dataset: Any) -> list[int]:
+    """The base-dataset index of every clip of ``dataset`` (a ``Subset`` or a dataset)."""
+    if isinstance(dataset, Subset):
+        return [int(i) for i in dataset.indices]
+    return list(range(len(dataset)))
+
+
+def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
+    """The sample whose base-dataset index is ``index``."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base[int(index)]
+
+
+def log_explanation(logger: Any, record: dict[str, Any], figures: list[str], prefix: str) -> None:
+    """Summary scalars under ``<prefix>/...``; for W&B also the per-clip table and figures."""
+    if not logger:
+        return
+    metrics: dict[str, float] = {}
+    for key, value in record["summary"].items():
+        if isinstance(value, dict) and "mean" in value:
+            for stat in ("mean", "std", "n"):
+                if value.get(stat) is not None:
+                    metrics[f"{prefix}/{key}_{stat}"] = float(value[stat])
+    try:
+        logger.log_hyperparams(record["config"])
+        logger.log_metrics(metrics)
+        if hasattr(logger, "log_table") and record.get("clips"):
+            rows = record["clips"]
+            columns = list(rows[0])
+            logger.log_table(
+                f"{prefix}/clips", columns=columns, data=[[r.get(c) for c in columns] for r in rows]
+            )
+            pngs = [f for f in figures if f.endswith(".png")]
+            if pngs:
+                logger.log_image(f"{prefix}/figures", images=pngs)
+        logger.finalize("success")
+        if hasattr(logger, "log_table"):
+            logger.experiment.finish()
+    except Exception as err:  # noqa: BLE001 - logging must never lose a finished run
+        log.warning("could not log to %s (%s: %s)", type(logger).__name__, type(err).__name__, err)
