@@ -117,10 +117,21 @@ def gradcam_strip(frames: Any, maps: Any, title: str | None = None) -> plt.Figur
     return fig
 
 
+# decimals shown per measure (the paper's precision, one more for the small drop differences)
+DIGITS = {
+    "mask_length": 1,
+    "drop_ratio": 2,
+    "drop_difference": 3,
+    "blob_count": 2,
+    "blob_size": 1,
+    "center_distance": 1,
+}
+
+
 def _cell(entry: Mapping[str, Any] | None, digits: int = 2) -> str:
     if not entry or entry.get("mean") is None:
         return "–"
-    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f} (n = {entry['n']})"
 
 
 def _p_cell(test: Mapping[str, Any] | None) -> str:
@@ -159,7 +170,7 @@ def table_rows(
     """Header and rows of a paper table: one row per run, then one of t-test p-values."""
     header = ["Model (Dataset)"] + [name for _, name in columns]
     rows = [
-        [label] + [_cell(summary.get(key)) for key, _ in columns]
+        [label] + [_cell(summary.get(key), DIGITS.get(key, 2)) for key, _ in columns]
         for label, summary in summaries.items()
     ]
     if tests:

@@ -11,6 +11,7 @@ from stbias.errors import StbiasError
 TASKS: dict[str, str] = {
     "gradcam": "stbias.tasks.gradcam:run",
     "layers": "stbias.tasks.layers:run",
+    "manttari": "stbias.tasks.manttari:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
     "temporal_mask": "stbias.tasks.temporal_mask:run",
