@@ -540,3 +540,101 @@ def test_two_ddp_processes_explain_every_clip_once_as_one_process(tmp_path):
         assert x["os"] == pytest.approx(y["os"], abs=1e-5)
         assert x["fs"] == pytest.approx(y["fs"], abs=1e-4)
     assert a["summary"]["counts"] == b["summary"]["counts"]
+
+
+def test_parity_options_reach_the_search_and_bad_values_stop_early(tmp_path):
+    cfg = compose_cfg(
+        tmp_path,
+        "metric=temporal_mask",
+        "metric.iterations=1",
+        "metric.num_clips=2",
+        "metric.figures=0",
+        "metric.init=reference",
+        "metric.tv_weights=reference",
+        "metric.reverse_blend=reference",
+    )
+    record, _ = run_task(cfg)
+    settings = record["settings"]
+    assert (settings["init"], settings["tv_weights"], settings["reverse_blend"]) == (
+        "reference",
+    ) * 3
+    bad = compose_cfg(tmp_path / "bad", "metric=temporal_mask", "metric.init=centre")
+    with pytest.raises(StbiasError, match="unknown init 'centre'; valid: spec, reference"):
+        run_task(bad)
+
+
+def test_tables_are_drawn_from_result_files(tmp_path):
+    from stbias.plotting.explain import table3_from_runs, table4_from_runs
+
+    runs = {}
+    for label, lengths in (("A", [2, 4, 6]), ("B", [8, 10, 12])):
+        folder = tmp_path / label
+        folder.mkdir()
+        clips = {
+            "length": np.array(lengths),
+            "drop_ratio": np.array([1.0, np.nan, 3.0]),
+            "drop_ratio_kept": np.array([True, False, True]),
+            "drop_difference": np.array([0.1, 0.2, 0.3]),
+        }
+        np.savez(folder / "masks.npz", **clips)
+        (folder / "results.json").write_text(
+            json.dumps(
+                {
+                    "summary": {
+                        "mask_length": {"mean": float(np.mean(lengths)), "std": 1.0, "n": 3},
+                        "drop_ratio": {"mean": 2.0, "std": 1.0, "n": 2},
+                        "drop_difference": {"mean": 0.2, "std": 0.08, "n": 3},
+                    }
+                }
+            )
+        )
+        runs[label] = str(folder)
+    fig, summaries, tests = table4_from_runs(runs)
+    texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
+    assert "4.0 ± 1.0 (n = 3)" in texts and "10.0 ± 1.0 (n = 3)" in texts
+    assert tests["mask_length"]["n"] == [3, 3] and tests["drop_ratio"]["n"] == [2, 2]
+    assert tests["mask_length"]["p"] == pytest.approx(welch_ttest([2, 4, 6], [8, 10, 12])["p"])
+    for label in runs:
+        np.savez(
+            Path(runs[label]) / "blobs.npz",
+            counts=np.array([[1, 2]]),
+            size=np.array([3.0, 4.0, 5.0]),
+            distance=np.array([1.0, 2.0, 3.0]),
+        )
+    fig, _, tests = table3_from_runs(runs)
+    assert tests["blob_count"]["n"] == [2, 2] and tests["blob_size"]["n"] == [3, 3]
+
+
+@pytest.mark.slow
+def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
+    run = _run_py(
+        tmp_path,
+        "experiment=manttari",
+        "task.input.size=32",
+        "task.input.frames=8",
+        "task.train.clips=32",
+        "task.train.val_clips=16",
+        "task.train.max_epochs=1",
+        "task.eval_clips=16",
+        "task.temporal_mask.num_clips=4",
+        "+task.temporal_mask.iterations=3",
+        "task.gradcam.num_clips=4",
+        f"task.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    for name in ("table1", "table3", "table3_2", "table4"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.png").is_file(), name
+    record = json.loads((out / "results.json").read_text())
+    assert list(record["runs"]) == ["I3D", "C-LSTM"]
+    assert record["table4"]["tests"]["mask_length"]["n"] == [4, 4]
+    for label, r in record["runs"].items():
+        assert 0.0 <= r["table1"]["acc_reversed"] <= 1.0 and r["table1"]["clips"] == 16
+        assert (out / label / "temporal_mask" / "masks.npz").is_file()
+    assert "Table 4: temporal masks" in run.stdout and "Welch t-test" in run.stdout
+    # the tables are drawn again from the run's files alone
+    from stbias.tasks.manttari import redraw
+
+    again = redraw(str(out))
+    assert again["table4"]["summaries"] == record["table4"]["summaries"]
