@@ -638,3 +638,13 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
 
     again = redraw(str(out))
     assert again["table4"]["summaries"] == record["table4"]["summaries"]
+
+
+def test_the_python_example_in_the_docs_runs():
+    text = (ROOT / "docs" / "explanations.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "docs/explanations.md", "exec"), namespace)  # noqa: S102
+    assert namespace["masks"]["mask"].shape == (2, 8)
+    assert namespace["cam"]["maps"].shape == (2, 8, 32, 32)
+    assert namespace["blobs"]["counts"].shape == (2, 8)
