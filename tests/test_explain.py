@@ -648,3 +648,19 @@ def test_the_python_example_in_the_docs_runs():
     assert namespace["masks"]["mask"].shape == (2, 8)
     assert namespace["cam"]["maps"].shape == (2, 8, 32, 32)
     assert namespace["blobs"]["counts"].shape == (2, 8)
+
+
+@pytest.mark.gpu
+def test_mask_search_and_gradcam_on_a_gpu_match_the_cpu(tiny_models):
+    model = tiny_models["i3d_tiny"]
+    clips = torch.rand(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(6))
+    cpu = TemporalMask(model, iterations=10).run(clips)
+    cam_cpu = GradCAM(model, "stages.2").run(clips)
+    model.cuda()
+    try:
+        gpu = TemporalMask(model, iterations=10).run(clips.cuda())
+        cam_gpu = GradCAM(model, "stages.2").run(clips.cuda())
+    finally:
+        model.cpu()
+    assert torch.allclose(gpu["mask"].cpu(), cpu["mask"], atol=1e-3)
+    assert torch.allclose(cam_gpu["raw"].cpu(), cam_cpu["raw"], atol=1e-4, rtol=1e-3)
