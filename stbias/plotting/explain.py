@@ -147,9 +147,18 @@ def draw_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None
 ) -> plt.Figure:
     """A table figure: ``header`` over ``rows`` of strings."""
-    fig, ax = plt.subplots(figsize=(2.2 + 2.1 * (len(header) - 1), 0.6 + 0.38 * (len(rows) + 1)))
+    # column widths from the longest text in each column
+    chars = [max(len(str(r[j])) for r in [header, *rows]) for j in range(len(header))]
+    inches = [0.075 * c + 0.3 for c in chars]
+    fig, ax = plt.subplots(figsize=(sum(inches) + 0.4, 0.6 + 0.38 * (len(rows) + 1)))
     ax.axis("off")
-    table = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center")
+    table = ax.table(
+        cellText=[list(r) for r in rows],
+        colLabels=list(header),
+        colWidths=[w / sum(inches) for w in inches],
+        cellLoc="center",
+        loc="center",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.scale(1, 1.4)

@@ -266,7 +266,7 @@ def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> 
             for label, r in runs.items()
         }
         stem = "table3" if k == 0 else f"table3_{k + 1}"
-        title = "Table 3: Grad-CAM blob statistics" + ("" if k == 0 else f" (layers {k + 1})")
+        title = "Table 3: Grad-CAM blob statistics" + ("" if k == 0 else f", layer set {k + 1}")
         fig, summaries3, tests3 = table3_from_runs(dirs, title=title)
         save_figure(fig, os.path.join(folder, stem))
         io.write_csv(os.path.join(folder, f"{stem}.csv"), _table_rows(summaries3, tests3, TABLE3))
