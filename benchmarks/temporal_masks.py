@@ -9,6 +9,8 @@ Run: ``python benchmarks/temporal_masks.py [--clips 16] [--iterations 20]``.
 2. ``i3d_inception`` at its native input (64 frames of 224x224): the cost of the initialisation
    and of one iteration per clip, measured with ``--native-iterations`` 1 and 3, and the time per
    clip of a 300-iteration search they imply.
+
+Clips are packed as the tasks pack them (normalised, channels-last).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from omegaconf import OmegaConf  # noqa: E402
 
 from stbias.config import option_node  # noqa: E402
+from stbias.lit.explain import packer  # noqa: E402
 from stbias.metrics.masks import TemporalMask  # noqa: E402
-from stbias.models.inputs import InputSpec, pack_inputs  # noqa: E402
+from stbias.models.inputs import InputSpec  # noqa: E402
 from stbias.tasks.common import build_model  # noqa: E402
 
 
@@ -55,7 +58,7 @@ def timed(fn) -> tuple[float, object]:
 def batched_vs_loop(name: str, clips: int, iterations: int) -> float:
     model, spec = setup(name)
     x = clips_for(spec, clips)
-    search = TemporalMask(model, pack=lambda v: pack_inputs(v, spec), iterations=iterations)
+    search = TemporalMask(model, pack=packer(spec), iterations=iterations)
     search.run(x[:2])  # warm-up
     batched, out = timed(lambda: search.run(x))
     loop, singles = timed(lambda: [search.run(x[i : i + 1]) for i in range(clips)])
@@ -72,7 +75,7 @@ def batched_vs_loop(name: str, clips: int, iterations: int) -> float:
 def native_time_per_clip(name: str, batch: int, short: int, long: int) -> None:
     model, spec = setup(name, native=True)
     x = clips_for(spec, batch)
-    pack = lambda v: pack_inputs(v, spec)  # noqa: E731
+    pack = packer(spec)
     t_short, _ = timed(lambda: TemporalMask(model, pack=pack, iterations=short).run(x))
     t_long, _ = timed(lambda: TemporalMask(model, pack=pack, iterations=long).run(x))
     per_iteration = (t_long - t_short) / (long - short) / batch

@@ -17,7 +17,6 @@ processes by the Trainer) and the blobs of every frame. Writes into the run dire
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -30,10 +29,9 @@ from stbias import io
 from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
 from stbias.errors import StbiasError
-from stbias.lit.explain import GradCAMModule
+from stbias.lit.explain import GradCAMModule, packer
 from stbias.lit.probe import EvalData
 from stbias.metrics.gradcam import GradCAM
-from stbias.models.inputs import pack_inputs
 from stbias.plotting import save_animation, save_figure
 from stbias.plotting.explain import gradcam_strip, overlay, table3
 from stbias.tasks.common import (
@@ -165,7 +163,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
     explainer = GradCAM(
         model,
         path,
-        pack=functools.partial(pack_inputs, spec=spec),
+        pack=packer(spec),
         layout=str(cfg.model.get("layout", "cnn")),
         weights=str(m.weights),
         target=str(m.target),

@@ -16,7 +16,6 @@ searches one mask per clip for ``metric.num_clips`` clips of ``dataset.split``, 
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -29,10 +28,9 @@ from stbias import io
 from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
 from stbias.errors import StbiasError
-from stbias.lit.explain import TemporalMaskModule
+from stbias.lit.explain import TemporalMaskModule, packer
 from stbias.lit.probe import EvalData
 from stbias.metrics.masks import TemporalMask, freeze
-from stbias.models.inputs import pack_inputs
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
 from stbias.tasks.common import (
@@ -137,7 +135,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     m = cfg.metric
     name, spec, dataset, model = explanation_setup(cfg, "metric=temporal_mask")
     settings = {k: plain(m[k]) for k in SEARCH_KEYS}
-    explainer = TemporalMask(model, pack=functools.partial(pack_inputs, spec=spec), **settings)
+    explainer = TemporalMask(model, pack=packer(spec), **settings)
     module = TemporalMaskModule(
         explainer, label_key=str(m.label_key), target_class=str(m.target_class)
     )
