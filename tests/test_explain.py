@@ -494,9 +494,13 @@ def test_metric_temporal_mask_selects_its_task_and_writes_its_outputs(tmp_path):
 
 
 def test_metric_gradcam_takes_a_layer_alias_and_writes_maps_blobs_and_overlays(tmp_path):
-    cfg = compose_cfg(tmp_path, "metric=gradcam", "layer=res3", "metric.label_key=shape_label")
+    cfg = compose_cfg(
+        tmp_path, "metric=gradcam", "layer=res3", "metric.label_key=shape_label", "logger=csv"
+    )
     assert cfg.task.name == "gradcam"
     record, _ = run_task(cfg)
+    logged = next(tmp_path.glob("csv/*/metrics.csv")).read_text()
+    assert "gradcam/blob_count_mean" in logged
     assert record["layer"] == "res3" and record["layer_shape"] == [4, 4, 4]
     for name in ("results.json", "gradcam.npz", "blobs.npz", "blobs.csv", "table3.png"):
         assert (tmp_path / name).is_file(), name
