@@ -669,3 +669,14 @@ def test_mask_search_and_gradcam_on_a_gpu_match_the_cpu(tiny_models):
     # cuDNN may use TF32 for convolutions: agreement to about 1e-3 relative, not 1e-6
     assert torch.allclose(gpu["mask"].cpu(), cpu["mask"], atol=1e-2)
     assert torch.allclose(cam_gpu["raw"].cpu(), cam_cpu["raw"], atol=1e-3, rtol=1e-2)
+
+
+def test_inception_width_and_batch_norm_momentum_options():
+    from stbias.models.inception_i3d import inception_i3d
+
+    narrow = inception_i3d(num_classes=3, width=0.25, bn_momentum=0.1)
+    assert narrow.block_channels["Mixed_5c"] == 96 + 96 + 32 + 32 == narrow.num_features
+    assert {m.momentum for m in narrow.modules() if isinstance(m, nn.BatchNorm3d)} == {0.1}
+    assert narrow(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
+    with pytest.raises(StbiasError, match="width"):
+        inception_i3d(num_classes=3, width=0)

@@ -198,18 +198,31 @@ def inception_i3d(
     dropout: float = 0.5,
     reduced_stride: bool = False,
     width: float = 1.0,
+    bn_momentum: float = 0.01,
 ) -> InceptionI3d:
-    """Build Inception-I3D with random weights (see :class:`InceptionI3d` for the arguments)."""
+    """Build Inception-I3D with random weights (see :class:`InceptionI3d` for the arguments).
+
+    ``bn_momentum`` is PyTorch's batch-norm momentum: 0.01 is the original TensorFlow model's
+    decay of 0.99, right for long trainings and released weights; a short training (a few hundred
+    steps on a CPU) needs PyTorch's usual 0.1, or the running statistics used in eval mode still
+    lag far behind the trained network's.
+    """
     check_classifier_args("inception_i3d", num_classes, in_channels, dropout)
     if not float(width) > 0:
         raise StbiasError(f"inception_i3d width must be positive, got {width}")
-    return InceptionI3d(
+    if not 0.0 < float(bn_momentum) <= 1.0:
+        raise StbiasError(f"inception_i3d bn_momentum must be in (0, 1], got {bn_momentum}")
+    model = InceptionI3d(
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
         reduced_stride=reduced_stride,
         width=width,
     )
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.momentum = float(bn_momentum)
+    return model
 
 
 __all__ = [
