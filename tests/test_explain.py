@@ -677,6 +677,6 @@ def test_inception_width_and_batch_norm_momentum_options():
     narrow = inception_i3d(num_classes=3, width=0.25, bn_momentum=0.1)
     assert narrow.block_channels["Mixed_5c"] == 96 + 96 + 32 + 32 == narrow.num_features
     assert {m.momentum for m in narrow.modules() if isinstance(m, nn.BatchNorm3d)} == {0.1}
-    assert narrow(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
+    assert narrow.eval()(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
     with pytest.raises(StbiasError, match="width"):
         inception_i3d(num_classes=3, width=0)
