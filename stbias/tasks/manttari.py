@@ -4,6 +4,9 @@ For every model of ``task.models`` (label -> model option, builder changes, Grad
 
 1. train it on ``dataset`` at ``task.input`` (``task=train`` with ``task.train``; once: the run is
    cached under ``task.cache_dir/<label>-<key>``, the key hashing every setting);
+   With ``task.precise_bn_batches > 0`` the batch-norm statistics are then recomputed over that
+   many training batches with the final weights (:func:`precise_batch_norm`), since everything
+   below runs in eval mode;
 2. Table 1: top-1 accuracy and macro F1 on ``task.eval_clips`` held-out clips
    (``task.eval_split``) in order and with every clip's frames reversed;
 3. ``metric=temporal_mask`` and ``metric=gradcam`` (once per layer of ``layers``) on held-out
@@ -124,6 +127,72 @@ def ensure_trained(cfg: Any, label: str, model: Any) -> dict[str, Any]:
     return record
 
 
+def precise_batch_norm(network: torch.nn.Module, batches: Any, spec: InputSpec) -> int:
+    """Recompute every batch norm's running statistics with the final weights ("precise BN").
+
+    The statistics are reset and averaged with equal weight (``momentum=None``) over the
+    training-mode forward passes of ``batches`` (sample dicts with ``video``); weights are not
+    touched. A short training leaves the running averages far behind a network whose weights still
+    move fast, and eval mode — which the explanations need, so that no clip's result depends on
+    another's — would then explain a network that classifies worse than the one trained.
+
+    Returns:
+        The number of batch-norm layers recomputed.
+    """
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    network.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                network(pack_inputs(video_to_float(batch["video"]), spec))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        network.eval()
+    return len(layers)
+
+
+def ensure_precise_bn(cfg: Any, model: Any, trained: dict[str, Any]) -> str:
+    """``precise_bn.ckpt`` beside a trained run's checkpoint: the same, with precise BN statistics.
+
+    Computed once (over ``task.precise_bn_batches`` training batches) and reused; the file keeps
+    the Lightning checkpoint's layout and ``hyper_parameters``, so ``model.checkpoint=<it>``
+    rebuilds the trained network.
+    """
+    source = str(trained["checkpoint"])
+    target = os.path.join(os.path.dirname(source), "precise_bn.ckpt")
+    batches = int(cfg.task.precise_bn_batches)
+    with FileLock(target + ".lock"):
+        if os.path.isfile(target):
+            return target
+        sub = _sub_config(cfg, [], trained_model(cfg, model, source))
+        apply_checkpoint_settings(sub)
+        spec = InputSpec.from_dict(plain(sub.model.input))
+        network = build_model(sub.model)
+        t = cfg.task.train
+        dataset = build_dataset(sub.dataset, spec, split="train", num_samples=int(t.clips))
+        loader = DataLoader(
+            dataset,
+            batch_size=int(t.batch_size),
+            shuffle=True,
+            generator=torch.Generator().manual_seed(int(cfg.seed)),
+        )
+        chosen = [b for _, b in zip(range(batches), loader)]
+        precise_batch_norm(network, chosen, spec)
+        checkpoint = io.load_tensors(source, what="checkpoint")
+        state = checkpoint["state_dict"]
+        for key, value in network.state_dict().items():
+            if f"model.{key}" not in state:
+                raise StbiasError(f"{source} has no entry model.{key}; cannot write precise BN")
+            state[f"model.{key}"] = value
+        io.torch_save(checkpoint, target)
+    return target
+
+
 def trained_model(cfg: Any, model: Any, checkpoint: str) -> Any:
     """``model`` pointed at ``checkpoint`` (its builder and input set as it was trained)."""
     node = copy.deepcopy(model)
@@ -221,9 +290,15 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         label = str(label)
         model = model_node(cfg, entry)
         trained = ensure_trained(cfg, label, model)
-        model = trained_model(cfg, model, trained["checkpoint"])
+        checkpoint = trained["checkpoint"]
+        if int(cfg.task.precise_bn_batches) > 0:
+            checkpoint = ensure_precise_bn(cfg, model, trained)
+        model = trained_model(cfg, model, checkpoint)
         accuracy = reversed_accuracy(cfg, model, label_key)
-        print(f"{label}: top-1 {accuracy['acc']:.3f}, reversed {accuracy['acc_reversed']:.3f}")
+        print(
+            f"{label}: top-1 {accuracy['acc']:.3f}, reversed {accuracy['acc_reversed']:.3f} "
+            f"(training's last val/acc, running batch-norm averages: {trained.get('val/acc')})"
+        )
         base = os.path.join(folder, label)
         sub = explanation_config(cfg, "temporal_mask", model, cfg.task.temporal_mask)
         record, _ = explain_masks(sub, os.path.join(base, "temporal_mask"))
@@ -239,6 +314,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         runs[label] = {
             "model": str(entry.model),
             "train": {k: trained.get(k) for k in ("val/acc", "checkpoint", "minutes", "epochs")},
+            "explained_checkpoint": checkpoint,
             "table1": accuracy,
             "temporal_mask": masks,
             "gradcam": cams,
