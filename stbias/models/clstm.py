@@ -52,8 +52,10 @@ class ConvLSTM(nn.Module):
         h = gates_x.new_zeros(b, self.hidden_channels, *gates_x.shape[-2:])
         c = torch.zeros_like(h)
         outputs = []
-        for step in range(t):
-            i, f, g, o = (gates_x[:, step] + self.hidden_conv(h)).chunk(4, dim=1)
+        # unbind, not gates_x[:, step]: the backward of T selects would build T full-size
+        # gradients of gates_x; unbind's backward stacks once
+        for step in gates_x.unbind(1):
+            i, f, g, o = (step + self.hidden_conv(h)).chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             outputs.append(h)

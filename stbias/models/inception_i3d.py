@@ -129,6 +129,9 @@ class InceptionI3d(nn.Module):
         dropout: Drop probability before the classifier.
         reduced_stride: Temporal stride 1 in ``Conv3d_1a_7x7`` and ``MaxPool3d_4a_3x3``
             (Mänttäri et al.), so ``Mixed_5c`` has ``ceil(T / 2)`` time steps, not ``ceil(T / 8)``.
+        width: Multiplies every layer's channel count (rounded, at least 1); 1.0 is the
+            published network. A narrow network (e.g. 0.25) trains on a CPU; its channel
+            counts are ``round(width * c)`` and the published weights do not fit it.
     """
 
     def __init__(
@@ -138,30 +141,39 @@ class InceptionI3d(nn.Module):
         in_channels: int = 3,
         dropout: float = 0.5,
         reduced_stride: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         t = 1 if reduced_stride else 2
         self.reduced_stride = reduced_stride
-        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, (7, 7, 7), (t, 2, 2))
+        self.width = float(width)
+        c = self._scaled
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, c(64), (7, 7, 7), (t, 2, 2))
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3D(64, 64)
-        self.Conv3d_2c_3x3 = Unit3D(64, 192, (3, 3, 3))
+        self.Conv3d_2b_1x1 = Unit3D(c(64), c(64))
+        self.Conv3d_2c_3x3 = Unit3D(c(64), c(192), (3, 3, 3))
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        channels = 192
+        channels = c(192)
+        self.block_channels: dict[str, int] = {}
         for name, out in _BLOCKS.items():
             if name == "Mixed_4b":
                 self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (t, 2, 2))
             elif name == "Mixed_5b":
                 self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
-            self.add_module(name, InceptionBlock(channels, out))
-            channels = BLOCK_CHANNELS[name]
+            scaled = tuple(c(v) for v in out)
+            self.add_module(name, InceptionBlock(channels, scaled))
+            channels = scaled[0] + scaled[2] + scaled[4] + scaled[5]
+            self.block_channels[name] = channels
         self.num_features = channels
         self.avg_pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.logits = Unit3D(channels, num_classes, batch_norm=False, relu=False, bias=True)
 
+    def _scaled(self, channels: int) -> int:
+        return max(1, int(round(channels * self.width)))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W)`` -> ``Mixed_5c`` output ``(B, 1024, T', H', W')``."""
+        """``(B, C, T, H, W)`` -> ``Mixed_5c`` output ``(B, 1024 * width, T', H', W')``."""
         if x.ndim != 5:
             raise StbiasError(
                 f"InceptionI3d expects a (B, C, T, H, W) tensor; got shape {tuple(x.shape)}"
@@ -185,15 +197,32 @@ def inception_i3d(
     in_channels: int = 3,
     dropout: float = 0.5,
     reduced_stride: bool = False,
+    width: float = 1.0,
+    bn_momentum: float = 0.01,
 ) -> InceptionI3d:
-    """Build Inception-I3D with random weights (see :class:`InceptionI3d` for the arguments)."""
+    """Build Inception-I3D with random weights (see :class:`InceptionI3d` for the arguments).
+
+    ``bn_momentum`` is PyTorch's batch-norm momentum: 0.01 is the original TensorFlow model's
+    decay of 0.99, right for long trainings and released weights; a short training (a few hundred
+    steps on a CPU) needs PyTorch's usual 0.1, or the running statistics used in eval mode still
+    lag far behind the trained network's.
+    """
     check_classifier_args("inception_i3d", num_classes, in_channels, dropout)
-    return InceptionI3d(
+    if not float(width) > 0:
+        raise StbiasError(f"inception_i3d width must be positive, got {width}")
+    if not 0.0 < float(bn_momentum) <= 1.0:
+        raise StbiasError(f"inception_i3d bn_momentum must be in (0, 1], got {bn_momentum}")
+    model = InceptionI3d(
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
         reduced_stride=reduced_stride,
+        width=width,
     )
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.momentum = float(bn_momentum)
+    return model
 
 
 __all__ = [

@@ -33,3 +33,22 @@ def save_figure(
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def save_animation(frames, path: str | os.PathLike, fps: float = 4.0) -> str:
+    """Save uint8 frames ``(T, H, W, 3)`` as an animated GIF (looping), atomically; returns it."""
+    import numpy as np
+    from PIL import Image
+
+    from stbias.io import _atomic_write
+
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in np.asarray(frames, dtype=np.uint8)]
+    duration = int(round(1000.0 / float(fps)))
+
+    def write(fh):
+        images[0].save(
+            fh, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+        )
+
+    _atomic_write(path, write)
+    return os.fspath(path)

@@ -11,10 +11,13 @@ from stbias.errors import StbiasError
 TASKS: dict[str, str] = {
     "center_bias": "stbias.tasks.center_bias:run",
     "compare": "stbias.tasks.compare:run",
+    "gradcam": "stbias.tasks.gradcam:run",
     "layers": "stbias.tasks.layers:run",
+    "manttari": "stbias.tasks.manttari:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
     "static_dropout": "stbias.tasks.static_dropout:run",
+    "temporal_mask": "stbias.tasks.temporal_mask:run",
     "train": "stbias.tasks.train:run",
     "vos_study": "stbias.tasks.vos_study:run",
     "weights": "stbias.tasks.weights:run",

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
-from stbias.tasks.loggers import build_logger  # noqa: F401 - tasks import it from here
+from stbias.tasks.loggers import build_logger, finish_logger, log_run  # noqa: F401 - tasks import build_logger from here
 
 log = logging.getLogger(__name__)
 
@@ -471,3 +471,64 @@ def build_dataset(
         picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)
         dataset = Subset(dataset, sorted(int(i) for i in picks))
     return dataset
+
+
+# fixed Trainer arguments of the explanation tasks: gradients on, every clip once, no checkpoints
+EXPLAIN_TRAINER = {
+    "inference_mode": False,
+    "use_distributed_sampler": False,
+    "enable_checkpointing": False,
+}
+
+
+def explanation_setup(cfg: Any, task: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
+    """The model name, input spec, chosen clips and model of an explanation task."""
+    from stbias.data.subsets import choose_clips
+
+    name = choice(cfg, "model")
+    require_one_model(cfg, task)
+    apply_checkpoint_settings(cfg)
+    check_weights(cfg.model, name)
+    warn_if_random(cfg.model, name)
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    m = cfg.metric
+    dataset = build_dataset(cfg.dataset, spec)
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed))
+    if len(chosen) < len(dataset):
+        dataset = Subset(dataset, chosen)
+    return name, spec, dataset, build_model(cfg.model)
+
+
+def dataset_indices(dataset: Any) -> list[int]:
+    """The base-dataset index of every clip of ``dataset`` (a ``Subset`` or a dataset)."""
+    if isinstance(dataset, Subset):
+        return [int(i) for i in dataset.indices]
+    return list(range(len(dataset)))
+
+
+def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
+    """The sample whose base-dataset index is ``index``."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base[int(index)]
+
+
+def log_explanation(logger: Any, record: dict[str, Any], figures: list[str], prefix: str) -> None:
+    """Summary statistics under ``<prefix>/...``, the per-clip table and the figures; then close."""
+    summary: dict[str, float] = {}
+    for key, value in record["summary"].items():
+        if isinstance(value, dict) and "mean" in value:
+            for stat in ("mean", "std", "n"):
+                if value.get(stat) is not None:
+                    summary[f"{prefix}/{key}_{stat}"] = float(value[stat])
+    rows = record.get("clips") or []
+    columns = list(rows[0]) if rows else []
+    log_run(
+        logger,
+        config=record["config"],
+        summary=summary,
+        tables={f"{prefix}/clips": (columns, [[r.get(c) for c in columns] for r in rows])}
+        if rows
+        else None,
+        images={f"{prefix}/figures": figures},
+    )
+    finish_logger(logger)

@@ -136,7 +136,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     figures: dict[str, list[str]] = {}
     if tasks & {"probe", "quickstart"}:
         figures.update(probe_figures(table, folder, cfg))
-        print(summary(table))
+        log.info("%s", summary(table))
     labels = plain(cfg.task.get("labels")) or {}
     if "weights" in tasks:
         rows = table[table["task"] == "weights"]
@@ -167,6 +167,6 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     io.write_json(os.path.join(folder, "results.json"), record)
     for name, paths in figures.items():
-        print(f"{name}: {paths[0]}")
-    print(f"table: {record['table']}")
+        log.info("%s: %s", name, paths[0])
+    log.info("table: %s", record["table"])
     return record, {"table": table, "figures": figures}

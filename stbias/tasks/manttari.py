@@ -1,0 +1,432 @@
+"""`experiment=manttari` (task=manttari): Mänttäri et al.'s I3D vs ConvLSTM study on one dataset.
+
+For every model of ``task.models`` (label -> model option, builder changes, Grad-CAM layers):
+
+1. train it on ``dataset`` at ``task.input`` (``task=train`` with ``task.train``; once: the run is
+   cached under ``task.cache_dir/<label>-<key>``, the key hashing every setting);
+   With ``task.precise_bn_batches > 0`` the batch-norm statistics are then recomputed over that
+   many training batches with the final weights (:func:`precise_batch_norm`), since everything
+   below runs in eval mode;
+2. Table 1: top-1 accuracy and macro F1 on ``task.eval_clips`` held-out clips
+   (``task.eval_split``) in order and with every clip's frames reversed;
+3. ``metric=temporal_mask`` and ``metric=gradcam`` (once per layer of ``layers``) on held-out
+   clips, with the settings of ``task.temporal_mask`` / ``task.gradcam``, each writing its own
+   run folder ``<run>/<label>/temporal_mask`` and ``<run>/<label>/gradcam_<layer>``.
+
+Then Table 4 (mask length, drop ratio, drop difference) and one Table 3 per layer position
+(blob count, size, centre distance), each with Welch t-tests between the first two models, and
+``table1.csv``, ``table3*.csv``, ``table4.csv``, their figures and ``results.json`` in the run
+directory. :func:`redraw` draws the tables again from that folder's files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from filelock import FileLock
+from omegaconf import OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from stbias import io
+from stbias.config import compose, option_node
+from stbias.data import video_to_float
+from stbias.errors import StbiasError
+from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.plotting import save_figure
+from stbias.plotting.explain import (
+    DIGITS,
+    TABLE3,
+    TABLE4,
+    table1,
+    table3_from_runs,
+    table4_from_runs,
+)
+from stbias.tasks.common import (
+    apply_checkpoint_settings,
+    build_dataset,
+    build_model,
+    choice,
+    output_dir,
+    plain,
+)
+
+log = logging.getLogger(__name__)
+
+
+def model_node(cfg: Any, entry: Any) -> Any:
+    """The model config of one entry of ``task.models``: its option, builder changes, input."""
+    node = option_node("model", str(entry.model))
+    with open_dict(node):
+        for key, value in (plain(entry.get("builder")) or {}).items():
+            node.builder[key] = value
+        for key, value in plain(cfg.task.input).items():
+            node.input[key] = value
+    return node
+
+
+def _sub_config(cfg: Any, overrides: list[str], model: Any) -> Any:
+    """The root config with ``overrides``, this run's dataset, seed and Trainer, and ``model``."""
+    sub = compose([*overrides, "logger=none"])
+    with open_dict(sub):
+        sub.model = copy.deepcopy(model)
+        sub.dataset = copy.deepcopy(cfg.dataset)
+        sub.seed = int(cfg.seed)
+        sub.trainer = copy.deepcopy(cfg.trainer)
+    return sub
+
+
+def train_config(cfg: Any, model: Any) -> Any:
+    """The ``task=train`` config of one model."""
+    t = cfg.task.train
+    sub = _sub_config(cfg, ["task=train"], model)
+    with open_dict(sub):
+        sub.dataset.split = "train"
+        sub.dataset.num_samples = int(t.clips)
+        sub.train.label_key = str(t.label_key)
+        sub.train.num_classes = t.num_classes
+        sub.train.val_clips = int(t.val_clips)
+        sub.train.batch_size = int(t.batch_size)
+        sub.train.optimizer.lr = float(t.lr)
+        sub.trainer.max_epochs = int(t.max_epochs)
+    return sub
+
+
+def ensure_trained(cfg: Any, label: str, model: Any) -> dict[str, Any]:
+    """Train one model once: ``<task.cache_dir>/<label>-<key>/`` (resumes an interrupted run)."""
+    from stbias.tasks.train import run as train
+
+    sub = train_config(cfg, model)
+    keyed = {k: OmegaConf.to_container(sub[k], resolve=True) for k in ("model", "dataset")}
+    keyed.update(
+        train={k: v for k, v in plain(sub.train).items() if k != "output_dir"},
+        max_epochs=int(sub.trainer.max_epochs),
+        seed=int(sub.seed),
+    )
+    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+    cache = os.path.abspath(str(cfg.task.cache_dir))
+    folder = os.path.join(cache, f"{label}-{key}")
+    results = os.path.join(folder, "results.json")
+    os.makedirs(cache, exist_ok=True)
+    with FileLock(folder + ".lock"):
+        if os.path.isfile(results):
+            with open(results) as fh:
+                record = json.load(fh)
+            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
+                return record
+        with open_dict(sub):
+            sub.train.output_dir = folder
+            last = os.path.join(folder, "checkpoints", "last.ckpt")
+            sub.train.resume = last if os.path.isfile(last) else None
+        log.info("training %s (%s) once; cached in %s", label, model.name, folder)
+        record, _ = train(sub)
+    return record
+
+
+def precise_batch_norm(network: torch.nn.Module, batches: Any, spec: InputSpec) -> int:
+    """Recompute every batch norm's running statistics with the final weights ("precise BN").
+
+    The statistics are reset and averaged with equal weight (``momentum=None``) over the
+    training-mode forward passes of ``batches`` (sample dicts with ``video``); weights are not
+    touched. A short training leaves the running averages far behind a network whose weights still
+    move fast, and eval mode — which the explanations need, so that no clip's result depends on
+    another's — would then explain a network that classifies worse than the one trained.
+
+    Returns:
+        The number of batch-norm layers recomputed.
+    """
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    network.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                network(pack_inputs(video_to_float(batch["video"]), spec))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        network.eval()
+    return len(layers)
+
+
+def ensure_precise_bn(cfg: Any, model: Any, trained: dict[str, Any]) -> str:
+    """``precise_bn.ckpt`` beside a trained run's checkpoint: the same, with precise BN statistics.
+
+    Computed once (over ``task.precise_bn_batches`` training batches) and reused; the file keeps
+    the Lightning checkpoint's layout and ``hyper_parameters``, so ``model.checkpoint=<it>``
+    rebuilds the trained network.
+    """
+    source = str(trained["checkpoint"])
+    target = os.path.join(os.path.dirname(source), "precise_bn.ckpt")
+    batches = int(cfg.task.precise_bn_batches)
+    with FileLock(target + ".lock"):
+        if os.path.isfile(target):
+            return target
+        sub = _sub_config(cfg, [], trained_model(cfg, model, source))
+        apply_checkpoint_settings(sub)
+        spec = InputSpec.from_dict(plain(sub.model.input))
+        network = build_model(sub.model)
+        t = cfg.task.train
+        dataset = build_dataset(sub.dataset, spec, split="train", num_samples=int(t.clips))
+        loader = DataLoader(
+            dataset,
+            batch_size=int(t.batch_size),
+            shuffle=True,
+            generator=torch.Generator().manual_seed(int(cfg.seed)),
+        )
+        chosen = [b for _, b in zip(range(batches), loader)]
+        precise_batch_norm(network, chosen, spec)
+        checkpoint = io.load_tensors(source, what="checkpoint")
+        state = checkpoint["state_dict"]
+        for key, value in network.state_dict().items():
+            if f"model.{key}" not in state:
+                raise StbiasError(f"{source} has no entry model.{key}; cannot write precise BN")
+            state[f"model.{key}"] = value
+        io.torch_save(checkpoint, target)
+    return target
+
+
+def trained_model(cfg: Any, model: Any, checkpoint: str) -> Any:
+    """``model`` pointed at ``checkpoint`` (its builder and input set as it was trained)."""
+    node = copy.deepcopy(model)
+    with open_dict(node):
+        node.checkpoint = checkpoint
+    return node
+
+
+def reversed_accuracy(cfg: Any, model: Any, label_key: str) -> dict[str, Any]:
+    """Table 1 of one trained model: top-1 and macro F1 in order and with frames reversed."""
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    sub = _sub_config(cfg, [], model)
+    apply_checkpoint_settings(sub)
+    spec = InputSpec.from_dict(plain(sub.model.input))
+    network = build_model(sub.model).eval()
+    classes = int(sub.model.builder.num_classes)
+    dataset = build_dataset(
+        sub.dataset, spec, split=str(cfg.task.eval_split), num_samples=int(cfg.task.eval_clips)
+    )
+    labels, normal, rev = [], [], []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=int(cfg.task.train.batch_size)):
+            clips = video_to_float(batch["video"])
+            labels.append(torch.as_tensor(batch[label_key]))
+            normal.append(network(pack_inputs(clips, spec)).argmax(-1))
+            rev.append(network(pack_inputs(clips.flip(2), spec)).argmax(-1))
+    y, a, b = (torch.cat(v) for v in (labels, normal, rev))
+
+    def f1(pred: torch.Tensor) -> float:
+        return float(multiclass_f1_score(pred, y, num_classes=classes, average="macro"))
+
+    return {
+        "clips": int(len(y)),
+        "acc": float((a == y).double().mean()),
+        "acc_reversed": float((b == y).double().mean()),
+        "f1": f1(a),
+        "f1_reversed": f1(b),
+        "chance": 1.0 / classes,
+    }
+
+
+def explanation_config(cfg: Any, metric: str, model: Any, settings: Any) -> Any:
+    """``metric=<metric>`` on ``model`` with the held-out split and ``settings``."""
+    sub = _sub_config(cfg, [f"metric={metric}"], model)
+    with open_dict(sub):
+        sub.dataset.split = str(cfg.task.eval_split)
+        for key, value in (plain(settings) or {}).items():
+            sub.metric[key] = value
+    return sub
+
+
+def _table_rows(summaries: dict[str, Any], tests: Any, columns) -> list[dict[str, Any]]:
+    rows = []
+    for label, summary in summaries.items():
+        row: dict[str, Any] = {"model": label}
+        for key, _ in columns:
+            entry = summary.get(key) or {}
+            row.update({f"{key}_{s}": entry.get(s) for s in ("mean", "std", "n")})
+            lo_hi = entry.get("ci") or [None, None]
+            row[f"{key}_ci_lo"], row[f"{key}_ci_hi"] = lo_hi
+        rows.append(row)
+    if tests:
+        row = {"model": "welch_t_test"}
+        for key, _ in columns:
+            test = tests.get(key) or {}
+            row[f"{key}_p"] = test.get("p")
+            row[f"{key}_n"] = "/".join(str(n) for n in test.get("n", []))
+        rows.append(row)
+    return rows
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, measure Table 1, explain, and write Tables 1, 3 and 4."""
+    from stbias.tasks.gradcam import explain_gradcam
+    from stbias.tasks.temporal_mask import explain_masks
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    folder = output_dir()
+    entries = cfg.task.models
+    if not entries or len(entries) < 1:
+        raise StbiasError(
+            "task.models lists no model; give label: {model: <option>, layers: [...]}"
+        )
+    positions = {len(e.get("layers") or []) for e in entries.values()}
+    if len(positions) != 1 or 0 in positions:
+        raise StbiasError(
+            "every entry of task.models needs the same number of Grad-CAM layers (position k of "
+            f"each list forms Table 3 number k); got {[list(e.layers) for e in entries.values()]}"
+        )
+    label_key = str(cfg.task.train.label_key)
+    dataset = choice(cfg, "dataset")
+    runs: dict[str, dict[str, Any]] = {}
+    for label, entry in entries.items():
+        label = str(label)
+        model = model_node(cfg, entry)
+        trained = ensure_trained(cfg, label, model)
+        checkpoint = trained["checkpoint"]
+        if int(cfg.task.precise_bn_batches) > 0:
+            checkpoint = ensure_precise_bn(cfg, model, trained)
+        model = trained_model(cfg, model, checkpoint)
+        accuracy = reversed_accuracy(cfg, model, label_key)
+        log.info(
+            "%s: top-1 %.3f, reversed %.3f (training's last val/acc, running batch-norm "
+            "averages: %s)",
+            label,
+            accuracy["acc"],
+            accuracy["acc_reversed"],
+            trained.get("val/acc"),
+        )
+        base = os.path.join(folder, label)
+        sub = explanation_config(cfg, "temporal_mask", model, cfg.task.temporal_mask)
+        record, _ = explain_masks(sub, os.path.join(base, "temporal_mask"))
+        masks = {"dir": os.path.join(base, "temporal_mask"), "summary": record.get("summary")}
+        cams = []
+        for layer in entry.layers:
+            sub = explanation_config(cfg, "gradcam", model, cfg.task.gradcam)
+            with open_dict(sub):
+                sub.layer = str(layer)
+            where = os.path.join(base, f"gradcam_{layer}")
+            record, _ = explain_gradcam(sub, where)
+            cams.append({"layer": str(layer), "dir": where, "summary": record.get("summary")})
+        runs[label] = {
+            "model": str(entry.model),
+            "train": {k: trained.get(k) for k in ("val/acc", "checkpoint", "minutes", "epochs")},
+            "explained_checkpoint": checkpoint,
+            "table1": accuracy,
+            "temporal_mask": masks,
+            "gradcam": cams,
+        }
+    if rank_zero_only.rank != 0:
+        return {}, {}
+    return write_tables(folder, dataset, runs), {"dir": folder}
+
+
+def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Tables 1, 3 (one per layer position) and 4 with t-tests; results.json; prints them."""
+    names = {label: f"{label} ({dataset})" for label in runs}
+    rows1 = [{"model": names[label], **r["table1"]} for label, r in runs.items()]
+    io.write_csv(os.path.join(folder, "table1.csv"), rows1)
+    save_figure(table1(rows1), os.path.join(folder, "table1"))
+    mask_dirs = {names[label]: r["temporal_mask"]["dir"] for label, r in runs.items()}
+    fig, summaries4, tests4 = table4_from_runs(mask_dirs)
+    save_figure(fig, os.path.join(folder, "table4"))
+    io.write_csv(os.path.join(folder, "table4.csv"), _table_rows(summaries4, tests4, TABLE4))
+    tables3 = []
+    count = len(next(iter(runs.values()))["gradcam"])
+    for k in range(count):
+        dirs = {
+            f"{names[label]} {r['gradcam'][k]['layer']}": r["gradcam"][k]["dir"]
+            for label, r in runs.items()
+        }
+        stem = "table3" if k == 0 else f"table3_{k + 1}"
+        title = "Table 3: Grad-CAM blob statistics" + ("" if k == 0 else f", layer set {k + 1}")
+        fig, summaries3, tests3 = table3_from_runs(dirs, title=title)
+        save_figure(fig, os.path.join(folder, stem))
+        io.write_csv(os.path.join(folder, f"{stem}.csv"), _table_rows(summaries3, tests3, TABLE3))
+        tables3.append({"stem": stem, "runs": dirs, "summaries": summaries3, "tests": tests3})
+    record = {
+        "task": "manttari",
+        "dataset": dataset,
+        "runs": runs,
+        "table4": {"runs": mask_dirs, "summaries": summaries4, "tests": tests4},
+        "table3": tables3,
+    }
+    io.write_json(os.path.join(folder, "results.json"), record)
+    log.info("%s", format_tables(record))
+    log.info("results: %s", os.path.join(folder, "results.json"))
+    return record
+
+
+def _fmt(entry: dict[str, Any] | None, digits: int = 2) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    ci = entry.get("ci")
+    interval = f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{interval} (n={entry['n']})"
+
+
+def _fmt_test(test: dict[str, Any] | None) -> str:
+    if not test or test.get("p") is None:
+        return "–"
+    return f"p={test['p']:.2g} (n={test['n'][0]}/{test['n'][1]})"
+
+
+def format_tables(record: dict[str, Any]) -> str:
+    """The three tables as text: mean ± std [95 % interval of the mean] (n), t-test p (n)."""
+    lines = ["Table 1: top-1 / macro F1 in order and reversed"]
+    for label, r in record["runs"].items():
+        t = r["table1"]
+        lines.append(
+            f"  {label:<8} top-1 {t['acc']:.3f}  rev. {t['acc_reversed']:.3f}   "
+            f"F1 {t['f1']:.3f}  rev. {t['f1_reversed']:.3f}   ({t['clips']} clips, "
+            f"chance {t['chance']:.2f})"
+        )
+    for title, table, columns in [("Table 4: temporal masks", record["table4"], TABLE4)] + [
+        (f"Table 3 ({t['stem']}): Grad-CAM blobs", t, TABLE3) for t in record["table3"]
+    ]:
+        lines.append(title)
+        for label, summary in table["summaries"].items():
+            cells = "; ".join(
+                f"{name} {_fmt(summary.get(key), DIGITS.get(key, 2))}" for key, name in columns
+            )
+            lines.append(f"  {label}: {cells}")
+        if table.get("tests"):
+            cells = "; ".join(
+                f"{name} {_fmt_test(table['tests'].get(key))}" for key, name in columns
+            )
+            lines.append(f"  Welch t-test: {cells}")
+    return "\n".join(lines)
+
+
+def redraw(folder: str) -> dict[str, Any]:
+    """Tables 1, 3 and 4 of an ``experiment=manttari`` run folder, drawn again from its files."""
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        raise StbiasError(f"{folder} holds no results.json of an experiment=manttari run")
+    with open(path) as fh:
+        record = json.load(fh)
+    if record.get("task") != "manttari":
+        raise StbiasError(
+            f"{path} is not an experiment=manttari result (task={record.get('task')})"
+        )
+    return write_tables(folder, record["dataset"], record["runs"])
+
+
+__all__ = [
+    "ensure_trained",
+    "format_tables",
+    "redraw",
+    "reversed_accuracy",
+    "run",
+    "write_tables",
+]
