@@ -12,6 +12,7 @@ TASKS: dict[str, str] = {
     "layers": "stbias.tasks.layers:run",
     "probe": "stbias.tasks.probe:run",
     "quickstart": "stbias.tasks.quickstart:run",
+    "test": "stbias.tasks.evaluate:run",
     "train": "stbias.tasks.train:run",
     "weights": "stbias.tasks.weights:run",
 }
