@@ -3,7 +3,7 @@
 Trains a model on normal and one on footprint clips, evaluates the normal model on normal,
 reversed and footprint clips and the footprint model on footprints (task=test), and writes
 table1.csv, table1.md and table1.{png,pdf}, stbias's numbers beside the paper's. Default: the
-embedded CPU setting (experiment=byvshev_brushmnist_small: i3d_tiny, 16 frames of 32x32).
+embedded CPU setting (experiment=byvshev_brushmnist_small: i3d_tiny, 8 frames of 32x32).
 
     python experiments/byvshev_table1.py
     python experiments/byvshev_table1.py --out outputs/table1 trainer.max_epochs=4

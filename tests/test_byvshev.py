@@ -33,10 +33,9 @@ QUIET = [
     "trainer.enable_model_summary=false",
     "trainer.num_sanity_val_steps=0",
 ]
-# the embedded Table 1 experiment, shrunk: 8 frames of 32x32, a few clips, one epoch
+# the embedded Table 1 experiment, shrunk: a few clips, one epoch
 SMALL = [
     "experiment=byvshev_brushmnist_small",
-    "model.input.frames=8",
     "dataset.num_samples=200",
     "train.val_clips=100",
     "test.clips=100",
@@ -386,8 +385,9 @@ def test_table2_multirun_writes_one_row_per_cell_and_the_heat_map(tmp_path):
         "experiment=byvshev_table2_small",
         "dataset.num_places=2,4",
         "dataset.num_motions=2",
-        "dataset.num_samples=48",
-        "train.val_clips=32",
+        "model.input.frames=4",
+        "dataset.num_samples=32",
+        "train.val_clips=16",
         "trainer.max_epochs=1",
         "logger=none",
         f"hydra.sweep.dir={tmp_path}",
