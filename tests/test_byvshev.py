@@ -229,7 +229,7 @@ def test_task_test_writes_the_breakdown_and_predictions(tmp_path, trained):
     assert saved["num_clips"] == 100 and saved["num_classes"] == 100
     assert saved["split"] == "val" and saved["variant"] == "normal" and not saved["reverse"]
     keys = ("test/acc", "test/err_appearance_only", "test/err_motion_only", "test/err_both")
-    assert sum(saved[k] for k in keys) == pytest.approx(1.0, abs=1e-6)
+    assert sum(saved[k] for k in keys) == pytest.approx(1.0, abs=1e-12)
     assert {"test/acc_shape", "test/acc_brush", "test/acc5", "test/loss"} <= set(saved)
     assert saved["trained_on"]["variant"] == "normal"
     assert saved["trained_on"]["val/acc"] == pytest.approx(trained["val/acc"])
@@ -275,7 +275,7 @@ def test_table1_trains_both_variants_and_tabulates_four_evaluations(tmp_path):
     assert settings == set(byvshev.TABLE1_EVALUATIONS)
     for row in rows:
         total = row["acc"] + row["err_appearance_only"] + row["err_motion_only"] + row["err_both"]
-        assert total == pytest.approx(1.0, abs=1e-6)
+        assert total == pytest.approx(1.0, abs=1e-12)
     footprint = json.loads((tmp_path / "train-footprint/results.json").read_text())
     assert footprint["config"]["dataset"]["variant"] == "footprint"
     with open(tmp_path / "table1.csv") as fh:

@@ -72,7 +72,7 @@ class Evaluator(pl.LightningModule):
         self.reverse = bool(reverse)
         self.factors = label_factors(factors) if factors else None
         self.keep_predictions = bool(keep_predictions)
-        self.acc = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
+        self.correct = SumMetric()  # top-1 hits; with count, an exact accuracy
         self.acc5 = MulticlassAccuracy(self.num_classes, top_k=min(5, num_classes), average="micro")
         self.loss = MeanMetric()
         self.count = SumMetric()
@@ -116,7 +116,7 @@ class Evaluator(pl.LightningModule):
             raise StbiasError(
                 f"the model returned {tuple(logits.shape)}; expected (B, {self.num_classes}) logits"
             )
-        self.acc.update(logits, labels)
+        self.correct.update((logits.argmax(dim=1) == labels).sum().double())
         self.acc5.update(logits, labels)
         losses = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
         self.loss.update(losses)
@@ -150,7 +150,7 @@ class Evaluator(pl.LightningModule):
         if self.clips == 0:
             raise StbiasError("no clips were evaluated (an empty split, or limit_test_batches=0)")
         results = {
-            "test/acc": float(self.acc.compute()),
+            "test/acc": float(self.correct.compute()) / self.clips,
             "test/acc5": float(self.acc5.compute()),
             "test/loss": float(self.loss.compute()),
         }
