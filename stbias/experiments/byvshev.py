@@ -205,7 +205,7 @@ def table1(
     checkpoints = {}
     for variant in ("normal", "footprint"):
         folder = os.path.join(out_dir, f"train-{variant}")
-        done, _ = load_records(folder)
+        done = load_records(folder)[0] if os.path.isfile(f"{folder}/results.json") else []
         if done and done[0].get("checkpoint") and os.path.exists(done[0]["checkpoint"]):
             checkpoints[variant] = done[0]["checkpoint"]
             print(f"reusing {folder} (val/acc {done[0].get('val/acc')})", flush=True)
