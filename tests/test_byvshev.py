@@ -313,7 +313,7 @@ def test_table1_figure_has_the_papers_three_panels():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["(a) errors, normal clips", "(b) errors, footprints", "(c) frame order"]
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["appearance (brush) only", "motion (shape) only", "both"]
+    assert labels == ["appearance (brush)\nonly", "motion (shape)\nonly", "both"]
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert legend == ["stbias", "paper", "stbias, trained on normal"]
 

@@ -45,8 +45,8 @@ TABLE1_SETTINGS: dict[tuple[str, str, str, bool], str] = {
     ("c", "normal", "normal", True): "trained on normal clips, tested on reversed clips",
 }
 ERROR_LABELS = {
-    "err_appearance_only": "appearance (brush) only",
-    "err_motion_only": "motion (shape) only",
+    "err_appearance_only": "appearance (brush)\nonly",
+    "err_motion_only": "motion (shape)\nonly",
     "err_both": "both",
 }
 
