@@ -21,7 +21,9 @@ is the sequence's position (each synthetic clip is its own sequence). Stylized f
 ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
 (the trajectory class), ``brush_label`` (BrushMNIST) or ``place_label`` (P+F+M), both also as
 ``appearance_label``, and ``trajectory`` ``(T, 2)``: the (y, x) pixel the brush is centred on
-(BrushMNIST also ``trajectory_digit``, the index of the MNIST digit that gave the path).
+(BrushMNIST also ``trajectory_digit``, the index of the MNIST digit that gave the path). Both
+declare how their ``label`` is made of a motion and an appearance class, ``label_factors``
+(see :mod:`stbias.metrics.breakdown`).
 
 The default collate stacks samples into ``(B, T, H, W, C)``; :func:`video_to_float` turns that
 into the float ``(B, C, T, H, W)`` in [0, 1] that stylizers and models take.

@@ -197,6 +197,8 @@ class BrushMNIST(Dataset):
     """
 
     num_classes = 100
+    # label = 10 * shape + brush: the shape is the motion class, the brush the appearance class
+    label_factors = (("shape", "motion", 10), ("brush", "appearance", 10))
 
     def __init__(
         self,

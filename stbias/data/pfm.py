@@ -85,6 +85,11 @@ class PlacesFacesMNIST(Dataset):
         return self.num_places * self.num_motions
 
     @property
+    def label_factors(self) -> tuple[tuple[str, str, int], ...]:
+        """label = place * num_motions + motion: the place is the appearance, then the motion."""
+        return (("place", "appearance", self.num_places), ("motion", "motion", self.num_motions))
+
+    @property
     def pools(self) -> DigitPools:
         if self._pools is None:
             self._pools = DigitPools(self.mnist_root, self.split)

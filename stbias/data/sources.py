@@ -110,7 +110,9 @@ def place_images(root: str | None, num_places: int) -> tuple[tuple[str, ...], li
         if num_places > len(EMBEDDED_PLACES):
             raise StbiasError(
                 f"num_places {num_places} exceeds the {len(EMBEDDED_PLACES)} embedded place "
-                "classes; give places_root (a Places365-layout folder) for more"
+                "classes (photographs shipped in scikit-image and scikit-learn); more need the "
+                "real Places365: dataset.places_root=<folder> (categories_places365.txt and "
+                "<folder>/[data_256/]<a>/<class>/*.jpg, or one subfolder of images per class)"
             )
         names = EMBEDDED_PLACES[:num_places]
         return names, [[_embedded_photo(n)] for n in names]

@@ -18,6 +18,7 @@ TASKS: dict[str, str] = {
     "quickstart": "stbias.tasks.quickstart:run",
     "static_dropout": "stbias.tasks.static_dropout:run",
     "temporal_mask": "stbias.tasks.temporal_mask:run",
+    "test": "stbias.tasks.evaluate:run",
     "train": "stbias.tasks.train:run",
     "vos_study": "stbias.tasks.vos_study:run",
     "weights": "stbias.tasks.weights:run",

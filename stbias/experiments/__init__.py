@@ -1,0 +1,1 @@
+"""Paper experiments that combine several runs: drivers, sweep callbacks and result readers."""
