@@ -1,6 +1,6 @@
 """Byvshev et al. (CVIU'22) Table 1 (BrushMNIST) and Table 2 (P+F+M grid) from runs of stbias.
 
-Table 1 (SPEC §4): a model trained on normal BrushMNIST clips and one trained on footprint clips
+Table 1 (docs/byvshev.md): a model trained on normal BrushMNIST clips and one on footprint clips
 (``dataset.variant=footprint``), then four evaluations (``task=test``): normal model on normal
 clips (the error breakdown, 1a), footprint model on footprints (1b), normal model on footprints
 (test only), normal model on reversed clips (``test.reverse=true``, 1c). :func:`table1` runs them

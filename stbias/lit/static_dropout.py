@@ -1,4 +1,4 @@
-"""StaticDropout (SPEC §6): channel dropout of the units the probe finds static, and its baselines.
+"""StaticDropout (docs/training.md): dropout of the channels the probe finds static; baselines.
 
 The static set of one layer comes from the probe itself: a :class:`~stbias.lit.probe.ProbeModule`
 (pair views from the run's :class:`~stbias.stylization.PairSampler`, pooled features, one
@@ -122,7 +122,7 @@ def default_layer(layers: Mapping[str, str]) -> str | None:
 def static_units(report: Mapping[str, Any], units: str, lam: float) -> np.ndarray:
     """Boolean mask ``(N,)`` of the units a probe report classifies ``units`` at threshold ``lam``.
 
-    The unit-wise rule of SPEC §2 on ``report["unit_scores"]``: static if only ``s_static > λ``,
+    The unit-wise rule (docs/measures.md) on ``unit_scores``: static if only ``s_static > λ``,
     joint if both exceed λ (``units="static_joint"`` takes both); a dead unit (both scores 0)
     is in no set.
     """

@@ -1,4 +1,4 @@
-"""Blob statistics of Grad-CAM maps (Mänttäri et al., Sec. 4.3, Table 3; SPEC §5), Welch's t-test.
+"""Blob statistics of Grad-CAM maps (Mänttäri et al., Sec. 4.3, Table 3), Welch's t-test.
 
 Each frame of a normalised map ``(T, H, W)`` in [0, 1] is scaled to uint8 (``round(255 L)``) and
 given to OpenCV's ``SimpleBlobDetector`` with ``blobColor = 255`` (OpenCV's default looks for dark

@@ -1,4 +1,4 @@
-"""Grad-CAM per time step (Mänttäri et al., ACCV'20, Eq. 2; SPEC §5).
+"""Grad-CAM per time step (Mänttäri et al., ACCV'20, Eq. 2; docs/measures.md).
 
 For a layer with activations ``A^k_{ijt}`` (channel ``k``, position ``i, j``, time step ``t``)
 and the target class's logit ``y_c``:
@@ -6,7 +6,7 @@ and the target class's logit ``y_c``:
     L_{ijt} = ReLU(Σ_k w_{kt} A^k_{ijt}),    w_{kt} = mean_{ij} ∂y_c / ∂A^k_{ijt}
 
 then upsampled trilinearly (time, height, width) to the input clip and min–max normalised per
-frame, ``(L − min) / (max − min + eps)``. Options (SPEC §5): ``weights="time_mean"`` averages the
+frame, ``(L − min) / (max − min + eps)``. Options: ``weights="time_mean"`` averages the
 gradient over time too (one weight per channel: Captum's ``LayerGradCam``, pytorch-grad-cam and
 the authors' I3D code), ``target="softmax"`` differentiates the softmax score instead of the
 logit, ``time="repeat"`` repeats each layer time step over the frames it covers (spatial bilinear

@@ -1,4 +1,4 @@
-"""Temporal masks (Mänttäri et al., ACCV'20, Sec. 3.1; SPEC §5): which frames a decision needs.
+"""Temporal masks (Mänttäri et al., ACCV'20, Sec. 3.1): which frames a decision needs.
 
 A mask ``m ∈ [0, 1]^T`` perturbs a clip ``(B, C, T, H, W)`` in time:
 

@@ -1,4 +1,4 @@
-"""Static/dynamic pair statistics: the layer-wise and unit-wise scores of Kowal et al. (SPEC §2).
+"""Static/dynamic pair statistics: Kowal et al.'s layer-wise and unit-wise scores.
 
 Every number is a function of six per-unit sums per factor — ``n``, ``Σa``, ``Σb``, ``Σa²``,
 ``Σb²``, ``Σab`` over the pairs ``(a_j, b_j)`` of that factor — kept in float64 about a per-unit
@@ -349,7 +349,7 @@ def score_pairs(
     level: float = 0.95,
     ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Score one layer from its pooled pair features (SPEC §2).
+    """Score one layer from its pooled pair features (docs/measures.md).
 
     Args:
         z1: first members of the pairs, array or tensor ``(n, C)``.

@@ -6,7 +6,7 @@ Masks are ``(..., H, W)`` with 1 = foreground, 0 = background and 255 = not anno
 * **Region similarity** ``J = |M ∩ G| / |M ∪ G|`` per annotated frame (1 when both are empty, as
   the DAVIS toolkit counts it); a sequence's J is the mean over its frames, and the reported
   ``J`` the mean over sequences (DAVIS' "J mean"). ``J_frames`` is the mean over all frames.
-* **Center bias** of a dataset (SPEC §6): the mean of its ground-truth masks resized to one
+* **Center bias** of a dataset: the mean of its ground-truth masks resized to one
   resolution (``mean_map``, the fraction of frames in which each pixel is foreground), scaled to
   [0, 1] by its maximum (``map``). stbias adds two numbers: ``center_mass``, the share of the mean
   map's mass inside the central quarter of the frame (the middle half of each side; 0.25 for a
@@ -134,7 +134,7 @@ def segmentation_loss(
 
 
 class CenterBias:
-    """The mean of foreground masks at one resolution (SPEC §6), accumulated mask by mask.
+    """The mean of foreground masks at one resolution, accumulated mask by mask.
 
     Args:
         size: the side of the square every mask is resized to (area interpolation, so a pixel

@@ -1,4 +1,4 @@
-"""Weight temporality of 3D convolutions: ASDT and self-convolution (Byvshev et al., SPEC §3).
+"""Weight temporality of 3D convolutions: ASDT and self-convolution (Byvshev et al.).
 
 Both measures read only the weights, so they run on random, pretrained or trained models with no
 data. A convolution weight is viewed as ``(N, M, T, H, W)``: ``N`` output channels, ``M`` input

@@ -1,4 +1,4 @@
-"""Stylization and static/dynamic pair sampling (SPEC section 1).
+"""Stylization and static/dynamic pair sampling (docs/stylization.md).
 
 Stylizers take float ``(B, C, T, H, W)`` clips in [0, 1] and one style per clip:
 ``TextureStylizer`` (weight-free, the default), ``PrecomputedStylizer`` (folders of stylized

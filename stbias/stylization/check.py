@@ -1,4 +1,4 @@
-"""The stylizer acceptance check (SPEC section 7) on a synthetic clip with known motion.
+"""The stylizer acceptance check (docs/stylization.md) on a synthetic clip with known motion.
 
 Two styles of one clip must give the same optical flow (end-point error small against the flow
 magnitude) while each frame's appearance changes (mean absolute difference and colour-histogram

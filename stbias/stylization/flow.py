@@ -1,4 +1,4 @@
-"""Optical flow as an HSV image and the RGB + flow pairs of two-stream models (SPEC section 1).
+"""Optical flow as an HSV image and the RGB + flow pairs of two-stream models (docs/stylization.md).
 
 Flow is computed on the original (unstylized) frames and rendered with hue = direction and
 saturation = magnitude (value = 1), or read from precomputed flow images (any rendering whose hue

@@ -1,4 +1,4 @@
-"""Static and dynamic pairs from one clip (SPEC section 1): anchor, shuffled anchor, restyled clip.
+"""Static and dynamic pairs from one clip: anchor, shuffled anchor, restyled clip.
 
 Three views per clip share the anchor ``x_a = style_a(v)``: the static pair is ``(x_a,
 shuffle(x_a))`` (same frames, another order) and the dynamic pair is ``(x_a, style_b(v))`` (same

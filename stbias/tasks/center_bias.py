@@ -1,4 +1,4 @@
-"""`task=center_bias`: the center bias of segmentation datasets (SPEC §6, Kowal et al. Fig. 7).
+"""`task=center_bias`: the center bias of segmentation datasets (Kowal et al. Fig. 7).
 
 ``python run.py task=center_bias dataset=davis dataset.root=/data/DAVIS`` averages every
 ground-truth mask of the dataset's split at ``task.size`` x ``task.size`` (whole frames, no crop)
