@@ -77,3 +77,16 @@ def test_weight_temporality_twin_has_table_and_plot(tmp_path):
     assert list(table["layer"]) == list(res) and {"asdt", "temporal_fraction"} <= set(table)
     assert res.plot().axes and res.plot("temporal_channels").axes
     assert json.dumps(dict(res), default=str)
+
+
+def test_the_readme_python_example_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = text.split("## In Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope = {"clips": torch.randint(0, 256, (2, 16, 112, 112, 3), dtype=torch.uint8)}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - the README's own text
+    results = scope["results"]
+    assert list(results) == ["layer3", "layer4"]
+    assert list(scope["results"].table()["layer"]) == ["layer3", "layer4"]
+    assert results["layer4"]["n_pairs"]["static"] == 2

@@ -85,9 +85,20 @@ def _value(words: list[str], key: str, default: str | None = None) -> str | None
 
 def _shrink(words: list[str]) -> list[str]:
     """Clip counts and trainer.limit_* keys only."""
-    task = _value(words, "task")
+    task, metric = _value(words, "task"), _value(words, "metric")
     if task == "train":
-        return ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "train.val_clips=8"]
+        shrink = [
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "train.val_clips=8",
+        ]
+        if _value(words, "train.static_dropout.p"):
+            shrink.append("train.static_dropout.probe_clips=8")
+        return shrink
+    if metric in ("temporal_mask", "gradcam"):
+        return ["metric.num_clips=2", "metric.batch_size=2"]
+    if task == "center_bias":
+        return ["task.num_clips=8"]
     if task == "layers" or _value(words, "metric") in ("asdt", "selfconv"):
         return []
     if _value(words, "model") is None:  # model=quickstart: two tiny models trained, then probed
@@ -122,11 +133,37 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
         assert all(v["asdt"] > 0 for v in record["layers"].values())
     elif task == "layers":
         assert "slow_res2" in out and "fast_res5" in out and "blocks.1.multipathway_blocks.0" in out
+    elif _value(words, "metric") == "temporal_mask":
+        (record,) = records
+        assert record["task"] == "temporal_mask" and len(record["clips"]) == 2
+        frames = record["config"]["model"]["input"]["frames"]
+        for clip in record["clips"]:
+            assert 0 <= clip["length"] <= frames and 0 <= clip["os"] <= 1
+        assert record["weights"] == "random" and "random weights" in out
+    elif _value(words, "metric") == "gradcam":
+        (record,) = records
+        assert record["task"] == "gradcam" and record["layer"] == "res3"
+        assert len(record["clips"]) == 2 and record["summary"]["blob_count"]["n"] == 2 * 16
+        assert os.path.isfile(Path(record["_dir"]) / "gradcam.npz")
+    elif task == "center_bias":
+        (record,) = records
+        assert set(record["datasets"]) == {"camouflage", "salient"}
+        for entry in record["datasets"].values():
+            assert 0 < entry["center_mass"] <= 1 and 0 < entry["foreground_fraction"] < 1
+    elif task == "train" and _value(words, "dataset") == "camouflage":
+        (record,) = records
+        assert record["objective"] == "segmentation" and os.path.isfile(record["checkpoint"])
+        assert record["config"]["model"]["input"]["size"] == 224 and "val/J" in record
     elif task == "train":
         (record,) = records
         assert record["task"] == "train" and os.path.isfile(record["checkpoint"])
         assert record["shuffle_frames"] is ("train.shuffle_frames=true" in words)
-        assert record["in_channels"] == 1 and record["num_classes"] == 100
+        if _value(words, "dataset") == "brushmnist_small":
+            assert record["in_channels"] == 1 and record["num_classes"] == 100
+        if _value(words, "train.static_dropout.p"):
+            refreshes = record["static_dropout"]["refreshes"]
+            assert refreshes and all(0 <= r["set_size"] <= 128 for r in refreshes)
+            assert record["static_dropout"]["settings"]["p"] == 0.5
     elif model is None:  # the embedded default
         (record,) = records
         assert record["task"] == "quickstart" and record["models"] == ["c2d_tiny", "i3d_tiny"]

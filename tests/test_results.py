@@ -1,6 +1,7 @@
 """stbias.results.load over real run folders, and task=compare on them."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -193,10 +194,11 @@ def _compare(cwd, *runs):
     )
 
 
-def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, capsys):
+def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, caplog):
     from stbias.config import compose
     from stbias.tasks import run_task
 
+    caplog.set_level(logging.INFO, logger="stbias")
     for k, (model, dataset) in enumerate([("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]):
         _fake_probe(tmp_path / "runs" / str(k), model, dataset, seed=k)
     out = tmp_path / "out"
@@ -210,7 +212,8 @@ def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, c
         assert (out / f"{name}.png").stat().st_size > 5000
     assert json.loads((out / "results.json").read_text())["figures"] == record["figures"]
     assert len((out / "compare.csv").read_text().splitlines()) == 1 + 8
-    assert "a                x" in capsys.readouterr().out  # the summary: model, dataset
+    printed = "\n".join(r.getMessage() for r in caplog.records)
+    assert "a                x" in printed  # the summary: model, dataset
     # compare runs hold no measurements: loading the outputs again does not count them
     assert load(tmp_path)["run"].nunique() == 4
     with pytest.raises(StbiasError, match="unit layer 'res9' is not among the layers"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -532,3 +533,51 @@ def log_explanation(logger: Any, record: dict[str, Any], figures: list[str], pre
         images={f"{prefix}/figures": figures},
     )
     finish_logger(logger)
+
+
+def training_key(train_cfg: Any) -> str:
+    """A short hash of everything that changes a training: model, dataset, train, trainer, seed."""
+    keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
+    keyed.update(
+        train={
+            k: v for k, v in plain(train_cfg.train).items() if k not in ("output_dir", "resume")
+        },
+        trainer=plain(train_cfg.trainer),
+        seed=int(train_cfg.seed),
+    )
+    return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
+    """Run ``task=train`` with ``train_cfg`` into ``folder`` once and reuse it afterwards.
+
+    A finished training (its ``results.json`` and checkpoint) is read back; an interrupted one
+    resumes from its ``last.ckpt``. Several processes asking at once (the ranks of a
+    multi-GPU run, parallel jobs) train once.
+
+    Returns:
+        The training run's results record (``checkpoint``, ``val/acc``, ...).
+    """
+    from filelock import FileLock
+
+    from stbias.tasks.train import run as train
+
+    results = os.path.join(folder, "results.json")
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+    with FileLock(folder + ".lock"):
+        if os.path.isfile(results):
+            with open(results) as fh:
+                record = json.load(fh)
+            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
+                return record
+        last = os.path.join(folder, "checkpoints", "last.ckpt")
+        resume = os.path.isfile(last)
+        with open_dict(train_cfg):
+            train_cfg.train.output_dir = folder
+            train_cfg.train.resume = last if resume else None
+        if resume:
+            log.info("resuming the interrupted training of %s from %s", what, last)
+        else:
+            log.info("training %s (once; cached in %s)", what, folder)
+        record, _ = train(train_cfg)
+    return record

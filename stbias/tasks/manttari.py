@@ -22,7 +22,6 @@ directory. :func:`redraw` draws the tables again from that folder's files.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from filelock import FileLock
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -56,6 +55,8 @@ from stbias.tasks.common import (
     choice,
     output_dir,
     plain,
+    train_once,
+    training_key,
 )
 
 log = logging.getLogger(__name__)
@@ -101,33 +102,9 @@ def train_config(cfg: Any, model: Any) -> Any:
 
 def ensure_trained(cfg: Any, label: str, model: Any) -> dict[str, Any]:
     """Train one model once: ``<task.cache_dir>/<label>-<key>/`` (resumes an interrupted run)."""
-    from stbias.tasks.train import run as train
-
     sub = train_config(cfg, model)
-    keyed = {k: OmegaConf.to_container(sub[k], resolve=True) for k in ("model", "dataset")}
-    keyed.update(
-        train={k: v for k, v in plain(sub.train).items() if k != "output_dir"},
-        max_epochs=int(sub.trainer.max_epochs),
-        seed=int(sub.seed),
-    )
-    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    cache = os.path.abspath(str(cfg.task.cache_dir))
-    folder = os.path.join(cache, f"{label}-{key}")
-    results = os.path.join(folder, "results.json")
-    os.makedirs(cache, exist_ok=True)
-    with FileLock(folder + ".lock"):
-        if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
-            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-                return record
-        with open_dict(sub):
-            sub.train.output_dir = folder
-            last = os.path.join(folder, "checkpoints", "last.ckpt")
-            sub.train.resume = last if os.path.isfile(last) else None
-        log.info("training %s (%s) once; cached in %s", label, model.name, folder)
-        record, _ = train(sub)
-    return record
+    folder = os.path.join(os.path.abspath(str(cfg.task.cache_dir)), f"{label}-{training_key(sub)}")
+    return train_once(sub, folder, f"{label} ({model.name})")
 
 
 def precise_batch_norm(network: torch.nn.Module, batches: Any, spec: InputSpec) -> int:

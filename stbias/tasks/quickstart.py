@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock
 from omegaconf import OmegaConf, open_dict
 
 from stbias import io
@@ -26,7 +25,7 @@ from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.results import rows_of
-from stbias.tasks.common import build_logger, output_dir, plain
+from stbias.tasks.common import build_logger, output_dir, plain, train_once
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
@@ -89,35 +88,12 @@ def checkpoint_folder(cfg: Any, model_node: Any) -> str:
 def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
     """Train one quickstart model once and reuse it (see :func:`checkpoint_folder`).
 
-    An interrupted training resumes from its ``last.ckpt``. Several processes asking at once
-    (the ranks of a multi-GPU run) train once.
-
     Returns:
         The training run's results record (``checkpoint``, ``val/acc``, ...).
     """
-    from stbias.tasks.train import run as train
-
     folder = checkpoint_folder(cfg, model_node)
-    results = os.path.join(folder, "results.json")
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    with FileLock(folder + ".lock"):
-        if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
-            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-                return record
-        train_cfg = train_config(cfg, model_node, folder)
-        last = os.path.join(folder, "checkpoints", "last.ckpt")
-        if os.path.isfile(last):
-            log.info("resuming the interrupted training of %s from %s", model_node.name, last)
-            with open_dict(train_cfg):
-                train_cfg.train.resume = last
-        else:
-            log.info(
-                "training %s on the embedded P+F+M (once; cached in %s)", model_node.name, folder
-            )
-        record, _ = train(train_cfg)
-    return record
+    train_cfg = train_config(cfg, model_node, folder)
+    return train_once(train_cfg, folder, f"{model_node.name} on the embedded P+F+M")
 
 
 def probe_config(cfg: Any, model_node: Any, checkpoint: str) -> Any:

@@ -23,14 +23,12 @@ probe results), ``center_bias.npz``, and the figures, drawn from those files by
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
@@ -54,6 +52,8 @@ from stbias.tasks.common import (
     output_dir,
     plain,
     require_one_model,
+    train_once,
+    training_key,
 )
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 from stbias.tasks.probe import layer_rows, summary_table
@@ -126,40 +126,11 @@ def train_config(cfg: Any, model_node: Any, dataset: str) -> Any:
 
 
 def ensure_trained(cfg: Any, model_node: Any, cross: str, dataset: str) -> dict[str, Any]:
-    """Train one study run once and reuse it: ``<task.cache_dir>/<cross>-<dataset>-<key>/``."""
-    from stbias.tasks.train import run as train
-
+    """Train once, reuse after (``<task.cache_dir>/<model>-<cross>-<dataset>-<key>``)."""
     train_cfg = train_config(cfg, model_node, dataset)
-    keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
-    keyed.update(
-        train={k: v for k, v in plain(train_cfg.train).items() if k != "output_dir"},
-        trainer=plain(train_cfg.trainer),
-        seed=int(train_cfg.seed),
-    )
-    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    cache = os.path.abspath(str(cfg.task.cache_dir))
-    folder = os.path.join(cache, f"{model_node.name}-{cross}-{dataset}-{key}")
-    results = os.path.join(folder, "results.json")
-    os.makedirs(cache, exist_ok=True)
-    with FileLock(folder + ".lock"):
-        if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
-            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-                return record
-        with open_dict(train_cfg):
-            train_cfg.train.output_dir = folder
-            last = os.path.join(folder, "checkpoints", "last.ckpt")
-            train_cfg.train.resume = last if os.path.isfile(last) else None
-        log.info(
-            "training %s (cross=%s) on %s (once; cached in %s)",
-            model_node.name,
-            cross,
-            dataset,
-            folder,
-        )
-        record, _ = train(train_cfg)
-    return record
+    name = f"{model_node.name}-{cross}-{dataset}-{training_key(train_cfg)}"
+    folder = os.path.join(os.path.abspath(str(cfg.task.cache_dir)), name)
+    return train_once(train_cfg, folder, f"{model_node.name} (cross={cross}) on {dataset}")
 
 
 def probe_config(cfg: Any, model_node: Any, checkpoint: str, dataset: str) -> Any:
