@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -151,10 +152,19 @@ def _checkpoint_changes(model_cfg: Any) -> dict[str, dict[str, Any]]:
     changes: dict[str, dict[str, Any]] = {}
     for node, values in settings.items():
         current = plain(model_cfg.get(node)) or {}
-        diff = {k: v for k, v in values.items() if current.get(k) != v}
+        if node == "input":  # keys left out of a model's input are InputSpec's defaults
+            defaults = InputSpec.__dataclass_fields__
+            for key, spec_field in defaults.items():
+                if key not in current and spec_field.default is not dataclasses.MISSING:
+                    current[key] = spec_field.default
+        diff = {k: v for k, v in values.items() if _plain_value(current.get(k)) != v}
         if diff:
             changes[node] = diff
     return changes
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _set_checkpoint_changes(model_cfg: Any, changes: dict[str, dict[str, Any]]) -> None:
