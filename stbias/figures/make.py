@@ -358,14 +358,17 @@ def listing(paths_file: str | None = None) -> str:
         "",
     ]
     for name, figure in FIGURES.items():
-        lines.append(f"{name:<14} {figure.title}: {figure.about}")
+        lines.append(f"{name:<20} {figure.title}: {figure.about}")
         needed: list[str] = []
         for experiment in figure.experiments:
             needed += [k for k in needed_paths(experiment) if k not in needed]
         set_count = sum(1 for k in needed if _lookup(local, k) not in (None, ""))
         lines.append(
-            f"{'':<14} experiments: {', '.join(figure.experiments)}; embedded: "
+            f"{'':<20} experiments: {', '.join(figure.experiments)}; embedded: "
             f"{', '.join(figure.embedded)}"
         )
-        lines.append(f"{'':<14} needs ({set_count}/{len(needed)} set): {', '.join(needed)}")
+        if needed:
+            lines.append(f"{'':<20} needs ({set_count}/{len(needed)} set): {', '.join(needed)}")
+        else:
+            lines.append(f"{'':<20} needs no path (its data is generated)")
     return "\n".join(lines)
