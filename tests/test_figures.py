@@ -242,6 +242,36 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
         make("fig3", str(tmp_path / "out"))
 
 
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("manttari-table4", ["datasets.ssv2", "datasets.kth"]),
+        ("static-dropout", ["datasets.ssv2", "checkpoints.kinetics.slow"]),
+        # both steps read SSv2: the training and the probe each name it
+        ("bias-over-training", ["datasets.ssv2", "datasets.ssv2", "stylized.ssv2"]),
+        (
+            "vos-fig7",
+            [
+                "datasets.davis",
+                "datasets.tao_vos",
+                "datasets.imagenet_vid",
+                "checkpoints.imagenet.resnet18",
+            ],
+        ),
+        ("center-bias", ["datasets.davis", "datasets.tao_vos", "datasets.imagenet_vid"]),
+        ("byvshev-table2", ["datasets.places365"]),
+    ],
+)
+def test_the_study_targets_stop_listing_their_missing_paths(name, keys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StbiasError) as err:
+        make(name, str(tmp_path / "out"))
+    lines = str(err.value).splitlines()
+    assert [line.split(" needs paths.", 1)[1].split(" ", 1)[0] for line in lines] == keys
+    assert all(line.startswith(f"{name} needs paths.") for line in lines)
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
 def test_the_command_line_prints_one_line_per_missing_path(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
