@@ -10,6 +10,8 @@ a folder holding run directories at any depth (a ``python run.py -m ...`` sweep 
   (``scores_<factor>``, ``dims_<class>``, ``percent_<class>``, ``units_<class>``,
   ``n_pairs_<factor>``) with, when the run had ``probe.bootstrap > 0``, the interval bounds
   ``<number>_lo`` / ``<number>_hi``;
+* ``task=probe`` over a checkpoint series (``probe.checkpoints``): the same rows for every
+  checkpoint, with its ``step``, ``epoch`` and ``checkpoint``;
 * ``task=quickstart``: the same rows for each model it trained and probed, with ``val_acc``;
 * ``task=weights`` (``metric=asdt|selfconv``): one row per set of weights × layer
   (``weights_label``: the set's label in ``metric.compare``, ``checkpoint``, ``depth``, ``asdt``,
@@ -235,7 +237,17 @@ def rows_of(record: Mapping[str, Any], run_dir: str) -> list[dict[str, Any]]:
         meta["weights"] = _weights_from_config(config)
     if task == "compare":
         return []
-    if task == "probe":
+    if task == "probe" and "series" in record:
+        rows = []
+        for entry in record["series"]:
+            point = {k: entry.get(k) for k in ("step", "epoch", "checkpoint", "weights_sha256")}
+            one = {
+                **record,
+                "layers": entry.get("layers", {}),
+                "skipped_clips": entry.get("skipped_clips"),
+            }
+            rows += probe_rows(one, {**meta, **point})
+    elif task == "probe":
         rows = probe_rows(record, meta)
     elif task == "quickstart":
         rows = []

@@ -84,6 +84,147 @@ def test_embedded_fig3_draws_each_model_and_pathway(embedded):
     assert "random weights" not in " ".join(texts)  # trained checkpoints, not random weights
 
 
+def _results(folder):
+    """Every results.json under a stage folder: run directory -> record."""
+    out = {}
+    for path in sorted(Path(folder).rglob("results.json")):
+        out[str(path.parent)] = json.loads(path.read_text())
+    return out
+
+
+@pytest.mark.slow
+def test_embedded_manttari_tables_show_the_runs_numbers(embedded):
+    """The three tables show what the experiment=manttari run wrote, model by model."""
+    record = embedded("manttari-table1")
+    ((run, study),) = [
+        (d, r) for d, r in _results(record["runs"][0]).items() if r["task"] == "manttari"
+    ]
+    texts = record["texts"]
+    assert list(study["runs"]) == ["I3D", "C-LSTM"]
+    for label, entry in study["runs"].items():
+        assert f"{label} (BrushMNIST)" in texts
+        row = texts.index(f"{label} (BrushMNIST)")
+        t1 = entry["table1"]
+        assert texts[row + 1 : row + 6] == [
+            f"{t1[k]:.3f}" for k in ("acc", "acc_reversed", "f1", "f1_reversed")
+        ] + [str(t1["clips"])]
+    table4 = embedded("manttari-table4")["texts"]
+    length = study["table4"]["summaries"]["I3D (brushmnist_small)"]["mask_length"]
+    assert f"{length['mean']:.1f} ± {length['std']:.1f} (n = {length['n']})" in table4
+    p = study["table4"]["tests"]["mask_length"]["p"]
+    assert f"p = {p:.2g} (n = 4/4)" in table4
+    table3 = embedded("manttari-table3")["texts"]
+    first = study["table3"][0]
+    count = first["summaries"]["C-LSTM (brushmnist_small) clstm3"]["blob_count"]
+    assert "C-LSTM (BrushMNIST) clstm3" in table3
+    assert f"{count['mean']:.2f} ± {count['std']:.2f} (n = {count['n']})" in table3
+
+
+@pytest.mark.slow
+def test_embedded_static_dropout_shows_every_mode_of_the_study(embedded):
+    import csv
+
+    figure = embedded("static-dropout")
+    table = embedded("static-dropout-table")["texts"]
+    (study,) = {p.parent for p in Path(figure["runs"][0]).rglob("static_dropout.csv")}
+    with open(study / "static_dropout.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["mode"] for r in rows] == ["none", "static", "all", "random"]
+    for row in rows:  # one seed: the table shows each run's own top-1
+        at = table.index(row["mode"])
+        assert table[at + 1] == "1" and table[at + 2] == f"{float(row['acc']):.3f}"
+    assert any(t.startswith("top-1 motion-only") for t in figure["texts"])
+
+
+@pytest.mark.slow
+def test_embedded_bias_over_training_draws_every_checkpoint_of_the_series(embedded):
+    from stbias.results import load
+
+    record = embedded("bias-over-training")
+    table = load(record["runs"][1])
+    (series,) = [r for r in _results(record["runs"][1]).values() if "series" in r]
+    steps = [entry["step"] for entry in series["series"]]
+    # every checkpoint of the training's series, probed once: the initial weights (step 0) and
+    # one per epoch
+    files = sorted(Path(record["runs"][0]).glob("i3d_tiny/checkpoints/series/*.ckpt"))
+    assert len(files) >= 2 and len(steps) == len(files) and steps[0] == 0
+    assert [f"step{s:07d}" for s in steps] == [f.name.split("-")[0] for f in files]
+    assert sorted(table["step"].unique()) == steps
+    for entry in series["series"]:
+        for layer, values in entry["layers"].items():
+            (row,) = table[(table["step"] == entry["step"]) & (table["layer"] == layer)].to_dict(
+                "records"
+            )
+            assert row["percent_dynamic"] == values["percent"]["dynamic"]
+            assert row["scores_static_lo"] == values["ci"]["scores"]["static"][0]
+
+
+@pytest.mark.slow
+def test_embedded_vos_targets_show_the_studys_numbers(embedded):
+    record = embedded("vos-table1")
+    ((_, study),) = [
+        (d, r) for d, r in _results(record["runs"][0]).items() if r["task"] == "vos_study"
+    ]
+    assert study["cross"] == ["none", "motion_to_appearance"]
+    assert study["datasets"] == ["camouflage", "salient"]
+    texts = record["texts"]
+    for run in study["runs"]:
+        if run["cross"] == study["reference"]:
+            percent = run["layers"]["fusion5"]["percent"]
+            assert f"{percent['dynamic']:.1f}" in texts and f"{percent['static']:.1f}" in texts
+    fig7 = embedded("vos-fig7")["texts"]
+    for dataset, entry in study["center_bias"].items():
+        assert f"{dataset}: center bias\ncenter mass {entry['center_mass']:.2f}" in fig7
+    fig4 = embedded("vos-fig4")["texts"]
+    assert any("trained on camouflage" in t for t in fig4)
+
+
+@pytest.mark.slow
+def test_embedded_center_bias_shows_each_datasets_center_mass(embedded):
+    record = embedded("center-bias")
+    ((_, result),) = _results(record["runs"][0]).items()
+    assert list(result["datasets"]) == ["camouflage", "salient"]
+    for name, entry in result["datasets"].items():
+        assert f"{name}\ncenter mass {entry['center_mass']:.2f}" in record["texts"]
+
+
+@pytest.mark.slow
+def test_embedded_byvshev_table1_runs_the_four_evaluations_of_the_driver(embedded):
+    """Each job of the test stage evaluates the model, clips and frame order that
+    stbias.experiments.byvshev.TABLE1_EVALUATIONS name."""
+    from stbias.experiments.byvshev import TABLE1_EVALUATIONS, load_records, table1_rows
+
+    record = embedded("byvshev-table1")
+    records, skipped = load_records(f"{record['runs'][1]}/*/")
+    rows = table1_rows(records)
+    assert skipped == 0 and len(rows) == 4
+    got = {(r["trained_variant"], r["variant"], r["reverse"]) for r in rows}
+    assert got == set(TABLE1_EVALUATIONS)
+    for row in rows:
+        assert row["num_clips"] == 64
+        total = row["acc"] + row["err_appearance_only"] + row["err_motion_only"] + row["err_both"]
+        assert total == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_embedded_byvshev_table2_draws_the_grid_of_its_runs(embedded):
+    import csv
+
+    from stbias.experiments.byvshev import load_records, table2_rows
+
+    record = embedded("byvshev-table2")
+    rows = table2_rows(load_records(f"{record['runs'][0]}/*/")[0])
+    assert {(r["places"], r["motions"]) for r in rows} == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    # the sweep's own callback tabulated the same runs
+    with open(Path(record["runs"][0]) / "table2.csv", newline="") as fh:
+        written = {
+            (int(r["places"]), int(r["motions"])): float(r["acc"]) for r in csv.DictReader(fh)
+        }
+    assert written == {(r["places"], r["motions"]): r["acc"] for r in rows}
+    for row in rows:  # the heat map's cells are the runs' accuracies
+        assert f"{row['acc']:.2f}" in record["texts"]
+
+
 def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     needed = needed_paths("kowal_architectures")
@@ -99,6 +240,36 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
     (tmp_path / "figures.local.yaml").write_text("checkpoints:\n  kinetics:\n    c2d: /nowhere\n")
     with pytest.raises(StbiasError, match="paths.checkpoints.kinetics.c2d=/nowhere does not exist"):
         make("fig3", str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("manttari-table4", ["datasets.ssv2", "datasets.kth"]),
+        ("static-dropout", ["datasets.ssv2", "checkpoints.kinetics.slow"]),
+        # both steps read SSv2: the training and the probe each name it
+        ("bias-over-training", ["datasets.ssv2", "datasets.ssv2", "stylized.ssv2"]),
+        (
+            "vos-fig7",
+            [
+                "datasets.davis",
+                "datasets.tao_vos",
+                "datasets.imagenet_vid",
+                "checkpoints.imagenet.resnet18",
+            ],
+        ),
+        ("center-bias", ["datasets.davis", "datasets.tao_vos", "datasets.imagenet_vid"]),
+        ("byvshev-table2", ["datasets.places365"]),
+    ],
+)
+def test_the_study_targets_stop_listing_their_missing_paths(name, keys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StbiasError) as err:
+        make(name, str(tmp_path / "out"))
+    lines = str(err.value).splitlines()
+    assert [line.split(" needs paths.", 1)[1].split(" ", 1)[0] for line in lines] == keys
+    assert all(line.startswith(f"{name} needs paths.") for line in lines)
+    assert not (tmp_path / "out").exists()  # nothing ran
 
 
 def test_the_command_line_prints_one_line_per_missing_path(tmp_path):
@@ -129,6 +300,9 @@ def _fake_paths(root, experiment):
 
 
 def _sweep(cfg):
+    if cfg.hydra.sweeper.get("params") is None:  # one run, no sweep
+        yield []
+        return
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     keys = list(params)
     values = [str(params[k]).split(",") for k in keys]
@@ -157,6 +331,7 @@ def test_every_run_of_a_real_experiment_resolves_to_its_paths(
         values.update(_fake_paths(tmp_path, e))
     stages = plan(name, str(tmp_path / "out"), sets=values)
     (stage,) = [s for s in stages if s.experiment == experiment]
+    used = ""
     for point in _sweep(compose_experiment(experiment)):
         cfg = compose_experiment(experiment, [*stage.overrides, *point])
         HydraConfig.instance().set_config(cfg)
@@ -165,14 +340,23 @@ def test_every_run_of_a_real_experiment_resolves_to_its_paths(
         resolved = OmegaConf.to_container(cfg, resolve=True)
         model = resolved["model"]["name"]
         checkpoint = resolved["model"]["checkpoint"]
-        assert checkpoint in values.values() and checkpoint.endswith(f"_{model}"), point
+        if "checkpoints" in resolved.get("paths", {}) and checkpoint:  # weights the user gives
+            assert checkpoint in values.values() and checkpoint.endswith(f"_{model}"), point
         dataset = HydraConfig.get().runtime.choices["dataset"]
         trained = (resolved.get("training_dataset") or {}).get(dataset)
         if trained:  # a model trained on Kinetics-400 is probed on ActivityNet
             assert f"checkpoints_{trained}_{model}" in checkpoint, point
         root = resolved["dataset"].get("root")
-        if "datasets" in resolved["paths"]:
+        if f"datasets.{dataset}" in values:
             assert root == values[f"datasets.{dataset}"], point
+        used += json.dumps({k: v for k, v in resolved.items() if k != "paths"})
+    # every path the experiment asks for is used by one of its runs (outside the paths node)
+    for key in needed_paths(experiment):
+        assert values[key] in used, key
+
+
+# real experiments on data generated on the fly (BrushMNIST at the paper's size): no path to set
+GENERATED = {"byvshev_table1_train", "byvshev_table1_test"}
 
 
 def test_the_registry_and_the_experiment_configs_agree():
@@ -182,7 +366,7 @@ def test_the_registry_and_the_experiment_configs_agree():
     for experiment in EMBEDDED:  # shipped data only: no path for the user to set
         assert needed_paths(experiment) == [], experiment
     for experiment in REAL:
-        assert needed_paths(experiment), experiment
+        assert bool(needed_paths(experiment)) != (experiment in GENERATED), experiment
 
 
 def test_make_figures_lists_every_target_and_what_it_needs(tmp_path, monkeypatch):
@@ -195,6 +379,8 @@ def test_make_figures_lists_every_target_and_what_it_needs(tmp_path, monkeypatch
         assert f"\n{name} " in text
     assert "needs (1/1 set): checkpoints.kinetics.i3d_inception" in text
     assert "needs (0/10 set): datasets.activitynet, stylized.activitynet" in text
+    assert "needs (0/2 set): datasets.ssv2, datasets.kth" in text  # manttari-table1
+    assert "needs no path (its data is generated)" in text  # byvshev-table1: BrushMNIST
 
 
 def test_the_makefile_forwards_figure_targets(tmp_path):

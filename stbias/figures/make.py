@@ -155,10 +155,16 @@ def _quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+def _sweep_params(cfg: DictConfig, resolve: bool) -> dict[str, Any]:
+    """``hydra.sweeper.params`` as a plain mapping (empty for an experiment without a sweep)."""
+    params = cfg.hydra.sweeper.get("params")
+    return {} if params is None else dict(OmegaConf.to_container(params, resolve=resolve))
+
+
 def sweep_size(cfg: DictConfig) -> int:
     """How many runs the experiment's sweep (``hydra.sweeper.params``, comma lists) makes."""
     size = 1
-    for value in (OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}) or {}).values():
+    for value in _sweep_params(cfg, resolve=True).values():
         size *= len(str(value).split(","))
     return size
 
@@ -168,7 +174,7 @@ def _settings(cfg: DictConfig) -> str:
     edited config runs anew."""
     hydra = cfg.hydra
     sweep = {
-        "params": OmegaConf.to_container(hydra.sweeper.get("params") or {}, resolve=False),
+        "params": _sweep_params(cfg, resolve=False),
         "subdir": OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir"),
     }
     body = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
@@ -256,7 +262,8 @@ def run_stage(stage: Stage, force: bool = False) -> None:
 
 
 def figure_texts(fig: Any) -> list[str]:
-    """Every text a figure shows: titles, axis and tick labels, legends, annotations."""
+    """Every text a figure shows: titles, axis and tick labels, legends, annotations, table
+    cells."""
     texts = [t.get_text() for t in fig.texts]
     if getattr(fig, "_suptitle", None) is not None:
         texts.append(fig._suptitle.get_text())
@@ -268,6 +275,8 @@ def figure_texts(fig: Any) -> list[str]:
         texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
         texts += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
         texts += [t.get_text() for t in ax.texts]
+        for table in ax.tables:  # tables drawn as figures: every cell
+            texts += [cell.get_text().get_text() for cell in table.get_celld().values()]
         legend = ax.get_legend()
         if legend is not None:
             texts += [t.get_text() for t in legend.get_texts()]
@@ -349,14 +358,17 @@ def listing(paths_file: str | None = None) -> str:
         "",
     ]
     for name, figure in FIGURES.items():
-        lines.append(f"{name:<14} {figure.title}: {figure.about}")
+        lines.append(f"{name:<20} {figure.title}: {figure.about}")
         needed: list[str] = []
         for experiment in figure.experiments:
             needed += [k for k in needed_paths(experiment) if k not in needed]
         set_count = sum(1 for k in needed if _lookup(local, k) not in (None, ""))
         lines.append(
-            f"{'':<14} experiments: {', '.join(figure.experiments)}; embedded: "
+            f"{'':<20} experiments: {', '.join(figure.experiments)}; embedded: "
             f"{', '.join(figure.embedded)}"
         )
-        lines.append(f"{'':<14} needs ({set_count}/{len(needed)} set): {', '.join(needed)}")
+        if needed:
+            lines.append(f"{'':<20} needs ({set_count}/{len(needed)} set): {', '.join(needed)}")
+        else:
+            lines.append(f"{'':<20} needs no path (its data is generated)")
     return "\n".join(lines)

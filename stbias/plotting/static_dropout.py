@@ -84,15 +84,19 @@ def _cell(entry: Mapping[str, Any], key: str) -> str:
     return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 
+def table_cells(summary: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The table's header and rows: mode, seeds, then mean ± half-width of every measure."""
+    keys = [k for k in MEASURES if any(k in e for e in summary)]
+    header = ["mode", "seeds", *(MEASURES[k] for k in keys)]
+    rows = [[str(e["mode"]), str(e["seeds"]), *(_cell(e, k) for k in keys)] for e in summary]
+    return header, rows
+
+
 def table(summary: Sequence[Mapping[str, Any]], level: float = 0.95) -> str:
     """A Markdown table: one row per mode, mean ± half-width of the interval over seeds."""
-    keys = [k for k in MEASURES if any(k in e for e in summary)]
-    head = "| mode | seeds | " + " | ".join(MEASURES[k] for k in keys) + " |"
-    rule = "|" + "---|" * (len(keys) + 2)
-    lines = [head, rule]
-    for entry in summary:
-        cells = " | ".join(_cell(entry, k) for k in keys)
-        lines.append(f"| {entry['mode']} | {entry['seeds']} | {cells} |")
+    header, rows = table_cells(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
     lines.append(f"mean ± half-width of the {100 * level:.0f} % Student-t interval over seeds")
     return "\n".join(lines)
