@@ -173,14 +173,7 @@ class VideoClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over every trainable parameter and, if given, an epoch-wise scheduler."""
-        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = "val/acc"
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, "val/acc")
 
 
 def _indices(batch: Mapping[str, Any]) -> list[int]:
@@ -191,3 +184,18 @@ def _indices(batch: Mapping[str, Any]) -> list[int]:
         )
     index = batch["index"]
     return [int(i) for i in (index.tolist() if torch.is_tensor(index) else index)]
+
+
+def optimization(
+    module: pl.LightningModule, optimizer_factory: Any, scheduler_factory: Any, monitor: str
+) -> Any:
+    """Lightning's ``configure_optimizers`` value: the optimizer over every trainable parameter
+    and, if given, an epoch-wise scheduler (``ReduceLROnPlateau`` watches ``monitor``)."""
+    optimizer = optimizer_factory(p for p in module.parameters() if p.requires_grad)
+    if scheduler_factory is None:
+        return optimizer
+    scheduler = scheduler_factory(optimizer)
+    config = {"scheduler": scheduler, "interval": "epoch"}
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        config["monitor"] = monitor
+    return {"optimizer": optimizer, "lr_scheduler": config}

@@ -149,11 +149,6 @@ class VideoSegmenter(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over every trainable parameter and, if given, an epoch-wise scheduler."""
-        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = "val/J"
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        from stbias.lit.classifier import optimization
+
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, "val/J")

@@ -492,10 +492,16 @@ EXPLAIN_TRAINER = {
 }
 
 
-def explanation_setup(cfg: Any, task: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
-    """The model name, input spec, chosen clips and model of an explanation task."""
+def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
+    """The model name, input spec, chosen clips and model of the explanation task ``metric``."""
     from stbias.data.subsets import choose_clips
 
+    if str(cfg.metric.get("name")) != metric:
+        raise StbiasError(
+            f"task={metric} takes its settings from metric={metric}, not "
+            f"metric={cfg.metric.get('name')} (leave task unset)"
+        )
+    task = f"metric={metric}"
     name = choice(cfg, "model")
     require_one_model(cfg, task)
     apply_checkpoint_settings(cfg)
@@ -508,6 +514,23 @@ def explanation_setup(cfg: Any, task: str) -> tuple[str, InputSpec, Any, torch.n
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
     return name, spec, dataset, build_model(cfg.model)
+
+
+def run_explanation(cfg: Any, module: Any, dataset: Any, metric: str) -> Any:
+    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer."""
+    from stbias.lit.probe import EvalData
+
+    m = cfg.metric
+    trainer = build_trainer(cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}")
+    trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
+    return trainer
+
+
+def base_dataset(dataset: Any) -> Any:
+    """The dataset under any ``Subset`` wrappers (``None`` stays ``None``)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def dataset_indices(dataset: Any) -> list[int]:

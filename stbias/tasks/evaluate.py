@@ -20,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from stbias import io
 from stbias.errors import StbiasError
@@ -29,6 +29,7 @@ from stbias.lit.probe import EvalData
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.tasks.common import (
     apply_checkpoint_settings,
+    base_dataset,
     build_dataset,
     build_logger,
     build_model,
@@ -47,12 +48,6 @@ from stbias.tasks.loggers import finish_logger, run_identity
 log = logging.getLogger(__name__)
 
 
-def _base(dataset: Dataset) -> Dataset:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
 def model_outputs(model: torch.nn.Module, model_cfg: Any, spec: InputSpec) -> int:
     """The classifier's output count: ``builder.num_classes``, else from one forward pass."""
     declared = model_cfg.builder.get("num_classes") if model_cfg.get("builder") else None
@@ -65,7 +60,7 @@ def model_outputs(model: torch.nn.Module, model_cfg: Any, spec: InputSpec) -> in
 
 def dataset_factors(dataset: Dataset, label_key: str, num_classes: int) -> Any:
     """The dataset's ``label_factors`` when ``label`` is evaluated and they span the classes."""
-    factors = getattr(_base(dataset), "label_factors", None)
+    factors = getattr(base_dataset(dataset), "label_factors", None)
     if label_key != "label" or not factors:
         return None
     total = 1
@@ -76,7 +71,7 @@ def dataset_factors(dataset: Dataset, label_key: str, num_classes: int) -> Any:
 
 def check_classes(dataset: Dataset, label_key: str, num_classes: int, name: str) -> None:
     """Refuse a dataset whose class count under ``label`` differs from the model's outputs."""
-    classes = getattr(_base(dataset), "num_classes", None) if label_key == "label" else None
+    classes = getattr(base_dataset(dataset), "num_classes", None) if label_key == "label" else None
     if classes is not None and int(classes) != num_classes:
         raise StbiasError(
             f"model {name} has {num_classes} outputs but the dataset has {classes} classes; "

@@ -31,14 +31,11 @@ from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
 from stbias.errors import StbiasError
 from stbias.lit.explain import GradCAMModule, packer
-from stbias.lit.probe import EvalData
 from stbias.metrics.gradcam import GradCAM
 from stbias.plotting import save_animation, save_figure
 from stbias.plotting.explain import gradcam_strip, overlay, table3
 from stbias.tasks.common import (
-    EXPLAIN_TRAINER,
     build_logger,
-    build_trainer,
     choice,
     clip_by_index,
     dataset_indices,
@@ -46,6 +43,7 @@ from stbias.tasks.common import (
     log_explanation,
     output_dir,
     plain,
+    run_explanation,
     weights_record,
 )
 from stbias.tasks.loggers import run_identity
@@ -154,15 +152,10 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
     Returns:
         ``(record, objects)``; ``record`` is ``{}`` on the other ranks of a multi-process run.
     """
-    if str(cfg.metric.get("name")) != "gradcam":
-        raise StbiasError(
-            f"task=gradcam takes its settings from metric=gradcam, not "
-            f"metric={cfg.metric.get('name')} (leave task unset)"
-        )
     m = cfg.metric
     name = choice(cfg, "model")
     alias, path = resolve_layer(cfg, name)
-    name, spec, dataset, model = explanation_setup(cfg, "metric=gradcam")
+    name, spec, dataset, model = explanation_setup(cfg, "gradcam")
     token_order = m.get("token_order") or cfg.model.get("token_order") or "thw"
     explainer = GradCAM(
         model,
@@ -185,8 +178,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         blob_params=plain(m.get("blobs")) or {},
         keep_maps=bool(m.save_maps),
     )
-    trainer = build_trainer(cfg.trainer, fixed=EXPLAIN_TRAINER, task="metric=gradcam")
-    trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
+    trainer = run_explanation(cfg, module, dataset, "gradcam")
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects

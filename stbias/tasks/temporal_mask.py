@@ -28,16 +28,12 @@ from omegaconf import OmegaConf
 from stbias import io
 from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
-from stbias.errors import StbiasError
 from stbias.lit.explain import TemporalMaskModule, packer
-from stbias.lit.probe import EvalData
 from stbias.metrics.masks import TemporalMask, freeze
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
 from stbias.tasks.common import (
-    EXPLAIN_TRAINER,
     build_logger,
-    build_trainer,
     choice,
     clip_by_index,
     dataset_indices,
@@ -45,6 +41,7 @@ from stbias.tasks.common import (
     log_explanation,
     output_dir,
     plain,
+    run_explanation,
     weights_record,
 )
 from stbias.tasks.loggers import run_identity
@@ -131,20 +128,14 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     Returns:
         ``(record, objects)``; ``record`` is ``{}`` on the other ranks of a multi-process run.
     """
-    if str(cfg.metric.get("name")) != "temporal_mask":
-        raise StbiasError(
-            f"task=temporal_mask takes its settings from metric=temporal_mask, not "
-            f"metric={cfg.metric.get('name')} (leave task unset)"
-        )
     m = cfg.metric
-    name, spec, dataset, model = explanation_setup(cfg, "metric=temporal_mask")
+    name, spec, dataset, model = explanation_setup(cfg, "temporal_mask")
     settings = {k: plain(m[k]) for k in SEARCH_KEYS}
     explainer = TemporalMask(model, pack=packer(spec), **settings)
     module = TemporalMaskModule(
         explainer, label_key=str(m.label_key), target_class=str(m.target_class)
     )
-    trainer = build_trainer(cfg.trainer, fixed=EXPLAIN_TRAINER, task="metric=temporal_mask")
-    trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
+    trainer = run_explanation(cfg, module, dataset, "temporal_mask")
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects

@@ -33,7 +33,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from stbias import io
 from stbias.errors import StbiasError
@@ -45,6 +45,7 @@ from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
 from stbias.tasks.common import (
     MODEL_OVERRIDES,
+    base_dataset,
     build_dataset,
     build_logger,
     build_model,
@@ -62,15 +63,9 @@ from stbias.tasks.loggers import finish_logger, log_run, run_identity
 log = logging.getLogger(__name__)
 
 
-def _base(dataset: Dataset) -> Dataset:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
 def infer_num_classes(dataset: Dataset, label_key: str = "label") -> int:
     """Classes of ``label_key``: the dataset's ``num_classes`` or ``classes`` (for ``label``)."""
-    base = _base(dataset)
+    base = base_dataset(dataset)
     if label_key == "label":
         if getattr(base, "num_classes", None):
             return int(base.num_classes)
@@ -84,7 +79,7 @@ def infer_num_classes(dataset: Dataset, label_key: str = "label") -> int:
 
 def infer_channels(dataset: Dataset) -> int:
     """Channels of the dataset's clips: its ``channels`` attribute, else those of sample 0."""
-    base = _base(dataset)
+    base = base_dataset(dataset)
     channels = getattr(base, "channels", None)
     if isinstance(channels, int):
         return channels
@@ -227,7 +222,7 @@ def _sequence_report(module: pl.LightningModule, val_set: Dataset | None) -> dic
     """``J_per_sequence``: the last validation's J of every sequence, by name."""
     if val_set is None:
         return {}
-    base = _base(val_set)
+    base = base_dataset(val_set)
     names = getattr(base, "classes", None)
     per_seq = {}
     for seq, value in sorted(module.last_val_sequences.items()):

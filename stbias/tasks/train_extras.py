@@ -25,7 +25,7 @@ from stbias.lit.static_dropout import (
 )
 from stbias.models.inputs import InputSpec
 from stbias.models.taps import select_layers
-from stbias.tasks.common import plain
+from stbias.tasks.common import base_dataset, plain
 
 
 def dropout_settings(cfg: Any) -> StaticDropoutSettings:
@@ -52,12 +52,6 @@ def check(cfg: Any) -> None:
     parse_every(cfg.train.get("checkpoint_every"))
 
 
-def _base(dataset: Dataset | None) -> Any:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
 def probe_setup(
     cfg: Any,
     model: nn.Module,
@@ -79,7 +73,7 @@ def probe_setup(
         channels.update(infer_channels(model, undeclared, spec, layout, name))
         model.train(was_training)
     chosen = choose_clips(train_set, int(settings.probe_clips), "stratified", int(cfg.seed))
-    motion = getattr(_base(val_set), "motion_only_classes", None)
+    motion = getattr(base_dataset(val_set), "motion_only_classes", None)
     return ProbeSetup(
         spec=spec,
         sampler=instantiate(cfg.stylization),
