@@ -51,6 +51,25 @@ REVERSE_BLENDS = ("spec", "reference")
 TARGET_CLASSES = ("predicted", "label")
 
 
+# the keyword arguments of TemporalMask that are settings of the search (metric.<key>)
+SEARCH_SETTINGS = (
+    "perturbation",
+    "iterations",
+    "lr",
+    "l1",
+    "tv",
+    "beta",
+    "init",
+    "init_fraction",
+    "init_logit",
+    "tv_weights",
+    "reverse_blend",
+    "reverse_threshold",
+    "length_threshold",
+    "min_drop",
+)
+
+
 def _choice(name: str, value: str, valid: Sequence[str]) -> str:
     if value not in valid:
         raise StbiasError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
@@ -364,23 +383,7 @@ class TemporalMask:
 
     def settings(self) -> dict[str, Any]:
         """Every setting of the search, as plain values (for results files)."""
-        keys = (
-            "perturbation",
-            "iterations",
-            "lr",
-            "l1",
-            "tv",
-            "beta",
-            "init",
-            "init_fraction",
-            "init_logit",
-            "tv_weights",
-            "reverse_blend",
-            "reverse_threshold",
-            "length_threshold",
-            "min_drop",
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in SEARCH_SETTINGS}
 
     def _logits(self, clips: Tensor) -> Tensor:
         return self.model(self.pack(clips) if self.pack is not None else clips)

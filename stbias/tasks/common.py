@@ -546,6 +546,25 @@ def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
     return base[int(index)]
 
 
+def report_explanation(
+    cfg: Any,
+    task: str,
+    prefix: str,
+    folder: str,
+    record: dict[str, Any],
+    objects: dict[str, Any],
+    summary: str,
+) -> None:
+    """An explanation task's last steps: summary line, a named logger run, where results are."""
+    from stbias.tasks.loggers import run_identity
+
+    log.info("%s", summary)
+    identity = run_identity(task, record["model"], record["dataset"])
+    logger = build_logger(cfg.get("logger"), folder, **identity)
+    log_explanation(logger, record, objects["figures"], prefix)
+    log.info("results: %s", os.path.join(folder, "results.json"))
+
+
 def log_explanation(logger: Any, record: dict[str, Any], figures: list[str], prefix: str) -> None:
     """Summary statistics under ``<prefix>/...``, the per-clip table and the figures; then close."""
     summary: dict[str, float] = {}

@@ -35,18 +35,16 @@ from stbias.metrics.gradcam import GradCAM
 from stbias.plotting import save_animation, save_figure
 from stbias.plotting.explain import gradcam_strip, overlay, table3
 from stbias.tasks.common import (
-    build_logger,
     choice,
     clip_by_index,
     dataset_indices,
     explanation_setup,
-    log_explanation,
     output_dir,
     plain,
+    report_explanation,
     run_explanation,
     weights_record,
 )
-from stbias.tasks.loggers import run_identity
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +235,5 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     record, objects = explain_gradcam(cfg, folder)
     if not record:
         return record, objects
-    log.info("%s", summary_line(record))
-    identity = run_identity("gradcam", record["model"], record["dataset"])
-    logger = build_logger(cfg.get("logger"), folder, **identity)
-    log_explanation(logger, record, objects["figures"], "gradcam")
-    log.info("results: %s", os.path.join(folder, "results.json"))
+    report_explanation(cfg, "gradcam", "gradcam", folder, record, objects, summary_line(record))
     return record, objects

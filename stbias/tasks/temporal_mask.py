@@ -29,39 +29,19 @@ from stbias import io
 from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
 from stbias.lit.explain import TemporalMaskModule, packer
-from stbias.metrics.masks import TemporalMask, freeze
+from stbias.metrics.masks import SEARCH_SETTINGS, TemporalMask, freeze
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
 from stbias.tasks.common import (
-    build_logger,
     choice,
     clip_by_index,
     dataset_indices,
     explanation_setup,
-    log_explanation,
     output_dir,
     plain,
+    report_explanation,
     run_explanation,
     weights_record,
-)
-from stbias.tasks.loggers import run_identity
-
-# metric keys that are TemporalMask arguments
-SEARCH_KEYS = (
-    "perturbation",
-    "iterations",
-    "lr",
-    "l1",
-    "tv",
-    "beta",
-    "init",
-    "init_fraction",
-    "init_logit",
-    "tv_weights",
-    "reverse_blend",
-    "reverse_threshold",
-    "length_threshold",
-    "min_drop",
 )
 
 log = logging.getLogger(__name__)
@@ -130,7 +110,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     """
     m = cfg.metric
     name, spec, dataset, model = explanation_setup(cfg, "temporal_mask")
-    settings = {k: plain(m[k]) for k in SEARCH_KEYS}
+    settings = {k: plain(m[k]) for k in SEARCH_SETTINGS}
     explainer = TemporalMask(model, pack=packer(spec), **settings)
     module = TemporalMaskModule(
         explainer, label_key=str(m.label_key), target_class=str(m.target_class)
@@ -189,9 +169,5 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     record, objects = explain_masks(cfg, folder)
     if not record:
         return record, objects
-    log.info("%s", summary_line(record))
-    identity = run_identity("temporal_mask", record["model"], record["dataset"])
-    logger = build_logger(cfg.get("logger"), folder, **identity)
-    log_explanation(logger, record, objects["figures"], "mask")
-    log.info("results: %s", os.path.join(folder, "results.json"))
+    report_explanation(cfg, "temporal_mask", "mask", folder, record, objects, summary_line(record))
     return record, objects
