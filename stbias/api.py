@@ -214,15 +214,18 @@ class Probe:
             estimator=self.estimator,
             model_name=self.model_name,
         )
-        trainer = pl.Trainer(
-            accelerator=self.accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=self.progress,
-            use_distributed_sampler=False,
-        )
-        trainer.test(module, datamodule=data, verbose=False)
+        from stbias.reporting import lightning_quiet
+
+        with lightning_quiet():
+            trainer = pl.Trainer(
+                accelerator=self.accelerator,
+                devices=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=self.progress,
+                use_distributed_sampler=False,
+            )
+            trainer.test(module, datamodule=data, verbose=False)
         stats = {alias: metric for alias, metric in module.stats.items()}
         return ProbeResults(stats, self.lam, self.estimator, self.model_name, count)

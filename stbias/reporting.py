@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 # libraries whose INFO messages (device lines, tips, run summaries) and warnings are hidden unless
 # verbose=true; their errors always show
@@ -27,6 +29,9 @@ LIBRARIES = (
     "urllib3",
     "filelock",
 )
+
+
+LIGHTNING = ("pytorch_lightning", "lightning", "lightning_fabric")
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -62,6 +67,29 @@ def quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", module=pattern)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
+
+
+@contextlib.contextmanager
+def lightning_quiet() -> Iterator[None]:
+    """Lightning's start-up lines (devices, tips) hidden for the duration, levels restored after.
+
+    For the Python API, which builds Trainers inside a user's session without changing the
+    session's logging for good.
+    """
+    import pytorch_lightning  # noqa: F401 - its loggers exist once it is imported
+
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in LIGHTNING]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(pytorch_lightning|lightning)(\.|$)")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def console_logging(verbose: bool = False) -> None:

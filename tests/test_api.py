@@ -90,3 +90,19 @@ def test_the_readme_python_example_runs():
     assert list(results) == ["layer3", "layer4"]
     assert list(scope["results"].table()["layer"]) == ["layer3", "layer4"]
     assert results["layer4"]["n_pairs"]["static"] == 2
+
+
+def test_the_docs_python_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    example = text.split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(example, "docs/python.md", "exec"), scope)  # noqa: S102 - the docs' own text
+    assert list(scope["table"]["layer"]) == ["layer1", "layer2", "layer3", "layer4"]
+    assert scope["results"]["layer4"]["n_pairs"] == {"dynamic": 8, "static": 8}
+    assert "ci" in scope["results"]["layer4"]  # bootstrap intervals
+    assert (tmp_path / "r3d_18_probe.png").stat().st_size > 5000
+    assert (tmp_path / "r3d_18_asdt.png").stat().st_size > 5000
+    assert len(scope["weights"]) > 10  # every temporal convolution of r3d_18
