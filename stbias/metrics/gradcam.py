@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from stbias.errors import StbiasError
 from stbias.metrics.masks import check_classes
-from stbias.models.taps import LAYOUTS, get_module, parse_path
+from stbias.models.taps import LAYOUTS, get_module, layer_output, parse_path
 
 WEIGHTS = ("time", "time_mean")
 TARGETS = ("logit", "softmax")
@@ -188,16 +188,7 @@ class _GradTap:
         self._handles: list[Any] = []
 
     def _forward_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        value = output
-        for i in self.indices:
-            if not isinstance(value, (list, tuple)) or i >= len(value):
-                raise StbiasError(
-                    f"layer {self.path!r} of {self.model_name} takes element [{i}] of an output "
-                    f"that has none"
-                )
-            value = value[i]
-        if isinstance(value, (list, tuple)) and len(value) == 1 and torch.is_tensor(value[0]):
-            value = value[0]
+        value = layer_output(output, self.indices, f"layer {self.path!r} of {self.model_name}")
         if not torch.is_tensor(value):
             raise StbiasError(
                 f"layer {self.path!r} of {self.model_name} returns a {type(value).__name__}, not "

@@ -154,17 +154,7 @@ class LayerTap:
 
     def _hook(self, alias: str, path: str, indices: Sequence[int]):
         def hook(module, args, output):
-            value = output
-            for i in indices:
-                if not isinstance(value, (list, tuple)) or i >= len(value):
-                    raise StbiasError(
-                        f"layer {alias!r} ({path}) of {self.model_name} takes element [{i}] of "
-                        f"an output that is {_describe(value)}"
-                    )
-                value = value[i]
-            # a 1-tuple has one meaning (some libraries wrap block outputs as `(hidden,)`)
-            if isinstance(value, (list, tuple)) and len(value) == 1 and torch.is_tensor(value[0]):
-                value = value[0]
+            value = layer_output(output, indices, f"layer {alias!r} ({path}) of {self.model_name}")
             if not torch.is_tensor(value):
                 raise StbiasError(self._not_a_tensor(alias, path, value))
             self.outputs[alias] = value.detach() if self.detach else value
@@ -203,6 +193,24 @@ class LayerTap:
         """Remove every hook this tap registered."""
         while self._handles:
             self._handles.pop().remove()
+
+
+def layer_output(output: Any, indices: Sequence[int], where: str) -> Any:
+    """The part of a module's ``output`` that a layer path's ``[i]`` indices select.
+
+    A 1-tuple holding a tensor is that tensor (some libraries wrap block outputs as
+    ``(hidden,)``). Anything else that is not a tensor comes back as it is, for the caller's
+    message; an index into something without that element is an error naming ``where``.
+    """
+    value = output
+    for i in indices:
+        if not isinstance(value, (list, tuple)) or i >= len(value):
+            described = _describe(value)
+            raise StbiasError(f"{where} takes element [{i}] of an output that is {described}")
+        value = value[i]
+    if isinstance(value, (list, tuple)) and len(value) == 1 and torch.is_tensor(value[0]):
+        value = value[0]
+    return value
 
 
 def _describe(value: Any) -> str:

@@ -270,12 +270,7 @@ def table4_from_runs(runs: Mapping[str, str], title: str | None = "Table 4: temp
     Returns:
         ``(figure, summaries, tests)``; tests (Welch, per measure) only for two runs.
     """
-    summaries = {
-        label: _read_json(os.path.join(d, "results.json"))["summary"] for label, d in runs.items()
-    }
-    samples = {label: mask_samples(d) for label, d in runs.items()}
-    tests = {key: _welch(samples, key) for key, _ in TABLE4} if len(runs) == 2 else None
-    return table4(summaries, tests, title=title), summaries, tests
+    return _table_from_runs(runs, mask_samples, TABLE4, table4, title)
 
 
 def table3_from_runs(
@@ -286,9 +281,14 @@ def table3_from_runs(
     Returns:
         ``(figure, summaries, tests)``; tests (Welch, per measure) only for two runs.
     """
+    return _table_from_runs(runs, blob_samples, TABLE3, table3, title)
+
+
+def _table_from_runs(runs, read_samples, measures, draw, title):
+    """Summaries from each run's results.json, per-run samples, Welch tests for two runs, drawn."""
     summaries = {
         label: _read_json(os.path.join(d, "results.json"))["summary"] for label, d in runs.items()
     }
-    samples = {label: blob_samples(d) for label, d in runs.items()}
-    tests = {key: _welch(samples, key) for key, _ in TABLE3} if len(runs) == 2 else None
-    return table3(summaries, tests, title=title), summaries, tests
+    samples = {label: read_samples(d) for label, d in runs.items()}
+    tests = {key: _welch(samples, key) for key, _ in measures} if len(runs) == 2 else None
+    return draw(summaries, tests, title=title), summaries, tests
