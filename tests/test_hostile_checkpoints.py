@@ -289,6 +289,11 @@ def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_pat
         torch.load(trained["last"], weights_only=True), "x.ckpt", str(tmp_path / "checkpoints")
     )
     assert elsewhere["callbacks"] == {} and elsewhere["global_step"] == state["global_step"]
+    # inside the folder but inconsistent (Lightning would raise KeyError later): dropped too
+    checkpoint = torch.load(trained["last"], weights_only=True)
+    (raw,) = checkpoint["callbacks"].values()
+    raw["kth_best_model_path"] = os.path.join(real, "other.ckpt")
+    assert resume_state(checkpoint, "x.ckpt", real)["callbacks"] == {}
 
 
 def test_callback_state_naming_paths_is_dropped(tmp_path, caplog):

@@ -123,6 +123,10 @@ def _model_checkpoint_state(state: Any, checkpoint_dir: str) -> tuple[dict | Non
     for key in ("best_model_score", "current_score", "kth_value"):
         if not _score(out.get(key)):
             return None, f"its {key} is not a score"
+    kth = out.get("kth_best_model_path")
+    if out["best_k_models"] and kth and kth not in out["best_k_models"]:
+        # Lightning would fail on it (KeyError) when the next checkpoint replaces the k-th best
+        return None, f"its kth_best_model_path {kth!r} is not one of its best_k_models"
     return out, ""
 
 
