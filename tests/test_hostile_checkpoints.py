@@ -10,6 +10,7 @@ gets its rows here.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import pickle
@@ -425,3 +426,15 @@ def test_a_broken_training_cache_entry_is_trained_again(tmp_path, trained, caplo
     (folder / "checkpoints" / "last.ckpt").write_bytes(trained["last"].read_bytes())
     io.write_json(folder / "results.json", {"checkpoint": str(folder / "checkpoints/last.ckpt")})
     assert common._cached_training(str(folder / "results.json"), str(folder))["checkpoint"]
+
+
+def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(tmp_path, caplog):
+    folder = tmp_path / "cache" / "i3d"
+    cfg = compose([*TRAIN, "trainer.max_epochs=1"])
+    first = common.train_once(cfg, str(folder), "i3d")
+    (folder / "results.json").write_text('{"checkpoint": ')  # torn by hand
+    caplog.set_level(logging.WARNING)
+    again = common.train_once(compose([*TRAIN, "trainer.max_epochs=1"]), str(folder), "i3d")
+    assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
+    assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
+    assert json.loads((folder / "results.json").read_text())["checkpoint"] == again["checkpoint"]
