@@ -247,6 +247,21 @@ def test_hostile_case(case, trained, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "ran.txt").exists()
 
 
+def test_a_training_cache_resuming_on_its_own_from_a_planted_checkpoint_deletes_nothing(
+    trained, tmp_path
+):
+    """The quickstart, Mänttäri and VOS caches resume ``<folder>/checkpoints/last.ckpt`` found
+    in a predictable folder: one planted there with crafted paths deletes nothing either."""
+    folder = tmp_path / "x" / "y" / "cache"
+    (folder / "checkpoints").mkdir(parents=True)
+    _victims(tmp_path)
+    _edit(trained, folder / "checkpoints" / "last.ckpt", _callback_paths(folder))
+    record = common.train_once(compose([*TRAIN, "trainer.max_epochs=3"]), str(folder), "planted")
+    assert record["epochs"] == 3 and os.path.isfile(record["checkpoint"])
+    for victim in VICTIMS:
+        assert (tmp_path / "x" / victim).read_text() == "keep me", victim
+
+
 def test_the_crafted_checkpoint_deletes_files_without_the_run_folder_io(
     trained, tmp_path, monkeypatch
 ):
