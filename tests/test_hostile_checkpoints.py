@@ -305,6 +305,11 @@ def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_pat
         torch.load(trained["last"], weights_only=True), "x.ckpt", str(tmp_path / "checkpoints")
     )
     assert elsewhere["callbacks"] == {} and elsewhere["global_step"] == state["global_step"]
+    for bad in (os.path.join(real, ".."), os.path.join(real, "x", ".."), "memory://last.ckpt"):
+        checkpoint = torch.load(trained["last"], weights_only=True)
+        (raw,) = checkpoint["callbacks"].values()
+        raw["last_model_path"] = bad
+        assert resume_state(checkpoint, "x.ckpt", real)["callbacks"] == {}, bad
     # inside the folder but inconsistent (Lightning would raise KeyError later): dropped too
     checkpoint = torch.load(trained["last"], weights_only=True)
     (raw,) = checkpoint["callbacks"].values()

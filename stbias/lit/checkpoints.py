@@ -95,18 +95,23 @@ def _model_checkpoint_state(state: Any, checkpoint_dir: str) -> tuple[dict | Non
     if not isinstance(state, Mapping):
         return None, "it is not a mapping"
     dirpath = state.get("dirpath")
-    if not isinstance(dirpath, str) or not (
-        _resolved(dirpath) == os.path.realpath(checkpoint_dir) or inside(dirpath, checkpoint_dir)
+    real_dir = os.path.realpath(dirpath) if isinstance(dirpath, str) and dirpath else ""
+    if not real_dir or not (
+        real_dir == os.path.realpath(checkpoint_dir) or inside(real_dir, checkpoint_dir)
     ):
         return None, f"it was written for another folder ({dirpath!r})"
-    real_dir = os.path.realpath(dirpath)
     out = dict(state)
     out["dirpath"] = real_dir
 
     def rewrite(path: Any) -> str:
         if path in ("", None):
             return ""
-        if not isinstance(path, str) or os.path.dirname(_resolved(path)) != real_dir:
+        if (
+            not isinstance(path, str)
+            or "://" in path
+            or os.path.basename(path) in ("", ".", "..")
+            or os.path.dirname(_resolved(path)) != real_dir
+        ):
             raise ValueError(path)
         return _resolved(path)
 
