@@ -159,7 +159,7 @@ def load_tensors(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return torch.load(text, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = _unpickler_detail(err)
+        detail = unpickling_detail(err)
         calls = _code_globals(text)
         if calls or "global" in detail.lower():
             named = f"it names {', '.join(calls[:3])}" if calls else detail
@@ -193,7 +193,7 @@ def _clean(text: str) -> str:
     return ""
 
 
-def _unpickler_detail(err: Exception) -> str:
+def unpickling_detail(err: Exception) -> str:
     """The one informative line of torch's weights-only unpickling error."""
     text = str(err)
     marker = "WeightsUnpickler error:"

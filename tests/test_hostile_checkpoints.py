@@ -458,3 +458,21 @@ def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(tmp_path,
     assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
     assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
     assert json.loads((folder / "results.json").read_text())["checkpoint"] == again["checkpoint"]
+
+
+def test_refused_published_weights_never_pass_on_the_weights_only_false_advice(
+    tmp_path, monkeypatch
+):
+    from stbias.models import weights
+
+    path = tmp_path / "hub.pth"
+    torch.save({"w": torch.zeros(1), "x": Payload(f"touch {tmp_path / 'ran.txt'}")}, path)
+    monkeypatch.setattr(
+        torch.hub, "load_state_dict_from_url", lambda url, **kw: torch.load(path, weights_only=True)
+    )
+    with pytest.raises(StbiasError) as err:
+        weights.download_state("https://example.org/hub.pth", "i3d")
+    message = str(err.value)
+    assert "would run code" in message and "posix.system" in message
+    assert "weights_only" not in message and len(message.splitlines()) == 1
+    assert not (tmp_path / "ran.txt").exists()
