@@ -172,6 +172,12 @@ CASES = [
         "trained for 100 classes, this run has 5",
     ),
     (
+        "resume with another model",
+        ["train.resume={dotdot}", "model=c2d_tiny"],
+        "refused",
+        "does not fit this run's network",
+    ),
+    (
         "resume from a weights-only file",
         ["train.resume={weights}"],
         "refused",
@@ -232,6 +238,8 @@ def test_hostile_case(case, trained, tmp_path, monkeypatch, capsys):
     run_dir.mkdir(parents=True)
     args = [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
     base = TRAIN if not any(a.startswith("task=") for a in args) else ["model=i3d_tiny", *QUIET]
+    given = {a.split("=", 1)[0] for a in args}
+    base = [a for a in base if a.split("=", 1)[0] not in given]  # a row's own model, ...
     code, err = run_cli([*base, *args], run_dir, monkeypatch, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     if expected == "refused":
