@@ -40,8 +40,8 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 def _write_error(path: str, err: OSError) -> WriteError:
     if err.errno in _FULL:
         return WriteError(
-            f"cannot write {path!r}: no space left on the device (free space there, or write "
-            "elsewhere, e.g. hydra.run.dir=<folder>)",
+            f"cannot write {path!r}: no space left on the device; free space there or "
+            "give another folder",
             path,
         )
     reason = err.strerror or type(err).__name__
