@@ -484,3 +484,42 @@ def test_refused_published_weights_never_pass_on_the_weights_only_false_advice(
     assert "would run code" in message and "posix.system" in message
     assert "weights_only" not in message and len(message.splitlines()) == 1
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_run_folder_full_from_the_start_is_one_line(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(OmegaConf, "to_yaml", full)  # Hydra's .hydra/config.yaml
+    code, err = run_cli(["model=i3d_tiny", *QUIET], tmp_path / "run", monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert f"cannot write '{tmp_path / 'run' / '.hydra'}" in lines[0] and "No space" in lines[0]
+
+
+def test_a_run_log_that_cannot_be_written_is_one_warning(tmp_path, capsys):
+    from stbias.reporting import RunLogFile
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    handler = RunLogFile(str(tmp_path / "stbias.log"))
+    handler._open = Full  # the disk is full when the file is first written
+    logger = logging.getLogger("stbias.test_full_log")
+    logger.addHandler(handler)
+    try:
+        for i in range(3):
+            logger.warning("message %d", i)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the run's log" in err and "No space" in err
