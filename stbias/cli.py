@@ -25,6 +25,31 @@ def run_id() -> str:
 OmegaConf.register_new_resolver("stbias_run_id", run_id, replace=True)
 
 
+def _stop_on_unwritable_run_folder() -> None:
+    """Hydra's own first write into the run folder (``.hydra/config.yaml``) that fails (disk
+    full) is one line and exit code 2, as every other write of a run, not a traceback."""
+    from hydra.core import utils
+
+    save = utils._save_config
+    if getattr(save, "stbias_guarded", False):
+        return
+
+    def guarded(cfg, filename, output_dir):
+        try:
+            save(cfg, filename, output_dir)
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            path = os.path.join(os.fspath(output_dir), filename)
+            print(f"stbias: error: cannot write {path!r}: {reason}", file=sys.stderr)
+            sys.exit(2)
+
+    guarded.stbias_guarded = True
+    utils._save_config = guarded
+
+
+_stop_on_unwritable_run_folder()
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _main(cfg: DictConfig):
     from stbias.errors import StbiasError

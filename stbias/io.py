@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import pickle
+import pickletools
 import platform
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
@@ -20,6 +23,31 @@ import torch
 from stbias.errors import StbiasError
 
 
+class WriteError(StbiasError):
+    """A result or cache file could not be written (disk full, no permission, ...).
+
+    ``path`` is the file; callers that write a cache catch it and go on without the cache.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_error(path: str, err: OSError) -> WriteError:
+    if err.errno in _FULL:
+        return WriteError(
+            f"cannot write {path!r}: no space left on the device; free space there or "
+            "give another folder",
+            path,
+        )
+    reason = err.strerror or type(err).__name__
+    return WriteError(f"cannot write {path!r}: {reason}", path)
+
+
 def _umask() -> int:
     # the only way to read the umask is to set it; set it straight back
     mask = os.umask(0o022)
@@ -28,10 +56,20 @@ def _umask() -> int:
 
 
 def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
+    """Write through ``write(fh)`` into a temporary file beside ``path``, then rename it.
+
+    Raises:
+        WriteError: naming ``path`` when the file system refuses (disk full, permissions); the
+            old file, if any, is left as it was and no temporary file remains.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as err:
+        raise _write_error(path, err) from None
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
@@ -40,9 +78,11 @@ def _atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> None:
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from None
         raise
 
 
@@ -119,29 +159,97 @@ def load_tensors(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return torch.load(text, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = _unpickler_detail(err)
-        if "Unsupported global" in detail or "global" in detail.lower():
+        detail = unpickling_detail(err)
+        calls = _code_globals(text)
+        if calls or "global" in detail.lower():
+            named = f"it names {', '.join(calls[:3])}" if calls else detail
             raise StbiasError(
                 f"refused to load {what} {text!r}: it holds objects that would run code when "
-                f"unpickled; stbias reads only tensors and plain containers. Re-save just the "
-                f"tensors, e.g. torch.save(model.state_dict(), path) ({detail})"
+                f"unpickled ({named}); stbias reads only tensors and plain containers and never "
+                "unpickles code. Re-save just the tensors where the file came from, e.g. "
+                "torch.save(model.state_dict(), path)"
             ) from None
-        raise StbiasError(f"{what} {text!r} is not a readable torch file ({detail})") from None
+        raise StbiasError(
+            f"{what} {text!r} is not a readable torch file ({detail}); stbias reads files "
+            "of tensors and plain containers written by torch.save"
+        ) from None
     except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways (struct.error...)
-        first = str(err).splitlines()[0] if str(err) else "empty"
+        first = _clean(str(err)) or "empty"
         raise StbiasError(
             f"{what} {text!r} is not a readable torch file ({type(err).__name__}: {first})"
         ) from None
 
 
-def _unpickler_detail(err: Exception) -> str:
+# torch's advice on a refused file: the one thing a user must not do with an untrusted file
+_ADVICE = ("weights_only", "please file an issue", "check the documentation", "in pytorch 2.6")
+
+
+def _clean(text: str) -> str:
+    """The first line of an error message that is not torch's advice about ``weights_only``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not any(a in line.lower() for a in _ADVICE):
+            return line.split(". Please", 1)[0]
+    return ""
+
+
+def unpickling_detail(err: Exception) -> str:
     """The one informative line of torch's weights-only unpickling error."""
     text = str(err)
     marker = "WeightsUnpickler error:"
     if marker in text:
-        rest = text.split(marker, 1)[1].strip()
-        return rest.split(". Please", 1)[0].splitlines()[0].strip() or text.splitlines()[0]
-    return text.splitlines()[0] if text else type(err).__name__
+        text = text.split(marker, 1)[1]
+    return _clean(text) or type(err).__name__
+
+
+# modules whose names a torch file of tensors refers to (storages, rebuild helpers, containers)
+_DATA_MODULES = ("torch", "collections", "numpy", "_codecs")
+
+
+def _code_globals(path: str) -> list[str]:
+    """The callables other than torch's own that a pickle names (``posix.system``, ...).
+
+    Read with ``pickletools`` (which lists opcodes and never imports or calls anything), from a
+    plain pickle or the ``data.pkl`` of a torch zip file; an unreadable stream gives what was
+    read before the damage.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(64 << 20)
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return []
+    found: list[str] = []
+    strings: list[str | None] = []  # what each opcode pushed, when it was a string
+    memo: dict[int, str | None] = {}
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            op = opcode.name
+            if op in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                memo[len(memo) if op == "MEMOIZE" else int(arg)] = strings[-1] if strings else None
+                continue
+            if op in ("GET", "BINGET", "LONG_BINGET"):
+                strings.append(memo.get(int(arg)))
+                continue
+            if isinstance(arg, str) and ("UNICODE" in op or op.endswith("STRING")):
+                strings.append(arg)
+                continue
+            strings.append(None)
+            if op in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".", 1)
+            elif op == "STACK_GLOBAL" and len(strings) >= 3 and None not in strings[-3:-1]:
+                name = f"{strings[-3]}.{strings[-2]}"
+            else:
+                continue
+            if name.split(".", 1)[0] not in _DATA_MODULES and name not in found:
+                found.append(name)
+    except Exception:  # noqa: BLE001 - pickletools raises ValueError and others on damage
+        pass
+    return found
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:

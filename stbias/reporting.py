@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -46,6 +47,35 @@ class ConsoleFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"warning: {message}"
         return message
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's log file (``<run dir>/stbias.log``), opened at the first record.
+
+    A write that fails (disk full) is said once on the console, and the file is left alone from
+    then on, instead of a logging traceback for every later message.
+    """
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
+        super().__init__(filename, mode=mode, encoding=encoding, delay=True)
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` unless an earlier write failed."""
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """Say once why the log file is no longer written."""
+        if self.failed:
+            return
+        self.failed = True
+        err = sys.exc_info()[1]
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        sys.stderr.write(
+            f"warning: cannot write the run's log {self.baseFilename!r}: {reason}; going on "
+            "without it\n"
+        )
 
 
 def quiet_libraries(verbose: bool = False) -> None:

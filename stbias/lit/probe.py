@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
-from stbias.io import load_tensors, torch_save
+from stbias.io import WriteError, load_tensors, torch_save
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
@@ -121,6 +121,7 @@ class ProbeModule(pl.LightningModule):
         self.skipped_clips = 0
         self.clips_done = 0  # clips of this process already in the sums (resumed or run)
         self.clips_run = 0  # clips this run pushed through the model
+        self.cache_failed = False  # a cache write failed (disk full): no further tries
 
     def train(self, mode: bool = True) -> ProbeModule:
         """Keep the probed model in eval mode whatever Lightning asks."""
@@ -183,7 +184,18 @@ class ProbeModule(pl.LightningModule):
             alias: {k: v.detach().cpu() for k, v in metric._states.items()}
             for alias, metric in self.stats.items()
         }
-        torch_save({"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}, path)
+        state = {"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}
+        self._cache(lambda: torch_save(state, path))
+
+    def _cache(self, write: Callable[[], None]) -> None:
+        """Write a cache file; a failure (disk full) is one warning, never the run's end."""
+        if self.cache_failed:
+            return
+        try:
+            write()
+        except WriteError as err:
+            self.cache_failed = True
+            log.warning("%s; going on without caching the pair statistics", err)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
@@ -224,12 +236,15 @@ class ProbeModule(pl.LightningModule):
             skipped = self.all_gather(skipped).sum()
         self.skipped_clips = int(round(float(skipped)))
         results = {}
+        self.cache_failed = False  # the final sums are worth another try
         for alias, metric in self.stats.items():
             with metric.sync_context(should_unsync=True):
                 if self.state_dir is not None and self.trainer.is_global_zero:
-                    metric.save_state(
-                        layer_state_path(self.state_dir, alias),
-                        meta={**self.state_meta, "skipped_clips": self.skipped_clips},
+                    self._cache(
+                        lambda m=metric, a=alias: m.save_state(
+                            layer_state_path(self.state_dir, a),
+                            meta={**self.state_meta, "skipped_clips": self.skipped_clips},
+                        )
                     )
                 results[alias] = metric.report(lam=self.lam)
         self.results = results

@@ -216,9 +216,11 @@ def download_state(url: str, model_name: str, check_hash: bool = False) -> Any:
             url, map_location="cpu", progress=False, check_hash=check_hash, weights_only=True
         )
     except pickle.UnpicklingError as err:
+        from stbias.io import unpickling_detail
+
         raise StbiasError(
             f"refused the pretrained weights of {model_name} from {url}: the file would run code "
-            f"when unpickled ({str(err).splitlines()[0]})"
+            f"when unpickled ({unpickling_detail(err)}); stbias never unpickles code"
         ) from None
     except (urllib.error.URLError, OSError, ConnectionError) as err:
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")

@@ -77,6 +77,44 @@ CHECKPOINT_SETTINGS: dict[str, dict[str, str]] = {
 }
 
 
+# The range each of those settings may take: what the model families stbias builds accept (clips
+# of up to 256 frames of up to 512 pixels a side, grey or RGB, one or two pathways). A file asking
+# for more (frames=10**9) is refused before anything is allocated.
+CHECKPOINT_LIMITS: dict[str, tuple[float, float]] = {
+    "num_classes": (1, 100_000),
+    "in_channels": (1, 3),
+    "frames": (1, 256),
+    "sampling_rate": (1, 64),
+    "size": (1, 512),
+    "short_side": (1, 1024),
+    "channels": (1, 3),
+    "pathways": (1, 2),
+    "alpha": (1, 32),
+    "mean": (-10.0, 10.0),
+    "std": (1e-6, 10.0),
+    "flow_mean": (-10.0, 10.0),
+    "flow_std": (1e-6, 10.0),
+}
+# list settings hold one value per input channel
+_MAX_VALUES = 3
+
+
+def _within(key: str, value: Any) -> str | None:
+    """None when ``value`` lies within :data:`CHECKPOINT_LIMITS`, else what would be valid."""
+    if key not in CHECKPOINT_LIMITS or value is None or isinstance(value, bool):
+        return None
+    low, high = CHECKPOINT_LIMITS[key]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and not 1 <= len(values) <= _MAX_VALUES:
+        return f"1 to {_MAX_VALUES} values (one per channel)"
+    if key in ("channels", "in_channels") and values[0] not in (1, 3):
+        return "1 or 3"
+    if all(low <= v <= high for v in values):
+        return None
+    bounds = f"{low:g}..{high:g}"
+    return f"values in {bounds}" if isinstance(value, (list, tuple)) else bounds
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
@@ -110,6 +148,12 @@ def _checked(path: str, node: str, values: Any, where: str) -> dict[str, Any]:
         if not _fits(allowed[key], value):
             article = "a" if allowed[key] in ("bool", "list of numbers") else "an"
             raise _refuse(path, f"{where}.{key}", f"is not {article} {allowed[key]} ({value!r})")
+        valid = _within(key, value)
+        if valid is not None:
+            raise StbiasError(
+                f"refused checkpoint {path!r}: hyper_parameters.{where}.{key}={value!r} is out "
+                f"of range; {key} takes {valid} for the models stbias builds"
+            )
         out[str(key)] = list(value) if isinstance(value, (list, tuple)) else value
     return out
 
@@ -143,6 +187,14 @@ def checkpoint_settings(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             if node not in CHECKPOINT_SETTINGS:
                 raise _refuse(path, f"{MODEL_OVERRIDES}.{node}", "is not builder or input")
             settings[node].update(_checked(path, node, values, f"{MODEL_OVERRIDES}.{node}"))
+    spec = settings["input"]
+    channels = spec.get("channels")
+    for key in ("mean", "std"):
+        if channels is not None and key in spec and len(spec[key]) != channels:
+            raise StbiasError(
+                f"refused checkpoint {path!r}: hyper_parameters input.{key} has "
+                f"{len(spec[key])} values for {channels} channels"
+            )
     return {node: values for node, values in settings.items() if values}
 
 
@@ -600,6 +652,36 @@ def training_key(train_cfg: Any) -> str:
     return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _cached_training(results: str, folder: str) -> dict[str, Any] | None:
+    """The record of a finished training in ``folder``, or None (one warning if unusable).
+
+    A ``results.json`` that cannot be read, or whose checkpoint is missing or lies outside
+    ``folder``, does not count: the training runs (or resumes) again.
+    """
+    from stbias.lit.checkpoints import inside
+
+    if not os.path.isfile(results):
+        return None
+    try:
+        with open(results) as fh:
+            record = json.load(fh)
+        checkpoint = record.get("checkpoint") if isinstance(record, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("cannot read the cached training %s (%s); training again", results, err)
+        return None
+    if not isinstance(checkpoint, str) or not os.path.isfile(checkpoint):
+        return None
+    if not inside(checkpoint, folder):
+        log.warning(
+            "the cached training %s names a checkpoint outside %s (%r); training again",
+            results,
+            folder,
+            checkpoint,
+        )
+        return None
+    return record
+
+
 def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     """Run ``task=train`` with ``train_cfg`` into ``folder`` once and reuse it afterwards.
 
@@ -617,11 +699,9 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     results = os.path.join(folder, "results.json")
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
     with FileLock(folder + ".lock"):
-        if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
-            if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
-                return record
+        record = _cached_training(results, folder)
+        if record is not None:
+            return record
         last = os.path.join(folder, "checkpoints", "last.ckpt")
         resume = os.path.isfile(last)
         with open_dict(train_cfg):
@@ -631,5 +711,5 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
             log.info("resuming the interrupted training of %s from %s", what, last)
         else:
             log.info("training %s (once; cached in %s)", what, folder)
-        record, _ = train(train_cfg)
+        record, _ = train(train_cfg, cache=True)
     return record

@@ -364,7 +364,9 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
         if not trainer.is_global_zero:
             return {}, {}, objects
         for alias, path in missing.items():
-            os.replace(layer_state_path(run_dir, alias), _layer_file(state_dir, alias, path))
+            written = layer_state_path(run_dir, alias)
+            if os.path.exists(written):  # not when the cache could not be written (disk full)
+                os.replace(written, _layer_file(state_dir, alias, path))
         results.update(module.results)
         clips_run, skipped = module.clips_run, module.skipped_clips
     for alias, metric in cached.items():

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from stbias import io
 from stbias.errors import StbiasError
-from stbias.io import load_tensors
+from stbias.lit.checkpoints import RunCheckpointIO
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.segmentation import VideoSegmenter
 from stbias.lit.train_data import ClassificationData, EpochSetter
@@ -243,8 +243,13 @@ OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
 }
 
 
-def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
+def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used.
+
+    With ``cache`` (a training kept for reuse, :func:`~stbias.tasks.common.train_once`), a
+    ``results.json`` that cannot be written (disk full) is one warning: the record is returned
+    and the training runs again next time.
+    """
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepare_model(cfg, "task=train")
     train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
@@ -309,11 +314,13 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         len(val_set) if val_set is not None else "no",
         device_label(cfg.trainer),
     )
-    resume = tcfg.get("resume") or None
+    # every checkpoint this run reads, writes or removes goes through the run folder's own I/O:
+    # resumed state is weights, optimizer and counters only; nothing outside the folder is touched
+    checkpoint_io = RunCheckpointIO(folder, checkpoints.dirpath)
+    trainer.strategy.checkpoint_io = checkpoint_io
+    resume = str(tcfg.get("resume")) if tcfg.get("resume") else None
     if resume:
-        # read it once ourselves: a local file of tensors and plain values only; Lightning then
-        # loads it with weights_only=True too
-        load_tensors(resume, what="train.resume checkpoint")
+        checkpoint_io.read(resume, module)
     start = time.time()
     try:
         trainer.fit(
@@ -348,7 +355,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
-        io.write_json(os.path.join(folder, "results.json"), record)
+        try:
+            io.write_json(os.path.join(folder, "results.json"), record)
+        except io.WriteError as err:
+            if not cache:
+                raise
+            log.warning("%s; the training is not cached, its results are used as they are", err)
         score = record.get(setup.monitor)
         log.info(
             "%s (%d epochs, %.2f min); checkpoint: %s",
