@@ -22,7 +22,6 @@ import copy
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ from stbias.errors import StbiasError
 from stbias.io import load_tensors
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.segmentation import VideoSegmenter
-from stbias.lit.train_data import ClassificationData, EpochSetter
+from stbias.lit.train_data import ClassificationData, EpochSetter, ResumeState
 from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
 from stbias.tasks.common import (
@@ -243,6 +242,38 @@ OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
 }
 
 
+class FinalCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch; its own class keeps its state apart from the other
+    monitor-less checkpoint callbacks (a series with ``checkpoint_every=1``)."""
+
+
+def final_and_best_checkpoints(
+    folder: str, monitor: str | None
+) -> tuple[ModelCheckpoint, ModelCheckpoint | None]:
+    """``last.ckpt`` (the weights after every epoch, so the final ones) and ``best.ckpt``.
+
+    Two callbacks: Lightning's own ``save_last`` writes ``last.ckpt`` only when the monitored
+    score improves, which would leave the best epoch in it. ``best.ckpt`` (highest ``monitor``)
+    exists only with a monitored validation score.
+    """
+    # one file each per run folder: a resumed run overwrites them instead of adding *-v1.ckpt
+    last = FinalCheckpoint(
+        dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    if monitor is None:
+        return last, None
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return last, best
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -268,24 +299,19 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         batch_size=int(tcfg.batch_size),
         num_workers=int(tcfg.num_workers),
         pin_memory=str(cfg.trainer.get("accelerator", "cpu")) not in ("cpu",),
+        seed=int(cfg.seed),
     )
-    checkpoints = ModelCheckpoint(
-        dirpath=os.path.join(folder, "checkpoints"),
-        filename="best",
-        monitor=setup.monitor if val_set is not None else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        # one last.ckpt per run folder: a resumed run overwrites it instead of adding last-v1.ckpt
-        enable_version_counter=False,
+    last, best = final_and_best_checkpoints(
+        os.path.join(folder, "checkpoints"), setup.monitor if val_set is not None else None
     )
     logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
     # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
     extras = train_extras.training_callbacks(
         cfg, model, spec, train_set, val_set, os.path.join(folder, "checkpoints")
     )
-    callbacks: list[pl.Callback] = [checkpoints, EpochSetter(), *extras]
+    resume_state = ResumeState()  # random streams and minutes: a resumed run ends exactly
+    callbacks: list[pl.Callback] = [resume_state, last, *([best] if best else []), EpochSetter()]
+    callbacks += extras
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -299,22 +325,21 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         progress=f"training {name}",
         default_root_dir=folder,
     )
+    resume = tcfg.get("resume") or None
     log.info(
         "train: %s (%s, %s) | %s: %d training, %s validation clips | %s",
         name,
-        weights_label(weights_record(cfg.model)),
+        f"resuming {resume}" if resume else weights_label(weights_record(cfg.model)),
         objective,
         dataset,
         len(train_set),
         len(val_set) if val_set is not None else "no",
         device_label(cfg.trainer),
     )
-    resume = tcfg.get("resume") or None
     if resume:
         # read it once ourselves: a local file of tensors and plain values only; Lightning then
         # loads it with weights_only=True too
         load_tensors(resume, what="train.resume checkpoint")
-    start = time.time()
     try:
         trainer.fit(
             module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
@@ -334,11 +359,13 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         **_metrics(trainer),
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
-        "minutes": (time.time() - start) / 60.0,
-        "checkpoint": checkpoints.last_model_path or None,
-        "best_checkpoint": checkpoints.best_model_path or None,
-        "best": {setup.monitor: float(checkpoints.best_model_score)}
-        if checkpoints.best_model_score is not None and checkpoints.monitor
+        "minutes": resume_state.minutes(),
+        "resumed_from": resume,
+        "resumed_after_epochs": resume_state.resumed_epochs,
+        "checkpoint": last.best_model_path or None,
+        "best_checkpoint": (best.best_model_path or None) if best else None,
+        "best": {setup.monitor: float(best.best_model_score)}
+        if best and best.best_model_score is not None
         else {},
         **(setup.report(module, val_set) if setup.report else {}),
         "init_checksum": init_checksum,
