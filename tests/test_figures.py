@@ -425,3 +425,58 @@ def test_a_multirun_whose_runs_write_no_results_is_not_finished(tmp_path, monkey
     with pytest.raises(StbiasError, match="wrote results for 0 of its 1 runs"):
         run_stage(stage)
     assert not os.path.exists(os.path.join(stage.folder, DONE))
+
+
+def _stylized_points():
+    """(experiment, sweep point) of every real figure run that reads a stylized ActivityNet."""
+    for experiment in REAL:
+        cfg = compose_experiment(experiment)
+        if not str(cfg.stylization.name).startswith("precomputed"):
+            continue
+        for point in _sweep(cfg):
+            if "dataset=activitynet" in point or (
+                not any(p.startswith("dataset=") for p in point)
+                and cfg.hydra.runtime.choices.dataset == "activitynet"
+            ):
+                yield experiment, point
+
+
+@pytest.mark.parametrize(("experiment", "point"), list(_stylized_points()))
+def test_every_figure_reads_the_stylized_activitynet_by_time(
+    experiment, point, tmp_path, _reset_hydra_config
+):
+    """The authors' 5 fps release (``style_k/v_<id>/%06d.jpg`` from 1): each view of a 30 fps
+    video reads the copy's frame shown at the same time, as the contract line does."""
+    import fixtures
+    from hydra.utils import instantiate
+
+    from stbias.lit.probe import stylizer_context
+    from stbias.models.inputs import InputSpec
+    from stbias.tasks.common import build_dataset
+
+    root, stylized = fixtures.activitynet(tmp_path / "anet", tmp_path / "sty")
+    name = FIGURE_OF[experiment]
+    values = {}
+    for e in FIGURES[name].experiments:
+        values.update(_fake_paths(tmp_path / "paths", e))
+    values.update({"datasets.activitynet": str(root), "stylized.activitynet": str(stylized)})
+    stages = plan(name, str(tmp_path / "out"), sets=values)
+    (stage,) = [s for s in stages if s.experiment == experiment]
+    cfg = compose_experiment(experiment, [*stage.overrides, *point])
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.model.input.sampling_rate = 15  # 8 frames half a second apart fit the 4 s fixture
+    assert cfg.stylization.stylizer.root == str(stylized)
+    data = build_dataset(cfg.dataset, InputSpec.from_dict(OmegaConf.to_container(cfg.model.input)))
+    stylizer = instantiate(cfg.stylization).stylizer
+    sample = data[0]
+    batch = {k: [v] if isinstance(v, str) else v for k, v in sample.items()}
+    batch = {k: (v.unsqueeze(0) if hasattr(v, "unsqueeze") else v) for k, v in batch.items()}
+    clip = batch["video"].permute(0, 4, 1, 2, 3).float() / 255
+    for style in (0, 1):
+        out = stylizer(clip, style, **stylizer_context(batch))
+        # the copy's frame shown at time t: floor(5 t) + 1, of grey level 40 (style + 1) + file
+        expected = [40 * (style + 1) + int(t * 5 + 1e-6) + 1 for t in sample["frame_times"]]
+        got = [round(float(out[0, 0, j].mean()) * 255) for j in range(out.shape[2])]
+        assert got == expected, (experiment, point)

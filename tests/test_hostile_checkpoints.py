@@ -87,7 +87,7 @@ def _callback_paths(run_dir: Path, dirpath: str | None = None, to: str = "../../
         for key in list(callbacks):  # the same state for a run without validation (no monitor)
             callbacks[key.replace("'monitor': 'val/acc'", "'monitor': None")] = dict(callbacks[key])
         for key, state in callbacks.items():
-            if key.startswith("ModelCheckpoint"):
+            if key.startswith(checkpoints.CHECKPOINT_CALLBACKS):
                 state["dirpath"] = dirpath or ckpt_dir
                 state["best_model_path"] = f"{ckpt_dir}/{to}/victim1.txt"
                 state["last_model_path"] = f"{ckpt_dir}/{to}/victim2.txt"
@@ -103,7 +103,7 @@ def _folder_path(run_dir: Path) -> Callable:
 
     def edit(checkpoint):
         for key, state in checkpoint["callbacks"].items():
-            if key.startswith("ModelCheckpoint"):
+            if key.startswith(checkpoints.CHECKPOINT_CALLBACKS):
                 state["dirpath"] = ckpt_dir
                 state["last_model_path"] = f"{ckpt_dir}/../../../victims"  # rm -r would take it
                 state["best_k_models"] = {f"{ckpt_dir}/../../../victims": torch.tensor(-1.0)}
@@ -294,7 +294,8 @@ def test_the_crafted_checkpoint_deletes_files_without_the_run_folder_io(
         cfg.train.output_dir = str(run_dir)
     run_task(cfg)
     gone = [v for v in VICTIMS if not (tmp_path / "x" / v).exists()]
-    assert gone == ["victim2.txt", "victim3.txt"]
+    # the previous last.ckpt (victim1) and the replaced k-th best (victim3)
+    assert gone == ["victim1.txt", "victim3.txt"]
 
 
 def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_path):
@@ -304,25 +305,27 @@ def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_pat
         str(trained["folder"] / "checkpoints"),
     )
     assert set(state) <= set(checkpoints.RESUMED_KEYS) and "hyper_parameters" not in state
-    (callback,) = state["callbacks"].values()
+    states = state["callbacks"]
+    best_key = next(k for k in states if k.startswith("ModelCheckpoint"))
+    final_key = next(k for k in states if k.startswith("FinalCheckpoint"))
     real = os.path.realpath(trained["folder"] / "checkpoints")
-    assert callback["best_model_path"] == os.path.join(real, "best.ckpt")
-    assert callback["last_model_path"] == os.path.join(real, "last.ckpt")
-    # another run's folder: the callback state is dropped, the rest is kept
+    assert states[best_key]["best_model_path"] == os.path.join(real, "best.ckpt")
+    assert states[final_key]["best_model_path"] == os.path.join(real, "last.ckpt")
+    assert "ResumeState" in states  # the random streams travel: they name no path
+    # another run's folder: the checkpoint callbacks' state is dropped, the rest is kept
     elsewhere = resume_state(
         torch.load(trained["last"], weights_only=True), "x.ckpt", str(tmp_path / "checkpoints")
     )
-    assert elsewhere["callbacks"] == {} and elsewhere["global_step"] == state["global_step"]
+    assert set(elsewhere["callbacks"]) == {"ResumeState"}
+    assert elsewhere["global_step"] == state["global_step"]
     for bad in (os.path.join(real, ".."), os.path.join(real, "x", ".."), "memory://last.ckpt"):
         checkpoint = torch.load(trained["last"], weights_only=True)
-        (raw,) = checkpoint["callbacks"].values()
-        raw["last_model_path"] = bad
-        assert resume_state(checkpoint, "x.ckpt", real)["callbacks"] == {}, bad
+        checkpoint["callbacks"][best_key]["last_model_path"] = bad
+        assert best_key not in resume_state(checkpoint, "x.ckpt", real)["callbacks"], bad
     # inside the folder but inconsistent (Lightning would raise KeyError later): dropped too
     checkpoint = torch.load(trained["last"], weights_only=True)
-    (raw,) = checkpoint["callbacks"].values()
-    raw["kth_best_model_path"] = os.path.join(real, "other.ckpt")
-    assert resume_state(checkpoint, "x.ckpt", real)["callbacks"] == {}
+    checkpoint["callbacks"][best_key]["kth_best_model_path"] = os.path.join(real, "other.ckpt")
+    assert best_key not in resume_state(checkpoint, "x.ckpt", real)["callbacks"]
 
 
 def test_callback_state_naming_paths_is_dropped(tmp_path, caplog):

@@ -456,6 +456,9 @@ def test_every_stylization_config_instantiates(name, tmp_path, adain_weights):
         styles = ["Lynx", "Maruska640", "Zuzka1", "Zuzka2"]
         _write_named(tmp_path, styles, "v0", [f"{i:05d}.jpg" for i in range(3)])
         overrides += [f"stylization.stylizer.root={tmp_path}"]
+    if name in ("precomputed_ssv2", "precomputed_diving48"):  # style_k/<video>/<frames>
+        _write_named(tmp_path, ["style_1", "style_2"], "v0", [f"{i:05d}.jpg" for i in range(3)])
+        overrides += [f"stylization.stylizer.root={tmp_path}"]
     if name == "adain":
         overrides += [
             f"stylization.stylizer.encoder={adain_weights / 'vgg.pth'}",

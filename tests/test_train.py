@@ -8,6 +8,9 @@ import glob
 import inspect
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -614,3 +617,87 @@ def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
     assert "resuming the interrupted training" in caplog.text
     assert record["epochs"] == 2 and record["global_step"] == 2 * 2  # 32 clips / 16, twice
     assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == ["best.ckpt", "last.ckpt"]
+
+
+def _epoch_of(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+
+def test_last_ckpt_holds_the_final_epoch_after_a_non_improving_one(tmp_path):
+    """``last.ckpt`` is the final weights even when the last epochs do not improve ``val/acc``;
+    ``best.ckpt`` keeps the best epoch."""
+    cfg = make_cfg(
+        tmp_path,
+        "model=c2d_tiny",
+        "logger=csv",
+        "trainer.max_epochs=3",
+        "train.optimizer.lr=0",  # nothing learns: epochs 1 and 2 cannot beat epoch 0
+        dataset=dict(SQUARE, num_samples=32),
+    )
+    record, objects = train.run(cfg)
+    rows = list(csv.DictReader(open(glob.glob(str(tmp_path / "csv/*/metrics.csv"))[0])))
+    accs = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    assert len(accs) == 3 and max(accs[1:]) <= accs[0]  # the premise: no later improvement
+    assert record["epochs"] == 3
+    assert _epoch_of(record["checkpoint"]) == 2 and record["checkpoint"].endswith("last.ckpt")
+    assert _epoch_of(record["best_checkpoint"]) == 0
+    final = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in objects["module"].state_dict().items():
+        assert torch.equal(final[key], value), key
+
+
+KILL_AT_EPOCH = """
+import os, signal, sys
+import torch
+torch.set_num_threads({threads})  # as this process: the same float reductions
+sys.path.insert(0, {tests!r})
+import test_train
+from stbias.lit import train_data
+from stbias.tasks import train
+
+
+class Killer(train_data.EpochSetter):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.current_epoch == {epoch} and args[-1] == 1:  # in the middle of the epoch
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+train.EpochSetter = Killer
+train.run(test_train.make_cfg({folder!r}, *{args!r}, dataset={dataset!r}))
+"""
+
+
+@pytest.mark.slow
+def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_does(tmp_path):
+    """SIGKILL in epoch 2 of 3, resumed from ``last.ckpt`` (epoch 1): the same data order,
+    dropout draws, weights and numbers as the uninterrupted run; the record says what resumed."""
+    args = [
+        "model=i3d_tiny",
+        "model.builder.dropout=0.5",  # dropout draws from the global generator
+        "trainer.max_epochs=3",
+        "train.optimizer.lr=0.01",
+    ]
+    dataset = dict(SQUARE, num_samples=48)
+    whole, objects = train.run(make_cfg(tmp_path / "whole", *args, dataset=dataset))
+    cut = tmp_path / "cut"
+    script = KILL_AT_EPOCH.format(
+        threads=torch.get_num_threads(),
+        tests=str(Path(__file__).parent),
+        epoch=2,
+        folder=str(cut),
+        args=args,
+        dataset=dataset,
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    last = cut / "checkpoints" / "last.ckpt"
+    assert _epoch_of(last) == 1 and not (cut / "results.json").exists()
+    again = make_cfg(cut, *args, f"train.resume={last}", dataset=dataset)
+    resumed, resumed_objects = train.run(again)
+    for key in ("val/acc", "val/loss", "train/loss", "global_step", "epochs"):
+        assert resumed[key] == whole[key], key
+    mine = resumed_objects["module"].state_dict()
+    for key, value in objects["module"].state_dict().items():
+        assert torch.equal(mine[key], value), key
+    assert resumed["resumed_from"] == str(last) and resumed["resumed_after_epochs"] == 2
+    assert whole["resumed_from"] is None and resumed["minutes"] > 0

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from stbias.errors import StbiasError
 from stbias.io import load_tensors, torch_save
@@ -43,6 +44,42 @@ RESUMED_KEYS = (
     "native_amp_scaling_state",
     "callbacks",
 )
+
+
+class FinalCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch; its own class keeps its state apart from the other
+    monitor-less checkpoint callbacks (a series with ``checkpoint_every=1``)."""
+
+
+def final_and_best_checkpoints(
+    folder: str, monitor: str | None
+) -> tuple[ModelCheckpoint, ModelCheckpoint | None]:
+    """``last.ckpt`` (the weights after every epoch, so the final ones) and ``best.ckpt``.
+
+    Two callbacks: Lightning's own ``save_last`` writes ``last.ckpt`` only when the monitored
+    score improves, which would leave the best epoch in it. ``best.ckpt`` (highest ``monitor``)
+    exists only with a monitored validation score.
+    """
+    # one file each per run folder: a resumed run overwrites them instead of adding *-v1.ckpt
+    last = FinalCheckpoint(
+        dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    if monitor is None:
+        return last, None
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return last, best
+
+
+# the state keys of the checkpoint callbacks (Lightning's state_key starts with the class name)
+CHECKPOINT_CALLBACKS = (ModelCheckpoint.__qualname__, FinalCheckpoint.__qualname__)
 # ModelCheckpoint's state entries that hold paths (best_k_models: a mapping path -> score)
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -141,7 +178,7 @@ def _callback_states(states: Any, path: str, checkpoint_dir: str) -> dict[str, A
         return {}
     kept = {}
     for key, state in states.items():
-        if str(key).startswith("ModelCheckpoint"):
+        if str(key).startswith(CHECKPOINT_CALLBACKS):
             clean, why = _model_checkpoint_state(state, checkpoint_dir)
             if clean is None:
                 log.warning(

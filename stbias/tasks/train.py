@@ -22,7 +22,6 @@ import copy
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,15 +31,15 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import Dataset
 
 from stbias import io
 from stbias.errors import StbiasError
-from stbias.lit.checkpoints import RunCheckpointIO
+from stbias.lit.checkpoints import RunCheckpointIO, final_and_best_checkpoints
 from stbias.lit.classifier import VideoClassifier
 from stbias.lit.segmentation import VideoSegmenter
-from stbias.lit.train_data import ClassificationData, EpochSetter
+from stbias.lit.train_data import ClassificationData, EpochSetter, ResumeState
 from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
 from stbias.tasks.common import (
@@ -273,24 +272,20 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         batch_size=int(tcfg.batch_size),
         num_workers=int(tcfg.num_workers),
         pin_memory=str(cfg.trainer.get("accelerator", "cpu")) not in ("cpu",),
+        seed=int(cfg.seed),
     )
-    checkpoints = ModelCheckpoint(
-        dirpath=os.path.join(folder, "checkpoints"),
-        filename="best",
-        monitor=setup.monitor if val_set is not None else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        # one last.ckpt per run folder: a resumed run overwrites it instead of adding last-v1.ckpt
-        enable_version_counter=False,
+    last, best = final_and_best_checkpoints(
+        os.path.join(folder, "checkpoints"), setup.monitor if val_set is not None else None
     )
     logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
     # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
     extras = train_extras.training_callbacks(
         cfg, model, spec, train_set, val_set, os.path.join(folder, "checkpoints")
     )
-    callbacks: list[pl.Callback] = [checkpoints, EpochSetter(), *extras]
+    resume_state = ResumeState()  # random streams and minutes: a resumed run ends exactly
+    # best before last: last.ckpt then holds the best checkpoint's state of the same epoch
+    callbacks: list[pl.Callback] = [resume_state, *([best] if best else []), last, EpochSetter()]
+    callbacks += extras
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -304,10 +299,11 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         progress=f"training {name}",
         default_root_dir=folder,
     )
+    resume = str(tcfg.get("resume")) if tcfg.get("resume") else None
     log.info(
         "train: %s (%s, %s) | %s: %d training, %s validation clips | %s",
         name,
-        weights_label(weights_record(cfg.model)),
+        f"resuming {resume}" if resume else weights_label(weights_record(cfg.model)),
         objective,
         dataset,
         len(train_set),
@@ -316,12 +312,10 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     # every checkpoint this run reads, writes or removes goes through the run folder's own I/O:
     # resumed state is weights, optimizer and counters only; nothing outside the folder is touched
-    checkpoint_io = RunCheckpointIO(folder, checkpoints.dirpath)
+    checkpoint_io = RunCheckpointIO(folder, last.dirpath)
     trainer.strategy.checkpoint_io = checkpoint_io
-    resume = str(tcfg.get("resume")) if tcfg.get("resume") else None
     if resume:
         checkpoint_io.read(resume, module)
-    start = time.time()
     try:
         trainer.fit(
             module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
@@ -341,11 +335,13 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         **_metrics(trainer),
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
-        "minutes": (time.time() - start) / 60.0,
-        "checkpoint": checkpoints.last_model_path or None,
-        "best_checkpoint": checkpoints.best_model_path or None,
-        "best": {setup.monitor: float(checkpoints.best_model_score)}
-        if checkpoints.best_model_score is not None and checkpoints.monitor
+        "minutes": resume_state.minutes(),
+        "resumed_from": resume,
+        "resumed_after_epochs": resume_state.resumed_epochs,
+        "checkpoint": last.best_model_path or None,
+        "best_checkpoint": (best.best_model_path or None) if best else None,
+        "best": {setup.monitor: float(best.best_model_score)}
+        if best and best.best_model_score is not None
         else {},
         **(setup.report(module, val_set) if setup.report else {}),
         "init_checksum": init_checksum,
