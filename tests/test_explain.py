@@ -680,3 +680,63 @@ def test_inception_width_and_batch_norm_momentum_options():
     assert narrow.eval()(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
     with pytest.raises(StbiasError, match="width"):
         inception_i3d(num_classes=3, width=0)
+
+
+# --- Grad-CAM normalisation: free of the score's scale --------------------------------------------
+
+
+class _Scaled(nn.Module):
+    """A classifier whose logits are multiplied by ``scale`` (predictions unchanged)."""
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
+def _old_normalize(maps: torch.Tensor) -> torch.Tensor:
+    # the absolute-epsilon normalisation stbias had before, for the can-fail check below
+    low = maps.amin(dim=(2, 3), keepdim=True)
+    high = maps.amax(dim=(2, 3), keepdim=True)
+    return (maps - low) / (high - low + 1e-8)
+
+
+def test_scaling_the_logits_by_1e_8_leaves_maps_and_blobs_unchanged(tiny_models):
+    model = tiny_models["i3d_tiny"]
+    clips = torch.rand(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(6))
+    target = torch.tensor([1, 3])
+    plain_out = GradCAM(model, "stages.1").run(clips, target=target)
+    small_out = GradCAM(_Scaled(model, 1e-8), "model.stages.1").run(clips, target=target)
+    # the raw maps do scale (so the normalisation is what keeps the maps equal)
+    peak = plain_out["raw"].amax()
+    assert 0.5e-8 * peak < small_out["raw"].amax() < 2e-8 * peak
+    assert torch.allclose(small_out["maps"], plain_out["maps"], atol=1e-5)
+    blobs, blobs_small = frame_blobs(plain_out["maps"]), frame_blobs(small_out["maps"])
+    assert blobs["counts"].sum() > 0
+    np.testing.assert_array_equal(blobs_small["counts"], blobs["counts"])
+    np.testing.assert_allclose(blobs_small["size"], blobs["size"], atol=0.5)
+    np.testing.assert_allclose(blobs_small["distance"], blobs["distance"], atol=0.5)
+    # an absolute epsilon does not pass this test: it squashes the small maps
+    upsampled = upsample(small_out["raw"], clips.shape[2:])
+    assert float(_old_normalize(upsampled).amax()) < 0.9
+
+
+def test_normalisation_is_scale_free_and_flat_frames_become_zero():
+    maps = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(7))
+    maps[0, 1] = 0.0  # a time step the score does not depend on
+    maps[1, 2] = 0.25
+    maps[1, 2, 0, :2] = torch.nextafter(torch.tensor(0.25), torch.tensor(1.0))  # rounding apart
+    for mode in ("frame", "clip"):
+        want = normalize_maps(maps, mode)
+        for scale in (1e-30, 1e-8, 3.0, 1e12):
+            assert torch.allclose(normalize_maps(maps * scale, mode), want, atol=1e-6)
+    got = normalize_maps(maps)
+    assert torch.equal(got[0, 1], torch.zeros(5, 5)) and torch.equal(got[1, 2], torch.zeros(5, 5))
+    assert got.isfinite().all() and float(got[0, 0].amax()) == 1.0
+    # with eps = 0 only an exactly flat frame is flat
+    assert float(normalize_maps(maps, eps=0.0)[1, 2].amax()) == 1.0
+    for bad in (-1e-6, 1.0, float("nan"), "small"):
+        with pytest.raises(StbiasError, match="relative tolerance in \\[0, 1\\)"):
+            normalize_maps(maps, eps=bad)
