@@ -133,19 +133,33 @@ def test_centred_masks_are_exactly_centred():
 
 def test_initial_mask_spec_takes_the_smallest_passing_reference_the_first_failing():
     masks = centred_masks(8)  # lengths 2, 4, 6, 8
-    full = torch.tensor([1.0, 1.0, 1.0, -0.1])
+    full = torch.tensor([1.0, 1.0, 1.0, -0.1, -0.1, 0.0, 0.0, 0.0])
     drops = torch.tensor(
         [
             [0.95, 0.5, 0.92, 1.0],  # passes at 2 (and 6): spec 2; reference 6 -> 4 fails: 4
             [0.1, 0.2, 0.95, 1.0],  # spec 6; reference: 6 passes, 4 fails: 4
             [0.1, 0.2, 0.3, 1.0],  # spec 8; reference: 6 fails first: 6
-            [0.5, 0.5, 0.5, 0.5],  # OS <= fully frozen score: the full mask
+            # OS <= the fully frozen score: spec starts full; reference follows the loop
+            [0.5, 0.5, 0.5, 0.5],  # ratio 0.5 / -0.1 = -5 fails at once: 6
+            [-0.5, -0.2, -0.1, 0.0],  # ratios 1, 2, 5: never fail, the last tried: 2
+            [0.5, 0.5, 0.5, 0.5],  # ratio +inf never fails: 2
+            [0.5, 0.5, -0.5, 0.5],  # ratio -inf at 6 fails at once: 6
+            [0.0, 0.0, 0.0, 0.0],  # ratio NaN never fails: 2
         ]
     )
     spec = _pick_initial(drops, full, masks, 0.9, "spec").sum(1).tolist()
     ref = _pick_initial(drops, full, masks, 0.9, "reference").sum(1).tolist()
-    assert spec == [2, 6, 8, 8]
-    assert ref == [4, 4, 6, 8]
+    assert spec == [2, 6, 8, 8, 8, 8, 8, 8]
+    assert ref == [4, 4, 6, 6, 2, 2, 6, 2]
+    # a transcription of the authors' init_mask loop on the same drops (their ratio, their break)
+    for row in range(len(drops)):
+        length = None
+        for i in range(1, 8 // 2):
+            length = 8 - 2 * i
+            ratio = drops[row, length // 2 - 1] / full[row]
+            if ratio < 0.9:
+                break
+        assert ref[row] == length
 
 
 def test_drop_ratio_filters_and_counts():
@@ -740,3 +754,24 @@ def test_normalisation_is_scale_free_and_flat_frames_become_zero():
     for bad in (-1e-6, 1.0, float("nan"), "small"):
         with pytest.raises(StbiasError, match="relative tolerance in \\[0, 1\\)"):
             normalize_maps(maps, eps=bad)
+
+
+def test_per_time_step_and_time_mean_weights_coincide_before_global_pooling():
+    torch.manual_seed(8)
+    net = nn.Sequential(
+        nn.Conv3d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    ).eval()
+    clips = torch.rand(2, 3, 6, 8, 8, generator=torch.Generator().manual_seed(9))
+    per_step = GradCAM(net, "1", normalize="none").run(clips, target=[1, 2])["raw"]
+    mean = GradCAM(net, "1", weights="time_mean", normalize="none").run(clips, target=[1, 2])
+    assert per_step.amax() > 0
+    torch.testing.assert_close(per_step, mean["raw"], atol=1e-6, rtol=1e-5)
+    # a temporal convolution after the layer mixes time steps unevenly: the weights differ
+    deeper = nn.Sequential(*net[:2], nn.Conv3d(6, 6, (3, 1, 1)), *net[2:]).eval()
+    per_step = GradCAM(deeper, "1", normalize="none").run(clips, target=[1, 2])["raw"]
+    mean = GradCAM(deeper, "1", weights="time_mean", normalize="none").run(clips, target=[1, 2])
+    assert not torch.allclose(per_step, mean["raw"], atol=1e-4)
