@@ -713,3 +713,29 @@ def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(tmp_pat
     record, _ = train.run(train_cfg(tmp_path, *grey))
     assert record["in_channels"] == 1  # the network takes one channel, and so do the probe's views
     assert record["static_dropout"]["final"]["probe"]["pool"]["n_pairs"]["static"] == 8
+
+
+@pytest.mark.gpu
+def test_the_cuda_stream_is_restored_and_the_dropout_draws_privately_on_the_device():
+    from stbias.lit.static_dropout import isolated_rng
+
+    torch.cuda.manual_seed(5)
+    with isolated_rng("cuda"):
+        torch.rand(7, device="cuda")
+    after = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    assert torch.equal(after, torch.rand(3, device="cuda"))
+    drop = ChannelDropout(6).cuda().train()
+    drop.set(np.ones(6, dtype=bool), 0.5)
+    drop.seed(11)
+    torch.cuda.manual_seed(0)
+    first = drop(torch.ones(4, 6, device="cuda"))
+    global_next = torch.rand(2, device="cuda")
+    torch.cuda.manual_seed(0)
+    assert torch.equal(global_next, torch.rand(2, device="cuda"))
+    drop.seed(11)
+    assert torch.equal(drop(torch.ones(4, 6, device="cuda")), first)
+    state = drop.generator_states()
+    again = drop(torch.ones(4, 6, device="cuda"))
+    drop.load_generator_states(state)
+    assert torch.equal(drop(torch.ones(4, 6, device="cuda")), again)
