@@ -8,10 +8,11 @@ Masks are ``(..., H, W)`` with 1 = foreground, 0 = background and 255 = not anno
   ``J`` the mean over sequences (DAVIS' "J mean"). ``J_frames`` is the mean over all frames.
 * **Center bias** of a dataset: the mean of its ground-truth masks resized to one
   resolution (``mean_map``, the fraction of frames in which each pixel is foreground), scaled to
-  [0, 1] by its maximum (``map``). stbias adds two numbers: ``center_mass``, the share of the mean
-  map's mass inside the central quarter of the frame (the middle half of each side; 0.25 for a
-  map spread evenly, 1 when all foreground is central), and ``mean_distance``, the mass-weighted
-  mean distance of foreground from the frame centre in half-diagonals.
+  [0, 1] (``map``): min–max by default, as the authors' ``estimate_dataset_centerbias`` shows it,
+  or by the maximum (:func:`scale_center_bias`). stbias adds two numbers: ``center_mass``, the
+  share of the mean map's mass inside the central quarter of the frame (the middle half of each
+  side; 0.25 for a map spread evenly, 1 when all foreground is central), and ``mean_distance``,
+  the mass-weighted mean distance of foreground from the frame centre in half-diagonals.
 """
 
 from __future__ import annotations
