@@ -133,19 +133,33 @@ def test_centred_masks_are_exactly_centred():
 
 def test_initial_mask_spec_takes_the_smallest_passing_reference_the_first_failing():
     masks = centred_masks(8)  # lengths 2, 4, 6, 8
-    full = torch.tensor([1.0, 1.0, 1.0, -0.1])
+    full = torch.tensor([1.0, 1.0, 1.0, -0.1, -0.1, 0.0, 0.0, 0.0])
     drops = torch.tensor(
         [
             [0.95, 0.5, 0.92, 1.0],  # passes at 2 (and 6): spec 2; reference 6 -> 4 fails: 4
             [0.1, 0.2, 0.95, 1.0],  # spec 6; reference: 6 passes, 4 fails: 4
             [0.1, 0.2, 0.3, 1.0],  # spec 8; reference: 6 fails first: 6
-            [0.5, 0.5, 0.5, 0.5],  # OS <= fully frozen score: the full mask
+            # OS <= the fully frozen score: spec starts full; reference follows the loop
+            [0.5, 0.5, 0.5, 0.5],  # ratio 0.5 / -0.1 = -5 fails at once: 6
+            [-0.5, -0.2, -0.1, 0.0],  # ratios 1, 2, 5: never fail, the last tried: 2
+            [0.5, 0.5, 0.5, 0.5],  # ratio +inf never fails: 2
+            [0.5, 0.5, -0.5, 0.5],  # ratio -inf at 6 fails at once: 6
+            [0.0, 0.0, 0.0, 0.0],  # ratio NaN never fails: 2
         ]
     )
     spec = _pick_initial(drops, full, masks, 0.9, "spec").sum(1).tolist()
     ref = _pick_initial(drops, full, masks, 0.9, "reference").sum(1).tolist()
-    assert spec == [2, 6, 8, 8]
-    assert ref == [4, 4, 6, 8]
+    assert spec == [2, 6, 8, 8, 8, 8, 8, 8]
+    assert ref == [4, 4, 6, 6, 2, 2, 6, 2]
+    # a transcription of the authors' init_mask loop on the same drops (their ratio, their break)
+    for row in range(len(drops)):
+        length = None
+        for i in range(1, 8 // 2):
+            length = 8 - 2 * i
+            ratio = drops[row, length // 2 - 1] / full[row]
+            if ratio < 0.9:
+                break
+        assert ref[row] == length
 
 
 def test_drop_ratio_filters_and_counts():
@@ -680,3 +694,84 @@ def test_inception_width_and_batch_norm_momentum_options():
     assert narrow.eval()(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
     with pytest.raises(StbiasError, match="width"):
         inception_i3d(num_classes=3, width=0)
+
+
+# --- Grad-CAM normalisation: free of the score's scale --------------------------------------------
+
+
+class _Scaled(nn.Module):
+    """A classifier whose logits are multiplied by ``scale`` (predictions unchanged)."""
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
+def _old_normalize(maps: torch.Tensor) -> torch.Tensor:
+    # the absolute-epsilon normalisation stbias had before, for the can-fail check below
+    low = maps.amin(dim=(2, 3), keepdim=True)
+    high = maps.amax(dim=(2, 3), keepdim=True)
+    return (maps - low) / (high - low + 1e-8)
+
+
+def test_scaling_the_logits_by_1e_8_leaves_maps_and_blobs_unchanged(tiny_models):
+    model = tiny_models["i3d_tiny"]
+    clips = torch.rand(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(6))
+    target = torch.tensor([1, 3])
+    plain_out = GradCAM(model, "stages.1").run(clips, target=target)
+    small_out = GradCAM(_Scaled(model, 1e-8), "model.stages.1").run(clips, target=target)
+    # the raw maps do scale (so the normalisation is what keeps the maps equal)
+    peak = plain_out["raw"].amax()
+    assert 0.5e-8 * peak < small_out["raw"].amax() < 2e-8 * peak
+    assert torch.allclose(small_out["maps"], plain_out["maps"], atol=1e-5)
+    blobs, blobs_small = frame_blobs(plain_out["maps"]), frame_blobs(small_out["maps"])
+    assert blobs["counts"].sum() > 0
+    np.testing.assert_array_equal(blobs_small["counts"], blobs["counts"])
+    np.testing.assert_allclose(blobs_small["size"], blobs["size"], atol=0.5)
+    np.testing.assert_allclose(blobs_small["distance"], blobs["distance"], atol=0.5)
+    # an absolute epsilon does not pass this test: it squashes the small maps
+    upsampled = upsample(small_out["raw"], clips.shape[2:])
+    assert float(_old_normalize(upsampled).amax()) < 0.9
+
+
+def test_normalisation_is_scale_free_and_flat_frames_become_zero():
+    maps = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(7))
+    maps[0, 1] = 0.0  # a time step the score does not depend on
+    maps[1, 2] = 0.25
+    maps[1, 2, 0, :2] = torch.nextafter(torch.tensor(0.25), torch.tensor(1.0))  # rounding apart
+    for mode in ("frame", "clip"):
+        want = normalize_maps(maps, mode)
+        for scale in (1e-30, 1e-8, 3.0, 1e12):
+            assert torch.allclose(normalize_maps(maps * scale, mode), want, atol=1e-6)
+    got = normalize_maps(maps)
+    assert torch.equal(got[0, 1], torch.zeros(5, 5)) and torch.equal(got[1, 2], torch.zeros(5, 5))
+    assert got.isfinite().all() and float(got[0, 0].amax()) == 1.0
+    # with eps = 0 only an exactly flat frame is flat
+    assert float(normalize_maps(maps, eps=0.0)[1, 2].amax()) == 1.0
+    for bad in (-1e-6, 1.0, float("nan"), "small"):
+        with pytest.raises(StbiasError, match="relative tolerance in \\[0, 1\\)"):
+            normalize_maps(maps, eps=bad)
+
+
+def test_per_time_step_and_time_mean_weights_coincide_before_global_pooling():
+    torch.manual_seed(8)
+    net = nn.Sequential(
+        nn.Conv3d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    ).eval()
+    clips = torch.rand(2, 3, 6, 8, 8, generator=torch.Generator().manual_seed(9))
+    per_step = GradCAM(net, "1", normalize="none").run(clips, target=[1, 2])["raw"]
+    mean = GradCAM(net, "1", weights="time_mean", normalize="none").run(clips, target=[1, 2])
+    assert per_step.amax() > 0
+    torch.testing.assert_close(per_step, mean["raw"], atol=1e-6, rtol=1e-5)
+    # a temporal convolution after the layer mixes time steps unevenly: the weights differ
+    deeper = nn.Sequential(*net[:2], nn.Conv3d(6, 6, (3, 1, 1)), *net[2:]).eval()
+    per_step = GradCAM(deeper, "1", normalize="none").run(clips, target=[1, 2])["raw"]
+    mean = GradCAM(deeper, "1", weights="time_mean", normalize="none").run(clips, target=[1, 2])
+    assert not torch.allclose(per_step, mean["raw"], atol=1e-4)

@@ -522,6 +522,7 @@ def test_the_static_dropout_experiment_reduced(tmp_path, monkeypatch, hydra_rese
     rows, objects = run_task(cfg)
     assert [r["mode"] for r in rows] == ["none", "static", "all", "random"]
     assert len({r["init_checksum"] for r in rows}) == 1  # one initialisation per seed
+    assert rows[0]["data_order"] and len({r["data_order"] for r in rows}) == 1  # one data order
     for r in rows:
         assert r["acc"] == pytest.approx(r["val/acc"])  # the report measures what training did
         assert 0 <= r["acc_motion_only"] <= 1 and r["units_dynamic"] >= 0
@@ -596,3 +597,145 @@ def test_bias_over_training_figure_draws_the_rows():
     np.testing.assert_allclose(top.lines[0].get_xdata(), [0, 10, 20])
     np.testing.assert_allclose(bottom.lines[0].get_ydata(), [0.125, 0.2, 0.25])
     assert len(bottom.collections) == 1  # the dynamic band; no interval for the others
+
+
+# --- random streams: the estimate draws nothing the training draws -------------------------------
+
+SAME_DATA = [
+    "dataset=pfm_mixed",
+    "dataset.num_samples=32",
+    "dataset.seed=0",
+    "train.val_clips=16",
+    "train.batch_size=8",
+    "trainer.max_epochs=2",
+    "model.builder.dropout=0.5",  # the network's own dropout draws too
+    "train.static_dropout.probe_clips=8",
+]
+
+
+def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_an_empty_dropped_set_trains_bit_for_bit_as_p_0(tmp_path, monkeypatch):
+    import contextlib
+
+    from stbias.lit import static_dropout as sd
+
+    plain, objects = train.run(train_cfg(tmp_path / "plain", *SAME_DATA))
+    # the static set is estimated (a full probe pass, twice) and classified empty
+    monkeypatch.setattr(sd, "static_units", lambda report, units, lam: np.zeros(128, dtype=bool))
+    on = [*SAME_DATA, "train.static_dropout.p=0.5"]
+    empty, objects_empty = train.run(train_cfg(tmp_path / "empty", *on))
+    refreshes = empty["static_dropout"]["refreshes"]
+    assert [r["set_size"] for r in refreshes] == [0, 0]
+    assert _weights_equal(objects["model"], objects_empty["model"])
+    assert empty["val/acc"] == plain["val/acc"] and empty["data_order"] == plain["data_order"]
+    assert plain["data_order"] is not None
+    # the check can fail: the same estimate drawing from the training's streams moves them
+    monkeypatch.setattr(sd, "isolated_rng", lambda device=None: contextlib.nullcontext())
+    shared, objects_shared = train.run(train_cfg(tmp_path / "shared", *on))
+    assert not _weights_equal(objects["model"], objects_shared["model"])
+
+
+def test_every_arm_sees_the_same_data_order(tmp_path):
+    plain, _ = train.run(train_cfg(tmp_path / "plain", *SAME_DATA))
+    for mode in ("static", "all", "random"):
+        arm = [*SAME_DATA, "train.static_dropout.p=0.5", f"train.static_dropout.mode={mode}"]
+        record, _ = train.run(train_cfg(tmp_path / mode, *arm))
+        assert record["static_dropout"]["refreshes"][0]["dropped_units"] > 0
+        assert record["data_order"] == plain["data_order"], mode
+
+
+def test_isolated_rng_restores_every_stream_and_the_dropout_draws_privately():
+    import random
+
+    from stbias.lit.static_dropout import isolated_rng
+
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    with isolated_rng("cpu"):
+        torch.rand(5), np.random.rand(5), random.random()
+        list(torch.utils.data.DataLoader(range(4), shuffle=True))
+    after = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(after[0], want[0]) and np.array_equal(after[1], want[1])
+    assert after[2] == want[2]
+    # the dropout's masks come from its own generator: seeded, and the global stream stays put
+    drop = ChannelDropout(6).train()
+    drop.set(np.ones(6, dtype=bool), 0.5)
+    drop.seed(11)
+    torch.manual_seed(0)
+    first = drop(torch.ones(4, 6))
+    global_next = torch.rand(2)
+    torch.manual_seed(0)
+    assert torch.equal(global_next, torch.rand(2))
+    drop.seed(11)
+    assert torch.equal(drop(torch.ones(4, 6)), first)
+    assert set(first.unique().tolist()) == {0.0, 2.0}
+    state = drop.generator_states()
+    again = drop(torch.ones(4, 6))
+    drop.load_generator_states(state)
+    assert torch.equal(drop(torch.ones(4, 6)), again)
+
+
+def test_data_order_checksum_follows_the_order_of_the_clips():
+    from stbias.lit.static_dropout import DataOrder
+
+    def digest(batches):
+        order = DataOrder()
+        for i, b in enumerate(batches):
+            order.on_train_batch_start(None, None, {"index": torch.tensor(b)}, i)
+        return order.checksum
+
+    assert digest([[0, 1], [2, 3]]) == digest([[0, 1], [2, 3]])
+    assert digest([[0, 1], [2, 3]]) != digest([[2, 3], [0, 1]])
+    order = DataOrder()
+    order.on_train_batch_start(None, None, {"video": torch.zeros(1)}, 0)
+    assert order.checksum is None
+
+
+def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(tmp_path):
+    grey = [
+        "dataset=brushmnist_small",
+        "train.train_clips=16",
+        "train.val_clips=8",
+        "train.batch_size=8",
+        "trainer.max_epochs=1",
+        "train.static_dropout.p=0.5",
+        "train.static_dropout.probe_clips=8",
+    ]
+    record, _ = train.run(train_cfg(tmp_path, *grey))
+    assert record["in_channels"] == 1  # the network takes one channel, and so do the probe's views
+    assert record["static_dropout"]["final"]["probe"]["pool"]["n_pairs"]["static"] == 8
+
+
+@pytest.mark.gpu
+def test_the_cuda_stream_is_restored_and_the_dropout_draws_privately_on_the_device():
+    from stbias.lit.static_dropout import isolated_rng
+
+    torch.cuda.manual_seed(5)
+    with isolated_rng("cuda"):
+        torch.rand(7, device="cuda")
+    after = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    assert torch.equal(after, torch.rand(3, device="cuda"))
+    drop = ChannelDropout(6).cuda().train()
+    drop.set(np.ones(6, dtype=bool), 0.5)
+    drop.seed(11)
+    torch.cuda.manual_seed(0)
+    first = drop(torch.ones(4, 6, device="cuda"))
+    global_next = torch.rand(2, device="cuda")
+    torch.cuda.manual_seed(0)
+    assert torch.equal(global_next, torch.rand(2, device="cuda"))
+    drop.seed(11)
+    assert torch.equal(drop(torch.ones(4, 6, device="cuda")), first)
+    state = drop.generator_states()
+    again = drop(torch.ones(4, 6, device="cuda"))
+    drop.load_generator_states(state)
+    assert torch.equal(drop(torch.ones(4, 6, device="cuda")), again)

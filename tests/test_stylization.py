@@ -283,7 +283,7 @@ def test_flow_hue_is_direction_and_saturation_magnitude():
 def test_flow_pairs_structure(texture, moving):
     clip, _ = moving
     clip = clip[:, :, :4].expand(2, -1, -1, -1, -1).contiguous()
-    views = make_flow_pair_views(clip, texture, index=[0, 1], seed=0)
+    views = make_flow_pair_views(clip, texture, index=[0, 1], seed=0, flow_jitter="per_clip")
     styles = views["styles"]
     rgb_a, rgb_b = (texture(clip, styles[:, i])[:, :, :-1] for i in range(2))
     assert torch.equal(views["anchor"][0], rgb_a) and torch.equal(views["static"][0], rgb_a)
@@ -293,7 +293,9 @@ def test_flow_pairs_structure(texture, moving):
     # the static view's flow image is the anchor's with hue shifted and saturation scaled
     from skimage.color import rgb2hsv
 
-    for b, (shift, factor) in enumerate(views["jitter"].tolist()):
+    assert views["jitter"].shape == (2, 3, 3)  # per frame: one draw repeated over the clip
+    assert torch.equal(views["jitter"], views["jitter"][:, :1].expand(-1, 3, -1))
+    for b, (shift, factor, _) in enumerate(views["jitter"][:, 0].tolist()):
         assert 0.1 <= abs(shift) <= 0.5 and 1.25 <= max(factor, 1 / factor) <= 2.0
         a = rgb2hsv(views["anchor"][1][b, :, 0].permute(1, 2, 0).numpy())
         s = rgb2hsv(views["static"][1][b, :, 0].permute(1, 2, 0).numpy())
@@ -519,3 +521,122 @@ def test_precomputed_activitynet_reads_the_authors_files_by_time(tmp_path):
         got = [round(float(out[0, 0, j].mean()) * 255) for j in range(4)]
         assert got == expected
     assert sample["source"] == "v_abc123def45" and sample["id"] == "abc123def45_0"
+
+
+# --- the authors' flow jitter (ExtFlowColorJitter) ----------------------------------------------
+
+
+def _authors_jitter(flow_image: torch.Tensor, seed: int) -> torch.Tensor:
+    """A transcription of the authors' flow jitter: per frame ``H ~ U(0.1, 0.5)``,
+    ``S ~ U(0.1, 1)`` from Python's ``random``, then torchvision's
+    ``ColorJitter(brightness=0, contrast=0, saturation=S, hue=H)`` on that frame."""
+    import random
+
+    from torchvision.transforms import ColorJitter
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    out = flow_image.clone()
+    for b in range(flow_image.shape[0]):
+        for t in range(flow_image.shape[2]):
+            hue, saturation = random.uniform(0.1, 0.5), random.uniform(0.1, 1.0)
+            out[b, :, t] = ColorJitter(0.0, 0.0, saturation, hue)(flow_image[b, :, t])
+    return out
+
+
+@pytest.fixture(scope="module")
+def camouflage_flow():
+    """Flow images (Farneback) of 16 embedded camouflage clips, 8 frames of 48 x 48."""
+    from stbias.data import SyntheticVOS
+    from stbias.stylization.flow import farneback_flow, flow_to_image
+
+    data = SyntheticVOS("camouflage", num_frames=8, size=48, num_samples=16, seed=0)
+    clips = torch.stack([data[i]["video"] for i in range(16)]).permute(0, 4, 1, 2, 3)
+    clips = clips.float() / 255
+    return clips, flow_to_image(farneback_flow(clips))
+
+
+def _change(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Mean absolute change of the flow image, per pair (clip)."""
+    return (a - b).abs().mean(dim=(1, 2, 3, 4)).numpy()
+
+
+def test_reference_jitter_ops_equal_torchvisions_on_every_frame():
+    import torchvision.transforms.functional as TF
+
+    from stbias.stylization.flow import (
+        adjust_hue,
+        adjust_saturation,
+        flow_to_image,
+        reference_flow_jitter,
+    )
+
+    gen = torch.Generator().manual_seed(3)
+    image = flow_to_image(torch.randn(2, 2, 3, 8, 8, generator=gen))
+    jitter = torch.tensor(
+        [
+            [[0.3, 1.7, 1.0], [-0.05, 0.2, 0.0], [0.45, 0.0, 1.0]],
+            [[-0.4, 1.0, 0.0], [0.12, 0.6, 1.0], [-0.2, 1.95, 0.0]],
+        ]
+    )
+    out = reference_flow_jitter(image, jitter)
+    for b in range(2):
+        for t in range(3):
+            shift, factor, first = jitter[b, t].tolist()
+            frame = image[b, :, t]
+            if first:
+                want = TF.adjust_hue(TF.adjust_saturation(frame, factor), shift)
+            else:
+                want = TF.adjust_saturation(TF.adjust_hue(frame, shift), factor)
+            # torchvision's grey is 0.2989 R (PIL, the authors' images: 0.299)
+            torch.testing.assert_close(out[b, :, t], want, atol=2e-4, rtol=0)
+    frame = image[:1]
+    torch.testing.assert_close(adjust_hue(frame, 0.0), frame, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adjust_saturation(frame, 1.0), frame, atol=1e-6, rtol=0)
+
+
+def test_reference_jitter_reproduces_the_authors_distribution(texture, camouflage_flow):
+    clips, flow_image = camouflage_flow
+    ours, old, theirs = [], [], []
+    for k in range(6):  # 96 pairs each: new draws on the same flow images
+        index = list(range(16 * k, 16 * k + 16))
+        views = make_flow_pair_views(clips, texture, index, seed=0, flow_image=flow_image)
+        ours.append(_change(views["static"][1], flow_image))
+        assert views["jitter"].shape == (16, 7, 3)
+        clip_views = make_flow_pair_views(
+            clips, texture, index, seed=0, flow_image=flow_image, flow_jitter="per_clip"
+        )
+        old.append(_change(clip_views["static"][1], flow_image))
+        theirs.append(_change(_authors_jitter(flow_image, seed=k), flow_image))
+    ours, old, theirs = (np.concatenate(v) for v in (ours, old, theirs))
+    rng = np.random.default_rng(0)
+
+    def median_se(values: np.ndarray) -> float:
+        boot = rng.choice(values, (500, len(values)))
+        return float(np.median(boot, axis=1).std())
+
+    se = float(np.hypot(median_se(ours), median_se(theirs)))
+    assert abs(np.median(ours) - np.median(theirs)) < 3 * se  # within sampling error
+    assert 0.012 < np.median(theirs) < 0.022  # the authors' distribution: about 0.016
+    # stbias's earlier per-clip jitter is another distribution: about twice the change
+    assert np.median(old) - np.median(theirs) > 5 * np.hypot(median_se(old), median_se(theirs))
+    # and the per-frame draws are those of the definition: |shift| <= H <= 0.5, factor in [0, 2]
+    draws = views["jitter"].reshape(-1, 3)
+    assert draws[:, 0].abs().max() <= 0.5 and 0 <= draws[:, 1].min() and draws[:, 1].max() <= 2
+    assert 0.2 < float((draws[:, 0].abs() < 0.1).float().mean()) < 0.6  # small shifts happen
+
+
+def test_two_stream_models_default_to_the_authors_jitter(texture):
+    from stbias.config import compose as compose_root
+
+    sampler = instantiate(compose_root(["model=twostream_seg_tiny"]).stylization)
+    assert sampler.two_stream and sampler.flow_jitter == "reference"
+    assert sampler.jitter_settings == {"hue_range": (0.1, 0.5), "saturation_range": (0.1, 1.0)}
+    cfg = compose_root(["model=twostream_seg_tiny", "stylization.flow_jitter=per_clip"])
+    assert instantiate(cfg.stylization).flow_jitter == "per_clip"
+    with pytest.raises(StbiasError, match="unknown flow jitter 'authors'; valid: reference"):
+        PairSampler(texture, two_stream=True, flow_jitter="authors")
+    with pytest.raises(StbiasError, match="hue_range must satisfy"):
+        PairSampler(texture, flow_jitter_settings={"reference": {"hue_range": [0.2, 0.9]}})
+    with pytest.raises(StbiasError, match="give the jitter's name"):
+        PairSampler(texture, flow_jitter={"hue_shift": [0.1, 0.5]})

@@ -681,3 +681,31 @@ def test_documented_commands_compose_and_docs_list_the_family():
     for stem in ("app_res", "mot_res", "fusion"):
         first, last = layers[f"{stem}2"], layers[f"{stem}5"]
         assert f"| `{stem}2` … `{stem}5` | `{first}` … `{last}` |" in models
+
+
+def test_center_bias_minmax_equals_the_authors_summed_masks_scaled_for_display():
+    """A transcription of the authors' ``estimate_dataset_centerbias``: every label binarised
+    (``> 0``), resized (nearest) to the prior's shape and summed; the figure shows the sum
+    with ``imshow``, which scales it from its smallest to its largest value."""
+    rng = np.random.default_rng(4)
+    masks = np.zeros((12, 16, 16), np.uint8)
+    for mask in masks:
+        y, x = rng.integers(2, 10, 2)
+        mask[y : y + 6, x : x + 6] = rng.integers(1, 3)  # any label > 0 is foreground
+    masks[0] = 1  # every pixel foreground at least once: min > 0 splits the two scalings
+    prior = np.zeros((16, 16))
+    for label in masks:
+        binary = (label > 0).astype(np.uint8)
+        prior += cv2.resize(binary, (16, 16), interpolation=cv2.INTER_NEAREST)
+    shown = (prior - prior.min()) / (prior.max() - prior.min())
+    bias = CenterBias(16)
+    bias.update((masks > 0).astype(np.uint8))
+    out = bias.compute()
+    np.testing.assert_allclose(out["map"], shown, atol=1e-12)
+    assert out["normalise"] == "minmax"
+    by_max = CenterBias(16, "max")
+    by_max.update((masks > 0).astype(np.uint8))
+    np.testing.assert_allclose(by_max.compute()["map"], prior / prior.max(), atol=1e-12)
+    assert not np.allclose(by_max.compute()["map"], shown, atol=0.01)
+    with pytest.raises(StbiasError, match="unknown center bias normalise 'peak'; valid: minmax"):
+        CenterBias(8, "peak")

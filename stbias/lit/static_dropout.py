@@ -16,14 +16,24 @@ and probability ``q``, a unit of ``D`` is zeroed with probability ``q`` and othe
 * ``random``: ``D`` = ``|S|`` units drawn at random (seeded by the run's seed and the refresh),
   ``q = p``.
 
+Random streams: estimating the static set draws nothing from the training's random generators
+(:func:`isolated_rng` restores PyTorch's CPU and CUDA generators, NumPy's and Python's around it),
+and the dropout draws its masks from a private generator seeded by the run's seed and the process
+rank. So a run whose dropped set is empty equals training without StaticDropout bit for bit, and
+every arm of a comparison (``none``, ``static``, ``all``, ``random``) sees the same data order and
+the same draws of the network's own dropout; :class:`DataOrder` records a checksum of that order.
+
 This design is stbias's own: no public text gives the exact layer, probability, selection schedule
 or baselines of Kowal et al.'s StaticDropout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -147,12 +157,42 @@ def channel_shape(x: torch.Tensor, layout: str) -> tuple[int, ...]:
     return (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
 
 
+@contextmanager
+def isolated_rng(device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block without moving any random stream a training run draws from.
+
+    PyTorch's CPU generator and, for a CUDA ``device``, that device's generator are forked
+    (``torch.random.fork_rng``); NumPy's and Python's global generators are saved and restored.
+    Whatever the block draws (loader seeds, shuffles, dropout in a model) leaves the streams as
+    they were.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def private_seed(seed: int, rank: int = 0) -> int:
+    """The seed of the dropout's private generator on process ``rank`` of a run seeded ``seed``."""
+    state = np.random.SeedSequence((int(seed), int(rank), 0xD5)).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))  # below 2**63: a valid manual_seed on every device
+
+
 class ChannelDropout(nn.Module):
     """Per-sample channel dropout of the units in ``dropped`` with probability ``q``.
 
     In training mode, ``forward(x)`` multiplies every unit ``c`` of ``dropped`` by
     ``Bernoulli(1 - q) / (1 - q)``, drawn per sample and channel and shared by every other axis;
-    other units, and every unit in eval mode, pass unchanged.
+    other units, and every unit in eval mode, pass unchanged. The draws come from a private
+    generator per device (seeded by :meth:`seed`), never from PyTorch's global ones, so adding the
+    dropout changes no other random draw of a run.
 
     Args:
         num_units: channels of the layer.
@@ -166,6 +206,29 @@ class ChannelDropout(nn.Module):
         self.layout = layout
         self.register_buffer("dropped", torch.zeros(self.num_units, dtype=torch.bool))
         self.q = 0.0
+        self._seed = private_seed(0)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def seed(self, value: int) -> None:
+        """Restart the private generators from ``value``."""
+        self._seed = int(value)
+        self._generators = {}
+
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        """The private generator of ``device`` (made, seeded, on first use)."""
+        key = str(torch.device(device))
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=key).manual_seed(self._seed)
+        return self._generators[key]
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """The private generators' states by device (for checkpoints)."""
+        return {k: g.get_state() for k, g in self._generators.items()}
+
+    def load_generator_states(self, states: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`generator_states` returned."""
+        for key, state in states.items():
+            self.generator(key).set_state(torch.as_tensor(state, dtype=torch.uint8).cpu())
 
     def set(self, dropped: np.ndarray | torch.Tensor, q: float) -> None:
         """Drop the units of the boolean mask ``dropped`` ``(N,)`` with probability ``q``."""
@@ -179,7 +242,8 @@ class ChannelDropout(nn.Module):
 
     def factor(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """A fresh ``(batch, N)`` factor: 0 or ``1 / (1 - q)`` on dropped units, 1 elsewhere."""
-        keep = torch.rand(batch, self.num_units, device=device) >= self.q
+        gen = self.generator(device)
+        keep = torch.rand(batch, self.num_units, device=gen.device, generator=gen) >= self.q
         scaled = keep.to(dtype) / (1.0 - self.q)
         return torch.where(self.dropped.to(device), scaled, torch.ones_like(scaled))
 
@@ -269,36 +333,49 @@ def probe_units(
     """The probe's report (scores, split, unit classes, unit scores) of ``layers`` of ``model``.
 
     Runs :class:`ProbeModule` over ``setup.probe_clips`` on the model's device, in eval mode and
-    without gradients; the model's mode and ``requires_grad`` flags are restored afterwards.
+    without gradients, inside :func:`isolated_rng` (no random stream of the training moves); the
+    model's mode and ``requires_grad`` flags are restored afterwards.
     """
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     was_training = model.training
     device = params[0].device if params else torch.device("cpu")
     try:
-        module = ProbeModule(
-            model,
-            layers,
-            {a: setup.channels[a] for a in layers},
-            setup.spec,
-            setup.sampler,
-            layout=setup.layout,
-            include_cls=setup.include_cls,
-            seed=setup.seed,
-            lam=lam,
-            model_name=setup.model_name,
-        ).to(device)
-        loader = DataLoader(
-            setup.probe_clips, setup.batch_size, shuffle=False, num_workers=setup.num_workers
-        )
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                module.test_step(batch, i)
-        return {alias: module.stats[alias].report(lam=lam) for alias in layers}
+        with isolated_rng(device):
+            return _probe_units(model, setup, layers, lam, device)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+def _probe_units(
+    model: nn.Module,
+    setup: ProbeSetup,
+    layers: Mapping[str, str],
+    lam: float,
+    device: torch.device,
+) -> dict[str, dict[str, Any]]:
+    """The probe pass of :func:`probe_units` (its caller restores the model and streams)."""
+    module = ProbeModule(
+        model,
+        layers,
+        {a: setup.channels[a] for a in layers},
+        setup.spec,
+        setup.sampler,
+        layout=setup.layout,
+        include_cls=setup.include_cls,
+        seed=setup.seed,
+        lam=lam,
+        model_name=setup.model_name,
+    ).to(device)
+    loader = DataLoader(
+        setup.probe_clips, setup.batch_size, shuffle=False, num_workers=setup.num_workers
+    )
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            module.test_step(batch, i)
+    return {alias: module.stats[alias].report(lam=lam) for alias in layers}
 
 
 def evaluate(
@@ -310,6 +387,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1 / top-5 accuracy of ``model`` on ``setup.val_set`` (and on the motion-only classes).
 
+    Runs inside :func:`isolated_rng`: no random stream of the caller moves.
+
     Args:
         shuffle: shuffle every clip's frames as ``train.shuffle_frames`` does for validation
             (permutations seeded by the run's seed and the clip index).
@@ -317,6 +396,18 @@ def evaluate(
     """
     if setup.val_set is None:
         return {}
+    params = list(model.parameters())
+    with isolated_rng(params[0].device if params else None):
+        return _evaluate(model, setup, shuffle, zero)
+
+
+def _evaluate(
+    model: nn.Module,
+    setup: ProbeSetup,
+    shuffle: bool,
+    zero: tuple[str, np.ndarray] | None,
+) -> dict[str, float]:
+    """The evaluation pass of :func:`evaluate`."""
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     was_training = model.training
@@ -443,9 +534,11 @@ class StaticDropout(pl.Callback):
         return getattr(pl_module, "model", pl_module)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Hook the dropout onto the layer (it acts in training mode only)."""
+        """Hook the dropout onto the layer (it acts in training mode only); seed its draws."""
         if stage != "fit" or self._handle is not None:
             return
+        rank = int(getattr(trainer, "global_rank", 0) or 0)
+        self.dropout.seed(private_seed(self.setup_.seed, rank))
         self._handle = hook_layer(
             self._model(pl_module),
             self.settings.path,
@@ -543,6 +636,7 @@ class StaticDropout(pl.Callback):
             "static": None if self._static is None else self._static.tolist(),
             "dropped": self.dropout.dropped.cpu().tolist(),
             "q": self.dropout.q,
+            "generators": self.dropout.generator_states(),
             "initial": None
             if self._initial is None
             else {
@@ -561,6 +655,7 @@ class StaticDropout(pl.Callback):
         if state_dict.get("dropped") is not None:
             self.dropout.set(np.asarray(state_dict["dropped"], dtype=bool), state_dict["q"])
         self._initial = state_dict.get("initial")
+        self.dropout.load_generator_states(state_dict.get("generators") or {})
 
     def summary(self) -> dict[str, Any]:
         """Settings, per-refresh history and the final report, for ``results.json``."""
@@ -569,3 +664,35 @@ class StaticDropout(pl.Callback):
             "refreshes": self.history,
             "final": self.report,
         }
+
+
+class DataOrder(pl.Callback):
+    """Records the order in which training clips arrive: a SHA-1 of every batch's ``index``.
+
+    Runs that should see the same data (the arms of ``task=static_dropout``, one seed) compare
+    their ``checksum``; it is None when batches carry no ``index``. On several processes each
+    records its own shard's order.
+    """
+
+    def __init__(self, index_key: str = "index") -> None:
+        self.index_key = index_key
+        self._digest = hashlib.sha1()
+        self.batches = 0
+        self._complete = True
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Add this batch's clip indices to the digest."""
+        index = batch.get(self.index_key) if isinstance(batch, Mapping) else None
+        if index is None:
+            self._complete = False
+            return
+        values = np.asarray(torch.as_tensor(index).detach().cpu().numpy(), dtype=np.int64)
+        self._digest.update(values.tobytes())
+        self.batches += 1
+
+    @property
+    def checksum(self) -> str | None:
+        """The digest of every training batch's indices so far (None if some had none)."""
+        return self._digest.hexdigest() if self._complete and self.batches else None

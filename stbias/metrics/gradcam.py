@@ -6,11 +6,14 @@ and the target class's logit ``y_c``:
     L_{ijt} = ReLU(Σ_k w_{kt} A^k_{ijt}),    w_{kt} = mean_{ij} ∂y_c / ∂A^k_{ijt}
 
 then upsampled trilinearly (time, height, width) to the input clip and min–max normalised per
-frame, ``(L − min) / (max − min + eps)``. Options: ``weights="time_mean"`` averages the
-gradient over time too (one weight per channel: Captum's ``LayerGradCam``, pytorch-grad-cam and
-the authors' I3D code), ``target="softmax"`` differentiates the softmax score instead of the
-logit, ``time="repeat"`` repeats each layer time step over the frames it covers (spatial bilinear
-upsampling), ``normalize="clip"`` normalises over the whole clip (``"none"`` keeps raw values).
+frame, ``(L − min) / (max − min)``, with flat frames told by a tolerance relative to the frame's
+own values (:func:`normalize_maps`), so that the maps do not depend on the scale of the target
+score: multiplying the logits by any positive constant leaves them unchanged. Options:
+``weights="time_mean"`` averages the gradient over time too (one weight per channel: Captum's
+``LayerGradCam``, pytorch-grad-cam and the authors' I3D code), ``target="softmax"``
+differentiates the softmax score instead of the logit, ``time="repeat"`` repeats each layer time
+step over the frames it covers (spatial bilinear upsampling), ``normalize="clip"`` normalises over
+the whole clip (``"none"`` keeps raw values).
 
 Any layer alias of any classifier works: CNN layouts ``(B, C, T, H, W)``, channels-last
 ``(B, T, H, W, C)``, and transformer tokens ``(B, [1 +] N, C)`` reshaped to their
@@ -43,6 +46,9 @@ TARGETS = ("logit", "softmax")
 TIME_MODES = ("interpolate", "repeat")
 NORMALIZE = ("frame", "clip", "none")
 TOKEN_ORDERS = ("thw", "hwt")
+# flat-frame tolerance of the normalisation, relative to the frame's largest absolute value: a few
+# float32 rounding steps (2^-23 each), far below any contrast a map could show
+DEFAULT_EPS = 1e-6
 
 
 def _choice(name: str, value: str, valid: Sequence[str]) -> str:
@@ -161,18 +167,40 @@ def upsample(maps: Tensor, size: Sequence[int], time: str = "interpolate") -> Te
     return spatial[:, steps.to(maps.device)]
 
 
-def normalize_maps(maps: Tensor, mode: str = "frame", eps: float = 1e-8) -> Tensor:
+def check_eps(eps: float) -> float:
+    """The flat-frame tolerance of :func:`normalize_maps`, checked: a number in [0, 1)."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise StbiasError(
+            f"Grad-CAM eps={eps!r} is not valid; give a relative tolerance in [0, 1) (a frame "
+            "whose max − min is at most eps · max|L| is flat), e.g. 1e-6"
+        )
+    return value
+
+
+def normalize_maps(maps: Tensor, mode: str = "frame", eps: float = DEFAULT_EPS) -> Tensor:
     """Min–max normalisation of ``(B, T, H, W)`` maps per frame or per clip (or none).
 
-    ``(L − min) / (max − min + eps)``: a flat frame (all zero, say) becomes 0, never NaN.
+    ``(L − min) / (max − min)`` over each frame (``frame``) or clip (``clip``). A frame (clip)
+    whose range is at most ``eps`` times its largest absolute value is flat (all zero, constant, or
+    apart only by rounding) and becomes 0, never NaN. The tolerance is relative, so the result does
+    not depend on the maps' scale: ``normalize_maps(c · L) == normalize_maps(L)`` for any ``c > 0``
+    (an absolute epsilon in the denominator would squash maps whose range is near it).
     """
     _choice("normalize", mode, NORMALIZE)
+    eps = check_eps(eps)
     if mode == "none":
         return maps
     dims = (2, 3) if mode == "frame" else (1, 2, 3)
     low = maps.amin(dim=dims, keepdim=True)
     high = maps.amax(dim=dims, keepdim=True)
-    return (maps - low) / (high - low + eps)
+    span = high - low
+    flat = span <= eps * torch.maximum(high.abs(), low.abs())
+    out = (maps - low) / torch.where(flat, torch.ones_like(span), span)
+    return torch.where(flat, torch.zeros_like(out), out)
 
 
 class _GradTap:
@@ -238,7 +266,8 @@ class GradCAM:
         normalize: ``frame`` (default), ``clip`` or ``none``.
         grid: ``(T', H', W')`` for token layouts (None: inferred).
         token_order: ``thw`` or ``hwt`` for token layouts.
-        eps: the normalisation's epsilon.
+        eps: the normalisation's flat-frame tolerance, relative to the frame's (clip's) largest
+            absolute value (see :func:`normalize_maps`).
         model_name: the model's name, for messages.
     """
 
@@ -255,7 +284,7 @@ class GradCAM:
         normalize: str = "frame",
         grid: Sequence[int] | None = None,
         token_order: str = "thw",
-        eps: float = 1e-8,
+        eps: float = DEFAULT_EPS,
         model_name: str = "model",
     ) -> None:
         self.model = model
@@ -270,7 +299,7 @@ class GradCAM:
         self.normalize = _choice("normalize", normalize, NORMALIZE)
         self.grid = None if grid is None else tuple(int(g) for g in grid)
         self.token_order = _choice("token_order", token_order, TOKEN_ORDERS)
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.model_name = model_name
         _GradTap(model, self.layer, model_name)  # a bad path stops here, before any data
 

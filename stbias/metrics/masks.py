@@ -239,25 +239,29 @@ def _pick_initial(
     """
     b, k = drops.shape
     chosen = torch.full((b,), k - 1, dtype=torch.long)
+    frames = masks.shape[1]
+    first = frames % 2 or 2
+    # the authors' loop tries lengths T − 2i for i = 1 .. T // 2 − 1 (as indices into masks)
+    tried = [(frames - 2 * i - first) // 2 for i in range(1, frames // 2)]
     for i in range(b):
-        if full_drop[i] <= 0:
-            continue  # OS <= the fully frozen score: nothing to explain, start full
-        passing = drops[i] >= fraction * full_drop[i]
         if init == "spec":
-            hits = torch.nonzero(passing).flatten()
+            if full_drop[i] <= 0:
+                continue  # OS <= the fully frozen score: nothing to explain, start full
+            hits = torch.nonzero(drops[i] >= fraction * full_drop[i]).flatten()
             if len(hits):
                 chosen[i] = hits[0]
-        else:
-            # the authors' loop: lengths T − 2i for i = 1 .. T // 2 − 1, shrinking while the test
-            # passes; it keeps the first failure (the last one tried if none fails; the full mask
-            # if there is none to try)
-            frames = masks.shape[1]
-            first = frames % 2 or 2
-            tried = [(frames - 2 * i - first) // 2 for i in range(1, frames // 2)]
-            for j in tried:
-                chosen[i] = j
-                if not passing[j]:
-                    break
+            continue
+        # the authors' loop: shrink while the ratio (OS − score) / (OS − fully frozen score) is
+        # not below the fraction and keep the first failure (the last one tried if none fails;
+        # the full mask if there is none to try). The ratio is taken as their tensors take it,
+        # also where OS <= the fully frozen score: a negative denominator flips its sign (a mask
+        # that lowers the score fails at once: length T − 2), a zero one gives ±inf or NaN
+        # (+inf and NaN never fail, −inf fails at once).
+        ratio = drops[i] / full_drop[i]
+        for j in tried:
+            chosen[i] = j
+            if bool(ratio[j] < fraction):
+                break
     return masks[chosen]
 
 

@@ -8,10 +8,11 @@ Masks are ``(..., H, W)`` with 1 = foreground, 0 = background and 255 = not anno
   ``J`` the mean over sequences (DAVIS' "J mean"). ``J_frames`` is the mean over all frames.
 * **Center bias** of a dataset: the mean of its ground-truth masks resized to one
   resolution (``mean_map``, the fraction of frames in which each pixel is foreground), scaled to
-  [0, 1] by its maximum (``map``). stbias adds two numbers: ``center_mass``, the share of the mean
-  map's mass inside the central quarter of the frame (the middle half of each side; 0.25 for a
-  map spread evenly, 1 when all foreground is central), and ``mean_distance``, the mass-weighted
-  mean distance of foreground from the frame centre in half-diagonals.
+  [0, 1] (``map``): min–max by default, as the authors' ``estimate_dataset_centerbias`` shows it,
+  or by the maximum (:func:`scale_center_bias`). stbias adds two numbers: ``center_mass``, the
+  share of the mean map's mass inside the central quarter of the frame (the middle half of each
+  side; 0.25 for a map spread evenly, 1 when all foreground is central), and ``mean_distance``,
+  the mass-weighted mean distance of foreground from the frame centre in half-diagonals.
 """
 
 from __future__ import annotations
@@ -133,17 +134,45 @@ def segmentation_loss(
     return loss, {"bce": bce.detach(), "iou": iou_loss.detach()}
 
 
+CENTER_BIAS_NORMALISE = ("minmax", "max")
+
+
+def _check_normalise(normalise: str) -> str:
+    if normalise not in CENTER_BIAS_NORMALISE:
+        valid = ", ".join(CENTER_BIAS_NORMALISE)
+        raise StbiasError(f"unknown center bias normalise {normalise!r}; valid: {valid}")
+    return normalise
+
+
+def scale_center_bias(mean_map: np.ndarray, normalise: str = "minmax") -> np.ndarray:
+    """The center-bias image: ``mean_map`` scaled to [0, 1].
+
+    ``minmax``: ``(m − min) / (max − min)``, as the authors' ``estimate_dataset_centerbias``
+    shows its summed masks (``imshow`` scales from the smallest to the largest value); ``max``:
+    ``m / max``, which keeps 0 for "never foreground" (the two differ where no pixel is always
+    background). A flat map (every pixel equal) is 1 everywhere under both.
+    """
+    _check_normalise(normalise)
+    low, high = float(mean_map.min()), float(mean_map.max())
+    if normalise == "max" or high == low:
+        return mean_map / high
+    return (mean_map - low) / (high - low)
+
+
 class CenterBias:
     """The mean of foreground masks at one resolution, accumulated mask by mask.
 
     Args:
         size: the side of the square every mask is resized to (area interpolation, so a pixel
             holds the foreground fraction of the region it covers; bilinear for smaller masks).
+        normalise: how ``map`` is scaled to [0, 1]: ``minmax`` (the authors') or ``max``
+            (:func:`scale_center_bias`).
     """
 
-    def __init__(self, size: int = 64):
+    def __init__(self, size: int = 64, normalise: str = "minmax"):
         if int(size) < 2:
             raise StbiasError(f"center bias size must be >= 2; got {size}")
+        self.normalise = _check_normalise(normalise)
         self.size = int(size)
         self.total = np.zeros((self.size, self.size), dtype=np.float64)
         self.count = 0
@@ -168,7 +197,8 @@ class CenterBias:
             self.count += 1
 
     def compute(self) -> dict[str, Any]:
-        """``mean_map``, ``map`` (scaled to [0, 1]), ``center_mass``, ``mean_distance``, counts."""
+        """``mean_map``, ``map`` (scaled to [0, 1] by ``normalise``), ``center_mass``,
+        ``mean_distance`` (both from ``mean_map``), counts."""
         if self.count == 0:
             raise StbiasError("center bias of no mask: the dataset gave no annotated frame")
         mean_map = self.total / self.count
@@ -182,7 +212,8 @@ class CenterBias:
         distance = np.hypot(yy - half, xx - half) / (half * np.sqrt(2.0))
         return {
             "mean_map": mean_map,
-            "map": mean_map / peak,
+            "map": scale_center_bias(mean_map, self.normalise),
+            "normalise": self.normalise,
             "center_mass": float(centre.sum()) / mass,
             "mean_distance": float((distance * mean_map).sum()) / mass,
             "foreground_fraction": float(mean_map.mean()),

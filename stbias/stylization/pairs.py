@@ -10,7 +10,7 @@ pathway's frames are then reordered, never re-sampled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,7 +217,11 @@ class PairSampler:
         shuffle: ``"one"`` or ``"both"`` (see ``make_pair_views``).
         balanced: one static and one dynamic pair per clip (default) or one random factor.
         two_stream: RGB + optical-flow pairs (``make_flow_pair_views``) instead of frame shuffling.
-        flow_jitter: keyword arguments of ``make_flow_pair_views`` (hue and saturation jitter).
+        flow_jitter: the static pair's flow jitter, ``reference`` (the authors' per-frame
+            ``ExtFlowColorJitter``, the default) or ``per_clip`` (stbias's earlier one-draw HSV
+            jitter); see :mod:`stbias.stylization.flow`.
+        flow_jitter_settings: the ranges of each jitter by name (``{"reference": {...},
+            "per_clip": {...}}``); the defaults for any left out.
         name: the stylization's name in results.
     """
 
@@ -228,7 +232,8 @@ class PairSampler:
         shuffle: str = "one",
         balanced: bool = True,
         two_stream: bool = False,
-        flow_jitter: dict | None = None,
+        flow_jitter: str = "reference",
+        flow_jitter_settings: Mapping[str, Mapping[str, Any]] | None = None,
         name: str | None = None,
     ):
         if shuffle not in SHUFFLE_MODES:
@@ -240,7 +245,25 @@ class PairSampler:
         self.shuffle = shuffle
         self.balanced = bool(balanced)
         self.two_stream = bool(two_stream)
-        self.flow_jitter = dict(flow_jitter or {})
+        from stbias.stylization.flow import FLOW_JITTERS, check_flow_jitter
+
+        if not isinstance(flow_jitter, str):
+            raise StbiasError(
+                f"flow_jitter={flow_jitter!r}: give the jitter's name ({', '.join(FLOW_JITTERS)}) "
+                "and its ranges in flow_jitter_settings"
+            )
+        settings = dict(flow_jitter_settings or {})
+        unknown = sorted(set(settings) - set(FLOW_JITTERS))
+        if unknown:
+            raise StbiasError(
+                f"flow_jitter_settings has unknown jitter(s) {unknown}; valid: "
+                f"{', '.join(FLOW_JITTERS)}"
+            )
+        # checked now, so a bad name or range stops a run before any data is read
+        self.jitter_settings = check_flow_jitter(flow_jitter, settings.get(flow_jitter))
+        for kind, ranges in settings.items():
+            check_flow_jitter(kind, ranges)
+        self.flow_jitter = flow_jitter
         self.name = name or stylizer.name
 
     def __call__(
@@ -265,7 +288,8 @@ class PairSampler:
                 index,
                 self.seed,
                 balanced=self.balanced,
-                **self.flow_jitter,
+                flow_jitter=self.flow_jitter,
+                jitter_settings=self.jitter_settings,
                 **context,
             )
             # [rgb, flow image] of every view through the model's packing (normalisation)

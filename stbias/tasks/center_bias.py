@@ -41,13 +41,16 @@ from stbias.tasks.loggers import finish_logger, log_run, run_identity
 log = logging.getLogger(__name__)
 
 
-def center_bias(dataset: Dataset, size: int = 64, num_clips: int | None = None) -> dict[str, Any]:
-    """The center bias of ``dataset``'s masks (``CenterBias.compute``'s entries).
+def center_bias(
+    dataset: Dataset, size: int = 64, num_clips: int | None = None, normalise: str = "minmax"
+) -> dict[str, Any]:
+    """The center bias of ``dataset``'s masks (``CenterBias.compute``'s entries; the map scaled
+    by ``normalise``, ``minmax`` or ``max``).
 
     A dataset with ``iter_masks()`` (the real readers) gives every mask file; any other is read
     sample by sample (its first ``num_clips`` samples, all when None), each sample's ``mask``.
     """
-    bias = CenterBias(size)
+    bias = CenterBias(size, str(normalise))
     if hasattr(dataset, "iter_masks"):
         for mask in dataset.iter_masks():
             bias.update(mask)
@@ -103,10 +106,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure every dataset; write results, maps and the side-by-side figure."""
     size = int(cfg.task.size)
     num_clips = cfg.task.get("num_clips")
+    normalise = str(cfg.task.get("normalise", "minmax"))
+    CenterBias(size, normalise)  # a bad setting stops here, before any data is read
     entries = {}
     for name, node in dataset_nodes(cfg).items():
         dataset = instantiate(_graft(cfg, node))
-        entries[name] = center_bias(dataset, size, num_clips)
+        entries[name] = center_bias(dataset, size, num_clips, normalise)
         e = entries[name]
         log.info(
             f"{name}: center mass {e['center_mass']:.3f} (0.25 = spread evenly), mean distance "

@@ -166,7 +166,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         normalize=str(m.normalize),
         grid=plain(m.get("grid")),
         token_order=str(token_order),
-        eps=float(m.eps),
+        eps=m.eps,  # checked by GradCAM: a relative tolerance in [0, 1)
         model_name=name,
     )
     module = GradCAMModule(

@@ -5,8 +5,10 @@ For every seed of ``task.seeds`` and mode of ``task.modes`` (``none`` = no dropo
 ``task=train`` does, into ``<run dir>/<mode>-seed<seed>/``, and measures the trained model the same
 way for every mode (:func:`stbias.lit.static_dropout.final_report`: the re-probed split, top-1 /
 top-5, motion-only and shuffled-frame accuracy, the static units zeroed). Runs of one seed start
-from the same initial weights (checked). Writes ``static_dropout.csv`` (one row per run),
-``static_dropout.md`` (the table over seeds) and ``static_dropout.{png,pdf}``.
+from the same initial weights and see the same training clips in the same order (both checked:
+the static set is estimated without drawing from the training's random streams). Writes
+``static_dropout.csv`` (one row per run), ``static_dropout.md`` (the table over seeds) and
+``static_dropout.{png,pdf}``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def arm_row(mode: str, seed: int, record: dict[str, Any], final: dict[str, Any],
         "epochs": record["epochs"],
         "minutes": record["minutes"],
         "init_checksum": record["init_checksum"],
+        "data_order": record.get("data_order"),
         "run": run,
     }
     return row
@@ -106,13 +109,18 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     folder = output_dir()
     rows: list[dict[str, Any]] = []
     for seed in seeds:
-        checksum = None
+        checksum = order = None
         for mode in modes:
             arm = arm_config(cfg, mode, seed, os.path.join(folder, f"{mode}-seed{seed}"))
             record, objects = train.run(arm)
             if checksum is not None and record["init_checksum"] != checksum:
                 raise StbiasError(f"mode {mode} of seed {seed} did not start from the same weights")
-            checksum = record["init_checksum"]
+            if order is not None and record.get("data_order") != order:
+                raise StbiasError(
+                    f"mode {mode} of seed {seed} saw its training clips in another order than "
+                    f"mode {modes[0]}"
+                )
+            checksum, order = record["init_checksum"], record.get("data_order")
             if mode == "none":
                 settings = train_extras.dropout_settings(arm)
                 data, module = objects["data"], objects["module"]

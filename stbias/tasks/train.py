@@ -279,8 +279,9 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
     # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
+    # the module's input spec: the model's, adapted to the clips' channels (grey clips: one)
     extras = train_extras.training_callbacks(
-        cfg, model, spec, train_set, val_set, os.path.join(folder, "checkpoints")
+        cfg, model, module.spec, train_set, val_set, os.path.join(folder, "checkpoints")
     )
     resume_state = ResumeState()  # random streams and minutes: a resumed run ends exactly
     # best before last: last.ckpt then holds the best checkpoint's state of the same epoch

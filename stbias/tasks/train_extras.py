@@ -1,7 +1,9 @@
 """What ``task=train`` adds on request: StaticDropout and a checkpoint series.
 
 ``train.static_dropout`` (p > 0) attaches :class:`~stbias.lit.static_dropout.StaticDropout`;
-``train.checkpoint_every`` keeps a checkpoint series (:mod:`stbias.lit.series`). Both are checked
+``train.checkpoint_every`` keeps a checkpoint series (:mod:`stbias.lit.series`). Every run records
+the order of its training clips (:class:`~stbias.lit.static_dropout.DataOrder`), so runs meant to
+see the same data can be checked. Both are checked
 by :func:`check` before anything is built, so a bad value stops the run at once.
 """
 
@@ -18,6 +20,7 @@ from stbias.data.subsets import choose_clips
 from stbias.errors import StbiasError
 from stbias.lit.series import parse_every, series_callbacks
 from stbias.lit.static_dropout import (
+    DataOrder,
     ProbeSetup,
     StaticDropout,
     StaticDropoutSettings,
@@ -101,8 +104,9 @@ def training_callbacks(
     val_set: Dataset | None,
     checkpoint_dir: str,
 ) -> list[pl.Callback]:
-    """The StaticDropout callback (p > 0) and the checkpoint-series callbacks (if requested)."""
-    callbacks: list[pl.Callback] = []
+    """The data-order record, the StaticDropout callback (p > 0) and the checkpoint-series
+    callbacks (if requested)."""
+    callbacks: list[pl.Callback] = [DataOrder()]
     every = parse_every(cfg.train.get("checkpoint_every"))
     if every is not None:
         callbacks += series_callbacks(checkpoint_dir, every)
@@ -114,8 +118,12 @@ def training_callbacks(
 
 
 def training_record(callbacks: list[pl.Callback]) -> dict[str, Any]:
-    """``static_dropout`` (settings, refreshes, final report) for ``results.json``, if used."""
+    """``data_order`` (checksum of the training clips' order) and ``static_dropout`` (settings,
+    refreshes, final report; if used) for ``results.json``."""
+    record: dict[str, Any] = {}
     for callback in callbacks:
+        if isinstance(callback, DataOrder):
+            record["data_order"] = callback.checksum
         if isinstance(callback, StaticDropout):
-            return {"static_dropout": callback.summary()}
-    return {}
+            record["static_dropout"] = callback.summary()
+    return record

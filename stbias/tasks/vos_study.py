@@ -182,7 +182,10 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             full.dataset = _dataset_node(cfg, dataset)
             full.dataset.split = "train"
         centre[dataset] = center_bias(
-            instantiate(full.dataset), int(cfg.task.center_bias.size), cfg.task.center_bias.clips
+            instantiate(full.dataset),
+            int(cfg.task.center_bias.size),
+            cfg.task.center_bias.clips,
+            str(cfg.task.center_bias.get("normalise", "minmax")),
         )
     summary = {
         "task": "vos_study",
