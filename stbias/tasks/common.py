@@ -546,6 +546,12 @@ def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
     return base[int(index)]
 
 
+def skipped_note(record: Mapping[str, Any]) -> str:
+    """`` (N unreadable videos skipped)`` for a summary line, or nothing when none was."""
+    skipped = int(record.get("skipped_clips") or 0)
+    return f" ({skipped} unreadable videos skipped)" if skipped else ""
+
+
 def report_explanation(
     cfg: Any,
     task: str,

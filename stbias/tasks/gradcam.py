@@ -43,6 +43,7 @@ from stbias.tasks.common import (
     plain,
     report_explanation,
     run_explanation,
+    skipped_note,
     weights_record,
 )
 
@@ -193,6 +194,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         "layer": alias,
         "layer_path": path,
         "num_clips": int(len(clips["index"])),
+        "skipped_clips": int(module.skipped_clips),
         "layer_shape": list(clips["raw"].shape[1:]),
         "map_shape": list(clips["maps"].shape[1:]) if "maps" in clips else None,
         "target_class": str(m.target_class),
@@ -224,7 +226,8 @@ def summary_line(record: dict[str, Any]) -> str:
             parts.append(f"{key} {e['mean']:.2f} ± {e['std']:.2f} (n = {e['n']})")
     return (
         f"{record['model']} on {record['dataset']}, layer {record['layer']} "
-        f"{record['layer_shape']}, {record['num_clips']} clips: " + ", ".join(parts)
+        f"{record['layer_shape']}, {record['num_clips']} clips{skipped_note(record)}: "
+        + ", ".join(parts)
     )
 
 

@@ -41,6 +41,7 @@ from stbias.tasks.common import (
     plain,
     report_explanation,
     run_explanation,
+    skipped_note,
     weights_record,
 )
 
@@ -130,6 +131,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
         "split": plain(cfg.dataset.get("split")),
         "seed": int(cfg.seed),
         "num_clips": int(len(clips["index"])),
+        "skipped_clips": int(module.skipped_clips),
         "frames": int(clips["mask"].shape[1]),
         "target_class": str(m.target_class),
         "label_key": str(m.label_key),
@@ -156,7 +158,8 @@ def summary_line(record: dict[str, Any]) -> str:
 
     c = s["counts"]
     return (
-        f"{record['model']} on {record['dataset']}, {record['num_clips']} clips: "
+        f"{record['model']} on {record['dataset']}, {record['num_clips']} clips"
+        f"{skipped_note(record)}: "
         f"{fmt('mask_length', 1)}, {fmt('drop_ratio')}, {fmt('drop_difference')}; "
         f"drop ratio filtered on {c['drop_ratio_filtered']} clips"
     )
