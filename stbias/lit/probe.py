@@ -30,6 +30,7 @@ from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
 from stbias.stylization.pairs import split_views, stack_views, view_names
+from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,12 @@ class ProbeModule(pl.LightningModule):
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
-            if not bool(torch.isfinite(feat).all()):
-                ids = batch.get("id", index.tolist())
-                raise StbiasError(
-                    f"layer {alias} of {self.model_name} gave NaN or infinite features for "
-                    f"clips {list(ids)[:8]}; nothing was saved for this batch"
-                )
+            require_finite(
+                feat,
+                f"layer {alias} of {self.model_name} gave NaN or infinite features for "
+                f"clips {list(batch.get('id', index.tolist()))[:8]}",
+                "nothing was saved for this batch",
+            )
             chunks = split_views(feat, names)
             for factor, (first, second) in views["pairs"].items():
                 mask = views["factor"][factor].to(feat.device)

@@ -510,7 +510,7 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     spec = InputSpec.from_dict(plain(cfg.model.input))
     m = cfg.metric
     dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed))
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="metric")
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
     return name, spec, dataset, build_model(cfg.model)
@@ -544,6 +544,14 @@ def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
     """The sample whose base-dataset index is ``index``."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     return base[int(index)]
+
+
+def check_results(record: Any, task: str) -> None:
+    """Stop with one line, before anything is written, when a task's results hold NaN or inf."""
+    from stbias.validation import require_finite
+
+    advice = "nothing was written (a model or checkpoint that computes NaN?)"
+    require_finite(record, f"the results of {task}", advice)
 
 
 def skipped_note(record: Mapping[str, Any]) -> str:

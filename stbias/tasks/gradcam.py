@@ -35,6 +35,7 @@ from stbias.metrics.gradcam import GradCAM
 from stbias.plotting import save_animation, save_figure
 from stbias.plotting.explain import gradcam_strip, overlay, table3
 from stbias.tasks.common import (
+    check_results,
     choice,
     clip_by_index,
     dataset_indices,
@@ -210,6 +211,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         "environment": io.environment(),
     }
     record["clips"] = _rows(record, clips, blobs, infos)
+    check_results(record, "metric=gradcam")
     objects["figures"] = write_outputs(
         folder, record, clips, blobs, dataset, int(m.figures), float(m.fps)
     )

@@ -52,6 +52,7 @@ from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
     build_model,
+    check_results,
     choice,
     output_dir,
     plain,
@@ -338,6 +339,7 @@ def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> 
         "table4": {"runs": mask_dirs, "summaries": summaries4, "tests": tests4},
         "table3": tables3,
     }
+    check_results(record, "task=manttari")
     io.write_json(os.path.join(folder, "results.json"), record)
     log.info("%s", format_tables(record))
     log.info("results: %s", os.path.join(folder, "results.json"))

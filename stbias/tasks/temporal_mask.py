@@ -33,6 +33,7 @@ from stbias.metrics.masks import SEARCH_SETTINGS, TemporalMask, freeze
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
 from stbias.tasks.common import (
+    check_results,
     choice,
     clip_by_index,
     dataset_indices,
@@ -141,6 +142,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
+    check_results(record, "metric=temporal_mask")
     figures = write_outputs(folder, record, clips, dataset, int(m.figures))
     objects["figures"] = figures
     return record, objects

@@ -50,6 +50,7 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
+    check_results,
     choice,
     device_label,
     output_dir,
@@ -348,6 +349,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
+        check_results(record, "task=train")
         io.write_json(os.path.join(folder, "results.json"), record)
         score = record.get(setup.monitor)
         log.info(
