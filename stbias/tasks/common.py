@@ -618,7 +618,8 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     """Run ``task=train`` with ``train_cfg`` into ``folder`` once and reuse it afterwards.
 
     A finished training (its ``results.json`` and checkpoint) is read back; an interrupted one
-    resumes from its ``last.ckpt``. Several processes asking at once (the ranks of a
+    resumes from its ``last.ckpt``; one whose ``results.json`` cannot be read is trained again
+    (a warning names the file). Several processes asking at once (the ranks of a
     multi-GPU run, parallel jobs) train once.
 
     Returns:
@@ -626,18 +627,24 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     """
     from filelock import FileLock
 
+    from stbias.results import UnreadableRecord, read_record
     from stbias.tasks.train import run as train
 
     results = os.path.join(folder, "results.json")
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
     with FileLock(folder + ".lock"):
+        damaged = False
         if os.path.isfile(results):
-            with open(results) as fh:
-                record = json.load(fh)
+            try:
+                record = read_record(results)
+            except UnreadableRecord as err:
+                # a damaged cache entry: train again rather than trust its checkpoint
+                log.warning("%s: %s; training %s again", results, err, what)
+                record, damaged = {}, True
             if record.get("checkpoint") and os.path.isfile(record["checkpoint"]):
                 return record
         last = os.path.join(folder, "checkpoints", "last.ckpt")
-        resume = os.path.isfile(last)
+        resume = os.path.isfile(last) and not damaged
         with open_dict(train_cfg):
             train_cfg.train.output_dir = folder
             train_cfg.train.resume = last if resume else None
