@@ -40,7 +40,8 @@ __all__ = ["Probe", "ProbeResults", "WeightTemporality"]
 
 
 def _type_error(name: str, value: Any, valid: str) -> TypeError:
-    return TypeError(f"{name} takes {valid}; got {type(value).__name__} {value!r:.80}")
+    shown = " ".join(repr(value).split())[:80]
+    return TypeError(f"{name} takes {valid}; got {type(value).__name__} {shown}")
 
 
 def _integer(name: str, value: Any, low: int) -> int:

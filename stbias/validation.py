@@ -110,6 +110,15 @@ def maybe(check: Check) -> Check:
     return allow_null
 
 
+def roots(value: Any) -> str | None:
+    """A mapping of dataset option -> root folder, or null."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and all(isinstance(v, str) and v for v in value.values()):
+        return None
+    return "a mapping of dataset option -> root folder, e.g. {davis: /data/DAVIS}, or null"
+
+
 def names(value: Any) -> str | None:
     """A list of names, one name, or null."""
     if value is None or isinstance(value, str):
@@ -194,6 +203,9 @@ CHECKS: dict[str, Check] = {
     "train.static_dropout.mode": one_of("static", "all", "random"),
     "train.static_dropout.init": one_of("trained", "start"),
     "trainer.max_epochs": integer(-1),
+    "task.roots": roots,
+    "task.size": integer(1, allow_null=True),
+    "task.num_clips": integer(1, allow_null=True),
     "task.train.clips": integer(1),
     "task.train.val_clips": integer(1),
     "task.train.max_epochs": integer(1),
