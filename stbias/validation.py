@@ -230,12 +230,19 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _lookup(cfg: Any, key: str) -> tuple[bool, Any]:
-    node = cfg
-    for part in key.split("."):
-        if node is None or not OmegaConf.is_dict(node) or part not in node:
-            return False, None
-        node = node[part]
-    return True, OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    """``(present, value)`` of a dotted key; a value that does not resolve (a ``???`` path, which
+    the task reports itself in its own words) counts as absent."""
+    try:
+        node = cfg
+        for part in key.split("."):
+            if node is None or not OmegaConf.is_dict(node) or part not in node:
+                return False, None
+            node = node[part]
+        return True, OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(
+            node
+        ) else node
+    except Exception:  # noqa: BLE001 - omegaconf raises several interpolation errors
+        return False, None
 
 
 def _plain(cfg: Any) -> Any:
