@@ -73,7 +73,21 @@ def _walk(folder: str) -> list[str]:
 
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """The ``results.json`` files under ``paths`` (run directories, folders of runs, globs)."""
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        items = [paths]
+    elif isinstance(paths, Iterable) and not isinstance(paths, (bytes, Mapping)):
+        items = list(paths)
+    else:
+        raise TypeError(
+            f"give run directories, results.json files or globs as a str, a path or a list of "
+            f"them; got {type(paths).__name__}"
+        )
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"a run directory, results.json or glob is a str or a path; got "
+                f"{type(item).__name__} {item!r:.60}"
+            )
     if not items:
         raise StbiasError("no run directories given; give a run directory, a folder or a glob")
     found: list[str] = []
@@ -370,13 +384,17 @@ def load(
     Args:
         paths: a run directory, a ``results.json``, a folder of runs (a multirun sweep folder),
             a glob (``outputs/**/fig*``), or a list of these.
-        tasks: keep only runs of these tasks (e.g. ``["probe"]``).
+        tasks: keep only runs of these tasks (e.g. ``["probe"]``, or one name).
         check_arrays: also skip a run whose folder holds an ``.npz`` file that cannot be read
             (for readers that open a run's arrays, as the figure targets do).
 
     Raises:
         StbiasError: a path that does not exist, or no ``results.json`` under any of them.
     """
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if tasks is not None and not all(isinstance(t, str) for t in tasks):
+        raise TypeError(f"tasks takes task names such as ['probe']; got {tasks!r:.60}")
     wanted = set(tasks) if tasks is not None else None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []

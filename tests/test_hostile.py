@@ -645,3 +645,20 @@ def test_weight_temporality_arguments():
         WeightTemporality(torch.nn.Conv3d(1, 1, 3), delta="a")
     with pytest.raises(ValueError, match="delta=nan"):
         WeightTemporality(torch.nn.Conv3d(1, 1, 3), delta=float("nan"))
+
+
+def test_results_load_arguments(tmp_path):
+    from stbias.results import load
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(
+        json.dumps({"task": "probe", "model": "m", "layers": {"res2": GOOD_LAYER}})
+    )
+    with pytest.raises(TypeError, match="got int"):
+        load(123)
+    with pytest.raises(TypeError, match="a str or a path; got int"):
+        load([tmp_path, 1])
+    with pytest.raises(TypeError, match="tasks takes task names"):
+        load(tmp_path, tasks=[1])
+    assert len(load(tmp_path, tasks="probe")) == 1  # one name, not its letters
+    assert load(tmp_path, tasks="train").empty
