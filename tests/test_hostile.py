@@ -208,6 +208,7 @@ BROKEN = [
     ),
     Case("gradcam", ("metric=gradcam", "metric.batch_size=3", "metric.figures=1"), SKIPS),
     Case("test", ("task=test", "test.split=train", "test.batch_size=3"), SKIPS),
+    Case("probe", ("task=probe", "probe.num_clips=null", "probe.batch_size=3"), SKIPS),
 ]
 
 
@@ -222,20 +223,28 @@ def test_unreadable_videos_are_skipped_and_counted_never_replaced(
         "model.builder.num_classes=2",
         *case.command,
         *(["metric.num_clips=null"] if case.command[0].startswith("metric=") else []),
+        f"probe.cache_dir={tmp_path / 'cache'}",
     )
     with caplog.at_level(logging.WARNING):
         record, _ = run_task(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["skipped_clips"] == record["skipped_clips"] == 3
-    assert saved["num_clips"] == len(READABLE)
-    if case.command[0] == "task=test":
+    kind = case.command[0]
+    if kind == "task=probe":  # num_clips: the clips drawn; pairs: the clips read
+        assert saved["num_clips"] == len(NAMES)
+        for entry in saved["layers"].values():
+            assert entry["n_pairs"] == {"dynamic": len(READABLE), "static": len(READABLE)}
+    elif kind == "task=test":
         import csv
+
+        assert saved["num_clips"] == len(READABLE)
 
         with open(tmp_path / "predictions.csv") as fh:
             rows = list(csv.DictReader(fh))
         assert [r["id"] for r in rows] == READABLE
         assert [int(r["index"]) for r in rows] == [NAMES.index(n) for n in READABLE]
     else:
+        assert saved["num_clips"] == len(READABLE)
         rows = saved["clips"]
         assert [r["id"] for r in rows] == READABLE
         assert [r["index"] for r in rows] == [NAMES.index(n) for n in READABLE]

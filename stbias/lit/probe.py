@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
 from stbias.io import load_tensors, torch_save
+from stbias.lit.skipped import batch_size, drop_skipped
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
@@ -187,7 +188,23 @@ class ProbeModule(pl.LightningModule):
         torch_save({"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}, path)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
+        """Add the static and dynamic pairs of one batch of clips to every layer's metric.
+
+        A sample whose own video could not be read (the dataset's replacement, ``skipped = 1``)
+        is counted in ``skipped_clips`` and adds no pairs: no clip is counted twice.
+        """
+        size = int(batch["video"].shape[0])
+        if "skipped" in batch:
+            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
+        batch, _ = drop_skipped(batch)
+        if batch_size(batch) > 0:
+            self._add_pairs(batch)
+        self.clips_done += size
+        self.clips_run += size
+        if (batch_idx + 1) % self.save_every == 0:
+            self._save_partial()
+
+    def _add_pairs(self, batch: Mapping[str, Any]) -> None:
         clip01 = video_to_float(batch["video"].to(self.device))
         index = torch.as_tensor(batch["index"]).cpu()
         context = stylizer_context(batch)
@@ -211,12 +228,6 @@ class ProbeModule(pl.LightningModule):
                     self.stats[alias].update(
                         chunks[first][mask], chunks[second][mask], factor, ids=index[mask.cpu()]
                     )
-        if "skipped" in batch:
-            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
-        self.clips_done += clip01.shape[0]
-        self.clips_run += clip01.shape[0]
-        if (batch_idx + 1) % self.save_every == 0:
-            self._save_partial()
 
     def on_test_epoch_end(self) -> None:
         """Sum every process's sums, keep them on disk, score each layer."""

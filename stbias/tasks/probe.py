@@ -51,7 +51,7 @@ from stbias.tasks.common import (
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4  # 4: the replaced samples of unreadable videos add no pairs
 PAIR_METRICS = ("unitwise", "layerwise")
 # the figure each pair metric leads with: Kowal et al. Fig. 3, or the unit classes of every layer
 FIGURE = {"layerwise": "fig3", "unitwise": "units"}
