@@ -110,6 +110,25 @@ def maybe(check: Check) -> Check:
     return allow_null
 
 
+def grid(value: Any) -> str | None:
+    """Null, or ``[T', H', W']``: three integers >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 3 and all(_is_int(v) and v >= 1 for v in value):
+        return None
+    return "[T', H', W'] (three integers >= 1, the token grid of a layer) or null"
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string."""
+    return None if isinstance(value, str) and value else "a non-empty name"
+
+
+def mapping(value: Any) -> str | None:
+    """A mapping (key: value), or null."""
+    return None if value is None or isinstance(value, dict) else "a mapping {key: value} or null"
+
+
 def roots(value: Any) -> str | None:
     """A mapping of dataset option -> root folder, or null."""
     if value is None:
@@ -171,6 +190,9 @@ CHECKS: dict[str, Check] = {
     "metric.eps": non_negative,
     "metric.token_order": maybe(one_of("thw", "hwt")),
     "metric.save_maps": boolean,
+    "metric.grid": grid,
+    "metric.blobs": mapping,
+    "metric.label_key": text,
     "metric.fps": positive,
     "model.pretrained": boolean,
     "model.input.frames": integer(1),
