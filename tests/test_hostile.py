@@ -675,3 +675,17 @@ def test_results_load_arguments(tmp_path):
         load(tmp_path, tasks=[1])
     assert len(load(tmp_path, tasks="probe")) == 1  # one name, not its letters
     assert load(tmp_path, tasks="train").empty
+
+
+def test_study_readers_name_the_file_they_cannot_read(tmp_path):
+    from stbias.figures.tables import _maps, _record
+    from stbias.tasks.manttari import redraw
+
+    (tmp_path / "results.json").write_text('{"task": "mant')
+    (tmp_path / "center_bias.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for read in (_record, redraw):
+        with pytest.raises(StbiasError, match="results.json: not a readable results file") as err:
+            read(str(tmp_path))
+        assert str(tmp_path) in one_line(err.value)
+    with pytest.raises(StbiasError, match="center_bias.npz cannot be read"):
+        _maps(str(tmp_path))
