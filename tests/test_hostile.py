@@ -281,23 +281,29 @@ def test_a_folder_of_only_unreadable_videos_stops_with_one_line(broken_folder, t
 
 
 @pytest.fixture(scope="module")
-def nan_weights(tmp_path_factory) -> tuple[Path, Path]:
-    """i3d_tiny weights that give NaN everywhere, and weights whose res4 stage is dead (zero)."""
+def nan_weights(tmp_path_factory) -> dict[str, Path]:
+    """i3d_tiny weights that give NaN everywhere (RGB, and grey for training on BrushMNIST), and
+    weights whose res4 stage is dead (zero)."""
     from stbias.models.tiny import i3d_tiny
 
     folder = tmp_path_factory.mktemp("weights")
+    files = {}
+    for name, channels in (("nan", 3), ("grey", 1)):
+        state = i3d_tiny(num_classes=100, in_channels=channels, dropout=0.0).state_dict()
+        nan = {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+        files[name] = folder / f"{name}.pt"
+        torch.save(nan, files[name])
     state = i3d_tiny(num_classes=100, in_channels=3, dropout=0.0).state_dict()
-    nan = {
-        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
     dead = {
         k: torch.zeros_like(v) if k.startswith("stages.2") and v.is_floating_point() else v
         for k, v in state.items()
     }
-    torch.save(nan, folder / "nan.pt")
-    torch.save(dead, folder / "dead.pt")
-    return folder / "nan.pt", folder / "dead.pt"
+    files["dead"] = folder / "dead.pt"
+    torch.save(dead, files["dead"])
+    return files
 
 
 NAN_OUTPUTS = [
@@ -317,14 +323,19 @@ NAN_OUTPUTS = [
         STOPS,
         "Grad-CAM of layer",
     ),
+    Case(
+        "train",
+        ("task=train", "dataset.num_samples=8", "train.batch_size=4", "train.val_clips=4", "grey"),
+        STOPS,
+        "the training's final metrics (train/loss)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", NAN_OUTPUTS, ids=lambda c: c.name)
 def test_non_finite_outputs_stop_every_task_with_one_line(case, nan_weights, tmp_path):
-    nan, dead = nan_weights
-    command = [c for c in case.command if c != "dead"]
-    weights = dead if "dead" in case.command else nan
+    command = [c for c in case.command if c not in nan_weights]
+    weights = nan_weights[case.command[-1] if case.command[-1] in nan_weights else "nan"]
     cfg = task_cfg(
         tmp_path,
         "dataset=brushmnist_small",

@@ -60,6 +60,7 @@ from stbias.tasks.common import (
     weights_record,
 )
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
+        require_finite(  # a diverged training logs NaN, which _metrics would leave out unsaid
+            dict(trainer.callback_metrics),
+            "the training's final metrics",
+            f"results.json was not written (a diverged training, or NaN weights?); "
+            f"the checkpoints are in {os.path.join(folder, 'checkpoints')}",
+        )
         check_results(record, "task=train")
         io.write_json(os.path.join(folder, "results.json"), record)
         score = record.get(setup.monitor)
