@@ -44,11 +44,20 @@ bench: install  ## the benchmarks in benchmarks/
 #   make figures                 every figure target and what it needs
 #   make fig3                    real data and weights, paths from figures.local.yaml or PATHS=
 #   make fig3-embedded           the same pipeline on shipped data with tiny or reduced models
-# Variables: PATHS="key=/path ..." (one path each), PATHS_FILE=<yaml> (default figures.local.yaml),
-# FIGURES_OUT=<folder> (default outputs/figures), ARGS="<overrides for every run>", FORCE=1 (run
-# finished multiruns again, e.g. after a code change).
-FIGURE_FLAGS = $(if $(PATHS_FILE),--paths $(PATHS_FILE)) $(foreach p,$(PATHS),--set $(p)) \
-	$(if $(FIGURES_OUT),--out $(FIGURES_OUT)) $(if $(FORCE),--force)
+# Variables: PATHS="key=/path ..." (one path each; a path may hold spaces and quotes),
+# PATHS_FILE=<yaml> (default figures.local.yaml), FIGURES_OUT=<folder> (default outputs/figures),
+# ARGS="<overrides for every run>", FORCE=1 (run finished multiruns again, e.g. after a code
+# change). The paths reach python through the environment, never through a shell command line.
+ifdef PATHS
+export STBIAS_FIGURE_SETS = $(PATHS)
+endif
+ifdef PATHS_FILE
+export STBIAS_FIGURE_PATHS = $(PATHS_FILE)
+endif
+ifdef FIGURES_OUT
+export STBIAS_FIGURES_OUT = $(FIGURES_OUT)
+endif
+FIGURE_FLAGS = $(if $(FORCE),--force)
 
 figures: install  ## list the paper figures (make <name>, make <name>-embedded) and what each needs
 	$(PY) -m stbias.figures $(FIGURE_FLAGS)

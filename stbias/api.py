@@ -10,12 +10,16 @@ res.at(lam=0.3)            # the same sums re-thresholded
 ```
 
 ``Probe.run`` runs the very ``ProbeModule`` that ``python run.py`` runs (one Lightning test loop
-on one device), so both give the same numbers on the same clips. ``WeightTemporality`` is the
+on one device), so both give the same numbers on the same clips. Arguments are checked where
+they are given: a wrong type raises ``TypeError``, a wrong value (clips that do not match the
+input spec, a λ outside (-1, 1), an unknown layout) ``ValueError``, each naming the argument and
+what it takes. ``WeightTemporality`` is the
 weight-only twin (``stbias.metrics.weights``), whose results also have ``table()`` and ``plot()``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,11 +30,64 @@ from torch.utils.data import DataLoader, Dataset
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule
 from stbias.metrics import PairStatistics
+from stbias.metrics.pairs import ESTIMATORS
 from stbias.metrics.weights import WeightTemporality
 from stbias.models.inputs import InputSpec
+from stbias.models.taps import LAYOUTS
 from stbias.stylization import PairSampler, Stylizer, TextureStylizer
 
 __all__ = ["Probe", "ProbeResults", "WeightTemporality"]
+
+
+def _type_error(name: str, value: Any, valid: str) -> TypeError:
+    shown = " ".join(repr(value).split())[:80]
+    return TypeError(f"{name} takes {valid}; got {type(value).__name__} {shown}")
+
+
+def _integer(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(name, value, f"an integer >= {low}")
+    if value < low:
+        raise StbiasError(f"{name}={value} is not valid; {name} takes an integer >= {low}")
+    return int(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise _type_error(name, value, f"one of {', '.join(choices)}")
+    if value not in choices:
+        raise StbiasError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+    return value
+
+
+def _lam(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _type_error("lam", value, "a number in (-1, 1)")
+    if not (math.isfinite(value) and -1 < value < 1):
+        raise StbiasError(f"lam={value} is not valid; lam takes a number in (-1, 1)")
+    return float(value)
+
+
+def _names(name: str, value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _type_error(name, value, f"a mapping {what}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _type_error(f"a key of {name}", key, "a layer alias (str)")
+    return dict(value)
+
+
+def check_clip_shape(shape: tuple[int, ...], spec: InputSpec, what: str) -> None:
+    """Refuse clips ``(..., T, H, W, C)`` that are not at the input spec's geometry."""
+    frames, height, width, channels = shape[-4:]
+    expected = (spec.frames, spec.size, spec.size)
+    if (frames, height, width) != expected or channels not in (spec.channels, 1):
+        raise StbiasError(
+            f"{what} are (T, H, W, C) = {(frames, height, width, channels)}, but the input spec "
+            f"takes {(*expected, spec.channels)} (frames={spec.frames}, size={spec.size}, "
+            f"channels={spec.channels}; 1-channel clips also fit an RGB model): read the clips "
+            "at the model's geometry, or give the input_spec the model was built for"
+        )
 
 
 class ClipTensorDataset(Dataset):
@@ -43,6 +100,8 @@ class ClipTensorDataset(Dataset):
                 f"Probe.run takes uint8 clips (N, T, H, W, C), a Dataset or a DataLoader; got "
                 f"{shape}" + (f" of dtype {clips.dtype}" if torch.is_tensor(clips) else "")
             )
+        if clips.shape[0] == 0:
+            raise StbiasError("Probe.run got no clips (N = 0)")
         self.clips = clips
 
     def __len__(self) -> int:
@@ -163,22 +222,50 @@ class Probe:
         model_name: str = "model",
         progress: bool = False,
     ) -> None:
-        if not layers:
-            raise StbiasError("Probe needs layers: {alias: module.path}")
+        if not isinstance(model, nn.Module):
+            raise _type_error("model", model, "a torch.nn.Module")
+        layers = _names("layers", layers, "{alias: module.path}")
+        if not layers or not all(isinstance(v, str) for v in layers.values()):
+            raise StbiasError(
+                f"layers={layers!r} is not valid; Probe needs layers: {{alias: module.path}}, "
+                "e.g. {'res4': 'blocks.4'} ('' is the model itself)"
+            )
         self.model = model
-        self.layers = {str(k): str(v) for k, v in layers.items()}
-        self.spec = (
-            input_spec
-            if isinstance(input_spec, InputSpec)
-            else InputSpec.from_dict(dict(input_spec))
-        )
-        self.sampler = _sampler(stylizer, seed)
-        self.channels = dict(channels or {})
-        self.layout, self.include_cls = layout, bool(include_cls)
-        self.lam, self.estimator = float(lam), str(estimator)
-        self.bootstrap, self.seed = int(bootstrap), int(seed)
-        self.batch_size, self.accelerator = int(batch_size), str(accelerator)
-        self.model_name, self.progress = str(model_name), bool(progress)
+        self.layers = dict(layers)
+        if isinstance(input_spec, InputSpec):
+            self.spec = input_spec
+        elif isinstance(input_spec, Mapping):
+            try:
+                self.spec = InputSpec.from_dict(dict(input_spec))
+            except StbiasError:
+                raise
+            except (TypeError, ValueError) as err:
+                raise StbiasError(
+                    f"input_spec {dict(input_spec)!r} is not valid ({err}); see "
+                    "stbias.models.inputs.InputSpec for its fields"
+                ) from None
+        else:
+            raise _type_error("input_spec", input_spec, "an InputSpec or a mapping of its fields")
+        if not isinstance(stylizer, (str, Stylizer, PairSampler)):
+            raise _type_error("stylizer", stylizer, "'texture', a Stylizer or a PairSampler")
+        self.seed = _integer("seed", seed, 0)
+        self.sampler = _sampler(stylizer, self.seed)
+        channels = _names("channels", {} if channels is None else channels, "{alias: units}")
+        for alias, count in channels.items():
+            _integer(f"channels[{alias!r}]", count, 1)
+        self.channels = channels
+        self.layout = _choice("layout", layout, LAYOUTS)
+        if not isinstance(include_cls, bool):
+            raise _type_error("include_cls", include_cls, "True or False")
+        self.include_cls = include_cls
+        self.lam, self.estimator = _lam(lam), _choice("estimator", estimator, ESTIMATORS)
+        self.bootstrap = _integer("bootstrap", bootstrap, 0)
+        self.batch_size = _integer("batch_size", batch_size, 1)
+        if not isinstance(accelerator, str):
+            raise _type_error("accelerator", accelerator, "a Lightning accelerator name")
+        if not isinstance(model_name, str):
+            raise _type_error("model_name", model_name, "a str")
+        self.accelerator, self.model_name, self.progress = accelerator, model_name, bool(progress)
 
     def _channels(self) -> dict[str, int]:
         missing = {a: p for a, p in self.layers.items() if a not in self.channels}
@@ -190,6 +277,27 @@ class Probe:
             )
         return self.channels
 
+    def _check_dataset(self, dataset: Any) -> None:
+        """Refuse an empty dataset, or one whose first sample is not a clip at the spec."""
+        try:
+            size = len(dataset)
+        except TypeError:
+            return  # an iterable dataset: its samples are checked as they come
+        if size == 0:
+            raise StbiasError("Probe.run got an empty dataset")
+        sample = dataset[0]
+        if not isinstance(sample, Mapping) or "video" not in sample:
+            raise _type_error(
+                "a Dataset sample", sample, "a dict with 'video' (uint8 T, H, W, C) and 'index'"
+            )
+        video = sample["video"]
+        if not torch.is_tensor(video) or video.ndim != 4 or video.dtype != torch.uint8:
+            shape = tuple(video.shape) if hasattr(video, "shape") else type(video).__name__
+            raise StbiasError(
+                f"a Dataset sample's 'video' is {shape}; Probe.run takes uint8 (T, H, W, C) clips"
+            )
+        check_clip_shape(tuple(video.shape), self.spec, "the dataset's clips")
+
     def run(self, clips: torch.Tensor | Dataset | DataLoader) -> ProbeResults:
         """Probe on ``clips``: uint8 ``(N, T, H, W, C)`` at the model's size, a Dataset of
         stbias samples (``video``, ``index``) or a DataLoader of their batches."""
@@ -197,9 +305,20 @@ class Probe:
 
         if isinstance(clips, DataLoader):
             data, count = _LoaderData(clips), len(clips.dataset)
-        else:
-            dataset = ClipTensorDataset(clips) if torch.is_tensor(clips) else clips
+            self._check_dataset(clips.dataset)
+        elif torch.is_tensor(clips):
+            dataset = ClipTensorDataset(clips)
+            check_clip_shape(tuple(clips.shape), self.spec, "the clips")
             data, count = EvalData(dataset, self.batch_size), len(dataset)
+        elif isinstance(clips, Dataset):
+            self._check_dataset(clips)
+            data, count = EvalData(clips, self.batch_size), len(clips)
+        else:
+            raise _type_error(
+                "Probe.run",
+                clips,
+                "uint8 clips (N, T, H, W, C) as a tensor, a Dataset or a DataLoader",
+            )
         module = ProbeModule(
             self.model,
             self.layers,

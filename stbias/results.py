@@ -24,8 +24,10 @@ carry their command-line overrides (a multirun point: its sweep values too) both
 ``overrides`` (``"metric.lam=0.3 seed=1"``) and as one column per overridden key
 (``metric.lam``, ``trained_on``, ...; a key that is already a column keeps the record's own
 value). ``task=compare`` runs hold no measurements of their own and give no rows. A
-``results.json`` that cannot be read is skipped with a warning and listed in
-``df.attrs["skipped"]``.
+``results.json`` that cannot be read (not JSON, not an object, or a probe record whose layers are
+not the probe's numbers) is skipped with one warning line naming it and listed in
+``df.attrs["skipped"]``; so is, with ``check_arrays=True`` (the figure pipeline), a run holding a
+damaged ``.npz`` file.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -69,7 +73,21 @@ def _walk(folder: str) -> list[str]:
 
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """The ``results.json`` files under ``paths`` (run directories, folders of runs, globs)."""
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        items = [paths]
+    elif isinstance(paths, Iterable) and not isinstance(paths, (bytes, Mapping)):
+        items = list(paths)
+    else:
+        raise TypeError(
+            f"give run directories, results.json files or globs as a str, a path or a list of "
+            f"them; got {type(paths).__name__}"
+        )
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"a run directory, results.json or glob is a str or a path; got "
+                f"{type(item).__name__} {item!r:.60}"
+            )
     if not items:
         raise StbiasError("no run directories given; give a run directory, a folder or a glob")
     found: list[str] = []
@@ -154,6 +172,38 @@ def _weights_from_config(
     if model.get("pretrained"):
         return f"pretrained:{model.get('published_weights')}"
     return "random"
+
+
+# what every layer entry of a probe record holds, as the probe writes it
+PROBE_NUMBERS = {
+    "scores": FACTORS,
+    "dims": DIM_CLASSES,
+    "percent": DIM_CLASSES,
+    "units": UNIT_CLASSES,
+}
+
+
+class UnreadableRecord(ValueError):
+    """A results record whose content is not what its task writes."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_probe_layers(layers: Any) -> None:
+    """Raise :class:`UnreadableRecord` unless ``layers`` maps each layer to the probe's numbers."""
+    if not isinstance(layers, Mapping):
+        raise UnreadableRecord(f"'layers' is a {type(layers).__name__}, not an object")
+    for layer, entry in layers.items():
+        if not isinstance(entry, Mapping):
+            raise UnreadableRecord(f"layer {layer!r} is a {type(entry).__name__}, not an object")
+        for key, names in PROBE_NUMBERS.items():
+            values = entry.get(key)
+            if not isinstance(values, Mapping) or not all(_is_number(values.get(n)) for n in names):
+                raise UnreadableRecord(
+                    f"layer {layer!r}: {key!r} does not hold finite numbers for {', '.join(names)}"
+                )
 
 
 def probe_rows(record: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -268,35 +318,114 @@ def rows_of(record: Mapping[str, Any], run_dir: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_record(record: Mapping[str, Any]) -> None:
+    """Raise :class:`UnreadableRecord` where a record's measurements are not its task's."""
+    task = record.get("task")
+    if task == "probe" and "series" in record:
+        series = record["series"]
+        if not isinstance(series, list) or not all(isinstance(e, Mapping) for e in series):
+            raise UnreadableRecord("'series' is not a list of objects")
+        for entry in series:
+            check_probe_layers(entry.get("layers", {}))
+    elif task == "probe":
+        check_probe_layers(record.get("layers", {}))
+    elif task == "quickstart":
+        results = record.get("results") or {}
+        if not isinstance(results, Mapping):
+            raise UnreadableRecord("'results' is not an object")
+        for model, sub in results.items():
+            if not isinstance(sub, Mapping):
+                raise UnreadableRecord(f"results of {model!r} is not an object")
+            check_probe_layers(sub.get("layers", {}))
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The record of one ``results.json``.
+
+    Raises:
+        UnreadableRecord: the file cannot be read, is not JSON, not an object, or (probe,
+            quickstart) its layers do not hold the probe's numbers; the message says which.
+    """
+    try:
+        with open(path) as fh:
+            record = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise UnreadableRecord(f"not a readable results file ({err})") from None
+    if not isinstance(record, dict):
+        raise UnreadableRecord(f"not a JSON object but a {type(record).__name__}")
+    _check_record(record)
+    return record
+
+
+def damaged_arrays(run_dir: str) -> str | None:
+    """The first ``.npz`` under ``run_dir`` that cannot be read in full, with why; else None."""
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        for name in sorted(files):
+            if not name.endswith(".npz"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    for key in data.files:
+                        try:
+                            data[key]
+                        except ValueError as err:
+                            if "allow_pickle" not in str(err):
+                                raise  # else an object array: whole, but never unpickled
+            except Exception as err:  # noqa: BLE001 - zip, header and pickle errors alike
+                return f"{path}: {type(err).__name__}: {err}"
+    return None
+
+
 def load(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], tasks: Iterable[str] | None = None
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    tasks: Iterable[str] | None = None,
+    check_arrays: bool = False,
 ) -> pd.DataFrame:
     """One DataFrame over every run under ``paths`` (see the module docstring for the rows).
 
     Args:
         paths: a run directory, a ``results.json``, a folder of runs (a multirun sweep folder),
             a glob (``outputs/**/fig*``), or a list of these.
-        tasks: keep only runs of these tasks (e.g. ``["probe"]``).
+        tasks: keep only runs of these tasks (e.g. ``["probe"]``, or one name).
+        check_arrays: also skip a run whose folder holds an ``.npz`` file that cannot be read
+            (for readers that open a run's arrays, as the figure targets do).
 
     Raises:
         StbiasError: a path that does not exist, or no ``results.json`` under any of them.
     """
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if tasks is not None and not all(isinstance(t, str) for t in tasks):
+        raise TypeError(f"tasks takes task names such as ['probe']; got {tasks!r:.60}")
     wanted = set(tasks) if tasks is not None else None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for path in find_runs(paths):
+        run_dir = os.path.dirname(os.path.abspath(path))
         try:
-            with open(path) as fh:
-                record = json.load(fh)
-            if not isinstance(record, Mapping):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as err:
-            log.warning("skipped %s: not a readable results file (%s)", path, err)
+            record = read_record(path)
+        except UnreadableRecord as err:
+            log.warning("skipped %s: %s", path, err)
             skipped.append(path)
             continue
         if wanted is not None and record.get("task") not in wanted:
             continue
-        rows += rows_of(record, os.path.dirname(os.path.abspath(path)))
+        damaged = damaged_arrays(run_dir) if check_arrays else None
+        if damaged is not None:
+            log.warning("skipped %s: a damaged array file, %s", path, damaged)
+            skipped.append(path)
+            continue
+        try:
+            found = rows_of(record, run_dir)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            log.warning(
+                "skipped %s: not a readable results file (%s: %s)", path, type(err).__name__, err
+            )
+            skipped.append(path)
+            continue
+        rows += found
     frame = pd.DataFrame(rows)
     if not frame.empty:
         first = [c for c in (*META, "weights_label", "lam", "layer") if c in frame.columns]

@@ -1,14 +1,19 @@
 """Checks on the composed config, run before any model is built or clip decoded.
 
 Each check names a key, what values are valid and how to say it on the command line, so a typo
-(`metric.lam=abc`, `probe.num_clips=0`) stops the run at once with one line instead of a
-traceback after minutes of work. Keys absent from the composed config are not checked.
+(`metric.lam=abc`, `probe.num_clips=0`, `metric.lr=nan`) stops the run at once with one line
+instead of a traceback after minutes of work. Keys absent from the composed config are not
+checked. Beyond the table: no number anywhere in the config may be NaN or infinite, and the nodes
+of :data:`KNOWN_KEYS` take only their own keys (``+train.static_dropout.foo=1`` is refused).
+
+:func:`require_finite` is the same rule for what a task computes: every task checks its outputs
+before writing them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -51,6 +56,34 @@ def number(low: float, high: float, closed: bool = False, allow_null: bool = Fal
     return check
 
 
+def positive(value: Any) -> str | None:
+    """A finite number > 0."""
+    return number(0.0, math.inf)(value) and "a finite number > 0"
+
+
+def non_negative(value: Any) -> str | None:
+    """A finite number >= 0."""
+    ok = number(0.0, math.inf, closed=True)(value) is None and math.isfinite(value)
+    return None if ok else "a finite number >= 0"
+
+
+def numbers(low: float = -math.inf, strictly_above: bool = False) -> Check:
+    """A non-empty list of finite numbers, each > low (``strictly_above``) or any finite."""
+
+    def check(value: Any) -> str | None:
+        valid = "a list of finite numbers" + (f" > {low:g}" if strictly_above else "")
+        if not isinstance(value, list) or not value:
+            return valid
+        for v in value:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                return valid
+            if strictly_above and not v > low:
+                return valid
+        return None
+
+    return check
+
+
 def one_of(*choices: str) -> Check:
     """One of the given strings."""
 
@@ -63,6 +96,46 @@ def one_of(*choices: str) -> Check:
 def boolean(value: Any) -> str | None:
     """true or false."""
     return None if isinstance(value, bool) else "true or false"
+
+
+def maybe(check: Check) -> Check:
+    """``check``, or null."""
+
+    def allow_null(value: Any) -> str | None:
+        if value is None:
+            return None
+        valid = check(value)
+        return None if valid is None else f"{valid} or null"
+
+    return allow_null
+
+
+def grid(value: Any) -> str | None:
+    """Null, or ``[T', H', W']``: three integers >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 3 and all(_is_int(v) and v >= 1 for v in value):
+        return None
+    return "[T', H', W'] (three integers >= 1, the token grid of a layer) or null"
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string."""
+    return None if isinstance(value, str) and value else "a non-empty name"
+
+
+def mapping(value: Any) -> str | None:
+    """A mapping (key: value), or null."""
+    return None if value is None or isinstance(value, dict) else "a mapping {key: value} or null"
+
+
+def roots(value: Any) -> str | None:
+    """A mapping of dataset option -> root folder, or null."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and all(isinstance(v, str) and v for v in value.values()):
+        return None
+    return "a mapping of dataset option -> root folder, e.g. {davis: /data/DAVIS}, or null"
 
 
 def names(value: Any) -> str | None:
@@ -89,6 +162,38 @@ CHECKS: dict[str, Check] = {
     "probe.bootstrap": integer(0),
     "probe.include_cls": boolean,
     "probe.save_every": integer(1),
+    # the explanation metrics (metric=temporal_mask, metric=gradcam)
+    "metric.num_clips": integer(1, allow_null=True),
+    "metric.sampling": one_of("stratified", "random", "first"),
+    "metric.batch_size": integer(1),
+    "metric.num_workers": integer(0),
+    "metric.figures": integer(0),
+    "metric.target_class": one_of("predicted", "label"),
+    "metric.perturbation": one_of("freeze", "reverse"),
+    "metric.iterations": integer(0),
+    "metric.lr": positive,
+    "metric.l1": non_negative,
+    "metric.tv": non_negative,
+    "metric.beta": positive,
+    "metric.init": one_of("spec", "reference"),
+    "metric.init_fraction": number(0.0, 1.0, closed=True),
+    "metric.init_logit": positive,
+    "metric.tv_weights": one_of("spec", "reference"),
+    "metric.reverse_blend": one_of("spec", "reference"),
+    "metric.reverse_threshold": number(0.0, 1.0, closed=True),
+    "metric.length_threshold": number(0.0, 1.0, closed=True),
+    "metric.min_drop": non_negative,
+    "metric.weights": one_of("time", "time_mean"),
+    "metric.target": one_of("logit", "softmax"),
+    "metric.time": one_of("interpolate", "repeat"),
+    "metric.normalize": one_of("frame", "clip", "none"),
+    "metric.eps": non_negative,
+    "metric.token_order": maybe(one_of("thw", "hwt")),
+    "metric.save_maps": boolean,
+    "metric.grid": grid,
+    "metric.blobs": mapping,
+    "metric.label_key": text,
+    "metric.fps": positive,
     "model.pretrained": boolean,
     "model.input.frames": integer(1),
     "model.input.sampling_rate": integer(1),
@@ -96,6 +201,10 @@ CHECKS: dict[str, Check] = {
     "model.input.short_side": integer(1, allow_null=True),
     "model.input.channels": one_of(1, 3),
     "model.input.pathways": one_of(1, 2),
+    "model.input.mean": numbers(),
+    "model.input.std": numbers(0.0, strictly_above=True),
+    "model.input.flow_mean": numbers(),
+    "model.input.flow_std": numbers(0.0, strictly_above=True),
     "dataset.num_views": integer(1),
     "dataset.num_samples": integer(1),
     "dataset.temporal": one_of("uniform", "random", "centre", "center"),
@@ -106,7 +215,19 @@ CHECKS: dict[str, Check] = {
     "train.train_clips": integer(1, allow_null=True),
     "train.val_clips": integer(1, allow_null=True),
     "train.shuffle_frames": boolean,
+    "train.optimizer.lr": positive,
+    "train.optimizer.weight_decay": non_negative,
+    "train.static_dropout.p": number(0.0, 1.0, closed=True),
+    "train.static_dropout.units": one_of("static", "static_joint"),
+    "train.static_dropout.refresh_every": integer(1),
+    "train.static_dropout.probe_clips": integer(2),
+    "train.static_dropout.lam": number(-1.0, 1.0),
+    "train.static_dropout.mode": one_of("static", "all", "random"),
+    "train.static_dropout.init": one_of("trained", "start"),
     "trainer.max_epochs": integer(-1),
+    "task.roots": roots,
+    "task.size": integer(1, allow_null=True),
+    "task.num_clips": integer(1, allow_null=True),
     "task.train.clips": integer(1),
     "task.train.val_clips": integer(1),
     "task.train.max_epochs": integer(1),
@@ -114,17 +235,54 @@ CHECKS: dict[str, Check] = {
 }
 
 
+# nodes that take only these keys: an added key (``+train.static_dropout.foo=1``) is a typo
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "train.static_dropout": (
+        "p",
+        "layer",
+        "units",
+        "refresh_every",
+        "probe_clips",
+        "lam",
+        "mode",
+        "init",
+    ),
+    "train.segmentation": ("bce_weight", "iou_weight", "threshold"),
+}
+
+
 def _lookup(cfg: Any, key: str) -> tuple[bool, Any]:
-    node = cfg
-    for part in key.split("."):
-        if node is None or not OmegaConf.is_dict(node) or part not in node:
-            return False, None
-        node = node[part]
-    return True, OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    """``(present, value)`` of a dotted key; a value that does not resolve (a ``???`` path, which
+    the task reports itself in its own words) counts as absent."""
+    try:
+        node = cfg
+        for part in key.split("."):
+            if node is None or not OmegaConf.is_dict(node) or part not in node:
+                return False, None
+            node = node[part]
+        return True, OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(
+            node
+        ) else node
+    except Exception:  # noqa: BLE001 - omegaconf raises several interpolation errors
+        return False, None
+
+
+def _plain(cfg: Any) -> Any:
+    """The config as plain containers, interpolations resolved where they resolve."""
+    if not OmegaConf.is_config(cfg):
+        return cfg
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - a node the task does not use may not resolve
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def validate(cfg: Any) -> None:
-    """Raise a StbiasError for the first key of :data:`CHECKS` whose value is not valid."""
+    """Raise a StbiasError for the first value of ``cfg`` that is not valid.
+
+    In order: the keys of :data:`CHECKS`, an unknown key in a node of :data:`KNOWN_KEYS`, and
+    any NaN or infinite number anywhere in the config.
+    """
     for key, check in CHECKS.items():
         present, value = _lookup(cfg, key)
         if not present:
@@ -132,3 +290,77 @@ def validate(cfg: Any) -> None:
         valid = check(value)
         if valid is not None:
             raise StbiasError(f"{key}={value!r} is not valid; {key} takes {valid}")
+    for node, keys in KNOWN_KEYS.items():
+        present, value = _lookup(cfg, node)
+        if not present or not isinstance(value, Mapping):
+            continue
+        for key in value:
+            if key not in keys:
+                raise StbiasError(f"{node}.{key} is not a setting; {node} takes {', '.join(keys)}")
+    found = first_non_finite(_plain(cfg))
+    if found is not None:
+        key = found[0]
+        present, value = _lookup(cfg, key.split("[")[0])
+        shown = f"={value!r}" if present else ""
+        raise StbiasError(
+            f"{key}{shown} is not valid: settings must be finite numbers (not NaN or inf)"
+        )
+
+
+def _non_finite(value: Any) -> tuple[int, int] | None:
+    """``(bad, total)`` counts of NaN/inf entries of a number, array or tensor; None otherwise."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, (int, float)):
+        return (0 if math.isfinite(value) else 1), 1
+    if hasattr(value, "detach") and hasattr(value, "is_floating_point"):  # a torch tensor
+        if not (value.is_floating_point() or value.is_complex()):
+            return None
+        import torch
+
+        bad = int((~torch.isfinite(value.detach())).sum())
+        return bad, int(value.numel())
+    if hasattr(value, "dtype") and hasattr(value, "size"):  # a numpy array or scalar
+        import numpy as np
+
+        array = np.asarray(value)
+        if not np.issubdtype(array.dtype, np.inexact):
+            return None
+        return int((~np.isfinite(array)).sum()), int(array.size)
+    return None
+
+
+def first_non_finite(values: Any, prefix: str = "") -> tuple[str, int, int] | None:
+    """Where ``values`` (a number, array, tensor, or mappings and lists of them) is not finite.
+
+    Returns:
+        ``(key path, bad entries, entries)`` of the first such value, or None when all are finite.
+    """
+    counts = _non_finite(values)
+    if counts is not None:
+        return (prefix, *counts) if counts[0] else None
+    if isinstance(values, Mapping):
+        items = ((f"{prefix}.{k}" if prefix else str(k), v) for k, v in values.items())
+    elif isinstance(values, (list, tuple)):
+        items = ((f"{prefix}[{i}]", v) for i, v in enumerate(values))
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def require_finite(values: Any, what: str, advice: str = "nothing was written") -> None:
+    """Raise a StbiasError naming ``what`` (and the key) when ``values`` hold NaN or inf.
+
+    Every task calls it on its outputs before writing them, so a NaN-producing model or setting
+    stops with one line instead of files of NaN or a traceback while results are written.
+    """
+    found = first_non_finite(values)
+    if found is None:
+        return
+    key, bad, total = found
+    where = f" ({key})" if key else ""
+    raise StbiasError(f"{what}{where}: {bad} of {total} values are NaN or infinite; {advice}")

@@ -448,15 +448,19 @@ def test_a_broken_training_cache_entry_is_trained_again(tmp_path, trained, caplo
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "results.json").write_text("{broken")
     caplog.set_level(logging.WARNING)
-    assert common._cached_training(str(folder / "results.json"), str(folder)) is None
+    assert common._cached_training(str(folder / "results.json"), str(folder), "c2d") == (None, True)
     assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
     # a record naming a checkpoint outside the cache folder is not reused either
     io.write_json(folder / "results.json", {"checkpoint": str(trained["last"])})
-    assert common._cached_training(str(folder / "results.json"), str(folder)) is None
+    assert common._cached_training(str(folder / "results.json"), str(folder), "c2d") == (
+        None,
+        False,
+    )
     assert "names a checkpoint outside" in caplog.text
     (folder / "checkpoints" / "last.ckpt").write_bytes(trained["last"].read_bytes())
     io.write_json(folder / "results.json", {"checkpoint": str(folder / "checkpoints/last.ckpt")})
-    assert common._cached_training(str(folder / "results.json"), str(folder))["checkpoint"]
+    record, damaged = common._cached_training(str(folder / "results.json"), str(folder), "c2d")
+    assert record["checkpoint"] and not damaged
 
 
 def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(tmp_path, caplog):

@@ -28,7 +28,9 @@ def clip_info(dataset: Dataset, index: int) -> dict[str, Any]:
     return dict(info(int(index)))
 
 
-def choose_clips(dataset: Dataset, num_clips: int | None, sampling: str, seed: int) -> list[int]:
+def choose_clips(
+    dataset: Dataset, num_clips: int | None, sampling: str, seed: int, node: str = "probe"
+) -> list[int]:
     """The indices of ``num_clips`` clips of ``dataset`` (all of them when None or too many).
 
     Args:
@@ -38,18 +40,19 @@ def choose_clips(dataset: Dataset, num_clips: int | None, sampling: str, seed: i
             each label has clips, labels visited in a seeded order (random where no labels are
             known); ``random`` — a seeded uniform subset; ``first`` — the first ``num_clips``.
         seed: the seed of the random choices.
+        node: the config node the two settings come from, for errors (``probe``, ``metric``).
 
     Returns:
         Sorted dataset indices (reading in index order keeps a video's clips together).
     """
     if sampling not in SAMPLING:
-        raise StbiasError(f"unknown probe.sampling {sampling!r}; valid: {', '.join(SAMPLING)}")
+        raise StbiasError(f"unknown {node}.sampling {sampling!r}; valid: {', '.join(SAMPLING)}")
     total = len(dataset)
     if num_clips is None or int(num_clips) >= total:
         return list(range(total))
     n = int(num_clips)
     if n < 1:
-        raise StbiasError(f"probe.num_clips must be >= 1 or null (all clips), got {num_clips}")
+        raise StbiasError(f"{node}.num_clips must be >= 1 or null (all clips), got {num_clips}")
     if sampling == "first":
         return list(range(n))
     rng = np.random.default_rng([int(seed), 7])

@@ -7,8 +7,9 @@ PATHS="key=value ..."``), and stops before running anything with one line per pa
 unset or does not exist. Then each experiment runs as ``python -m stbias -m
 experiment=figures/<name> hydra.sweep.dir=<out>/runs/<name>-<key>``, the key a hash of its
 overrides: a finished multirun (its ``.complete`` marker) is reused by every figure that needs
-it, and the embedded variant's later steps get the earlier ones' folders as
-``paths.runs.<experiment>``. Last, :func:`stbias.results.load` reads the runs and the figure's
+it (run again when one of its runs cannot be read), and the embedded variant's later steps get
+the earlier ones' folders as ``paths.runs.<experiment>``. Last, :func:`stbias.results.load`
+reads the runs (one it cannot read is left out with a warning naming the file) and the figure's
 plotting function draws ``<out>/<figure>[-embedded].png|pdf``, beside the table it drew
 (``.csv``) and a record of what made it (``.json``).
 """
@@ -19,6 +20,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -61,7 +63,7 @@ class Stage:
             "stbias",
             "-m",
             f"experiment={GROUP}/{self.experiment}",
-            f"hydra.sweep.dir={self.folder}",
+            f"hydra.sweep.dir={_quote(self.folder)}",
             *self.overrides,
         ]
 
@@ -150,6 +152,16 @@ def parse_sets(sets: Sequence[str]) -> dict[str, str]:
     return out
 
 
+SETS_ENV = "STBIAS_FIGURE_SETS"  # ``make <figure> PATHS="..."`` passes PATHS through it
+
+
+def split_sets(text: str) -> list[str]:
+    """``"a.b=/my data c=/x"`` -> ``["a.b=/my data", "c=/x"]``: a new entry starts at a word
+    that reads ``key=``, so a path may hold spaces and quotes."""
+    text = text.strip()
+    return re.split(r"\s+(?=[A-Za-z_][\w.-]*=)", text) if text else []
+
+
 def _quote(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{escaped}'"
@@ -235,11 +247,37 @@ def plan(
     return stages
 
 
+def unreadable_run(folder: str) -> str | None:
+    """The first run under ``folder`` whose ``results.json`` or ``.npz`` files cannot be read."""
+    from stbias.results import UnreadableRecord, damaged_arrays, find_runs, read_record
+
+    try:
+        paths = find_runs(folder)
+    except StbiasError as err:
+        return str(err)
+    for path in paths:
+        try:
+            read_record(path)
+        except UnreadableRecord as err:
+            return f"{path}: {err}"
+        damaged = damaged_arrays(os.path.dirname(path))
+        if damaged is not None:
+            return damaged
+    return None
+
+
 def run_stage(stage: Stage, force: bool = False) -> None:
-    """Run one stage's multirun unless it finished before (``force`` runs it again)."""
+    """Run one stage's multirun unless it finished before (``force`` runs it again).
+
+    A finished multirun with a run that cannot be read (a damaged ``results.json`` or
+    ``.npz``) is run again, with one line naming the file.
+    """
     if stage.done and not force:
-        print(f"[{stage.experiment}] reusing the finished runs in {stage.folder}", flush=True)
-        return
+        bad = unreadable_run(stage.folder)
+        if bad is None:
+            print(f"[{stage.experiment}] reusing the finished runs in {stage.folder}", flush=True)
+            return
+        print(f"[{stage.experiment}] running again: {bad}", flush=True)
     command = stage.command()
     print(f"[{stage.experiment}] {' '.join(command[1:])}", flush=True)
     done = subprocess.run(command, check=False)
@@ -291,8 +329,12 @@ def draw(name: str, stages: Sequence[Stage], out_dir: str) -> dict[str, Any]:
 
     base, embedded = split_name(name)
     figure = get(base)
+    # a run that cannot be read (results.json or an .npz) is left out with one warning line
     table = pd.concat(
-        [load(stage.folder).assign(experiment=stage.experiment) for stage in stages],
+        [
+            load(stage.folder, check_arrays=True).assign(experiment=stage.experiment)
+            for stage in stages
+        ],
         ignore_index=True,
     )
     options: dict[str, Any] = {}

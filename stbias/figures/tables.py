@@ -10,7 +10,6 @@ runs (a multirun over datasets) are drawn together.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -41,8 +40,13 @@ def run_dirs(table: pd.DataFrame, task: str, beside: str | None = None) -> list[
 
 
 def _record(run: str) -> dict[str, Any]:
-    with open(os.path.join(run, "results.json")) as fh:
-        return json.load(fh)
+    from stbias.results import UnreadableRecord, read_record
+
+    path = os.path.join(run, "results.json")
+    try:
+        return read_record(path)
+    except UnreadableRecord as err:
+        raise StbiasError(f"{path}: {err}") from None
 
 
 def _label(labels: Mapping[str, str] | None, name: str) -> str:
@@ -167,8 +171,12 @@ def bias_over_training_figure(table: pd.DataFrame, title: str | None = None):
 
 
 def _maps(run: str) -> dict[str, np.ndarray]:
-    with np.load(os.path.join(run, "center_bias.npz")) as npz:
-        return {key.split("/")[0]: npz[key] for key in npz.files if key.endswith("/map")}
+    path = os.path.join(run, "center_bias.npz")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key.split("/")[0]: npz[key] for key in npz.files if key.endswith("/map")}
+    except Exception as err:  # noqa: BLE001 - zip, header and pickle errors alike
+        raise StbiasError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
 
 
 def _study(table: pd.DataFrame) -> dict[str, Any]:

@@ -26,8 +26,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
+from stbias.lit.skipped import batch_size, clip_names, drop_skipped
 from stbias.metrics.breakdown import ErrorBreakdown, label_factors, split_label
 from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.validation import require_finite
 
 Frames = torch.Tensor | list[torch.Tensor]
 
@@ -109,13 +111,26 @@ class Evaluator(pl.LightningModule):
         return labels
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Add one batch to the metrics (and the per-clip rows)."""
+        """Add one batch to the metrics (and the per-clip rows).
+
+        A sample whose own video could not be read (the dataset's replacement) is not evaluated,
+        only counted in ``skipped_clips``.
+        """
+        batch, dropped = drop_skipped(batch)
+        self.skipped += dropped
+        if batch_size(batch) == 0:
+            return
         labels = self._labels(batch)
         logits = self.model(self.model_inputs(batch))
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise StbiasError(
                 f"the model returned {tuple(logits.shape)}; expected (B, {self.num_classes}) logits"
             )
+        require_finite(
+            logits,
+            f"the model gave NaN or infinite logits for clips {clip_names(batch)}",
+            "nothing was written (check model.checkpoint)",
+        )
         self.correct.update((logits.argmax(dim=1) == labels).sum().double())
         self.acc5.update(logits, labels)
         losses = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
@@ -123,8 +138,6 @@ class Evaluator(pl.LightningModule):
         self.count.update(float(labels.numel()))
         if self.breakdown is not None:
             self.breakdown.update(logits, labels)
-        if "skipped" in batch:
-            self.skipped += torch.as_tensor(batch["skipped"]).sum().long().cpu()
         if self.keep_predictions:
             self._keep(batch, labels, logits.argmax(dim=1))
 
@@ -148,7 +161,13 @@ class Evaluator(pl.LightningModule):
         """Compute every metric (summed over processes), log them under ``test/``."""
         self.clips = int(self.count.compute())
         if self.clips == 0:
-            raise StbiasError("no clips were evaluated (an empty split, or limit_test_batches=0)")
+            skipped = int(self.skipped)
+            raise StbiasError(
+                f"none of the clips could be read ({skipped} unreadable videos, each named in a "
+                "warning above); nothing was written"
+                if skipped
+                else "no clips were evaluated (an empty split, or limit_test_batches=0)"
+            )
         results = {
             "test/acc": float(self.correct.compute()) / self.clips,
             "test/acc5": float(self.acc5.compute()),

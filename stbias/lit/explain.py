@@ -6,6 +6,10 @@ across processes, so ``Trainer(devices=N, strategy="ddp")`` splits the clips (ea
 own share, none repeated: :class:`stbias.lit.probe.EvalData`) and rank 0 gets every clip's
 result. The Trainer must run with ``inference_mode=False``: both methods need gradients, which
 each step turns on for itself.
+
+A sample whose own video could not be read (``skipped = 1``: the dataset put the next readable
+video in its place) is left out and counted in ``skipped_clips``, so no row carries another
+video's numbers; a NaN or infinite result stops the run with one line naming the batch's clips.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from torchmetrics.utilities import dim_zero_cat
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
 from stbias.lit.probe import channels_last as to_channels_last
+from stbias.lit.skipped import SkipCounter, batch_size, clip_names, drop_skipped
 from stbias.metrics.blobs import BlobStatistics
 from stbias.metrics.gradcam import GradCAM
 from stbias.metrics.masks import TARGET_CLASSES, TemporalMask, TemporalMaskStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.validation import require_finite
 
 
 def packer(spec: InputSpec, channels_last: bool = True) -> Callable[[Tensor], Any]:
@@ -99,6 +105,29 @@ def _target(batch: Mapping[str, Any], target_class: str, label_key: str) -> Tens
     return labels
 
 
+def check_outputs(out: Mapping[str, Any], what: str, batch: Mapping[str, Any]) -> None:
+    """Stop with one line when ``what`` gave NaN or infinite numbers for the batch's clips."""
+    values = dict(out)
+    if "drop_ratio" in values:  # NaN by design where the paper's filters leave a clip out
+        values["drop_ratio"] = values["drop_ratio"][values["drop_ratio_kept"].bool()]
+    require_finite(
+        values,
+        f"{what} gave NaN or infinite numbers for clips {clip_names(batch)}",
+        "nothing was written (a model or setting that produces NaN: check model.checkpoint and "
+        "the metric settings)",
+    )
+
+
+def no_clips(skipped: int) -> StbiasError:
+    """The error of a run whose every clip was unreadable (or that had no clips)."""
+    if skipped:
+        return StbiasError(
+            f"none of the clips could be read ({skipped} unreadable videos, each named in a "
+            "warning above); nothing was written"
+        )
+    return StbiasError("no clips were explained (an empty split, or limit_test_batches=0)")
+
+
 class TemporalMaskModule(pl.LightningModule):
     """``Trainer.test`` runs one batched mask search per batch; ``results`` holds the run's.
 
@@ -118,10 +147,16 @@ class TemporalMaskModule(pl.LightningModule):
         self.label_key = label_key
         self.target_class = _check_target_class(target_class, label_key)
         self.stats = TemporalMaskStatistics(min_drop=explainer.min_drop)
+        self.skipped = SkipCounter()
+        self.skipped_clips = 0
         self.results: dict[str, Any] = {}
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Search the masks of one batch and keep every clip's numbers."""
+        batch, dropped = drop_skipped(batch)
+        self.skipped.add(dropped)
+        if batch_size(batch) == 0:
+            return
         clips = video_to_float(batch["video"].to(self.device))
         target = _target(batch, self.target_class, self.label_key)
         labels = _labels(batch, self.label_key)
@@ -131,10 +166,14 @@ class TemporalMaskModule(pl.LightningModule):
                 target=None if target is None else target.to(self.device),
                 labels=None if labels is None else labels.to(self.device),
             )
+        check_outputs(out, "the temporal-mask search", batch)
         self.stats.update(torch.as_tensor(batch["index"]).to(self.device), out)
 
     def on_test_epoch_end(self) -> None:
         """Gather every process's clips and summarise."""
+        self.skipped_clips = self.skipped.gather(self)
+        if self.skipped.over_processes(self, len(self.stats.index)) == 0:
+            raise no_clips(self.skipped_clips)
         self.results = self.stats.compute()
 
 
@@ -166,10 +205,16 @@ class GradCAMModule(pl.LightningModule):
         self.blobs = BlobStatistics(blob_params)
         keys = ["target", "predicted", "labels", "score", "probability", "raw"]
         self.arrays = ClipArrays(keys + (["maps"] if keep_maps else []))
+        self.skipped = SkipCounter()
+        self.skipped_clips = 0
         self.results: dict[str, Any] = {}
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Maps, scores and blobs of one batch."""
+        batch, dropped = drop_skipped(batch)
+        self.skipped.add(dropped)
+        if batch_size(batch) == 0:
+            return
         clips = video_to_float(batch["video"].to(self.device))
         target = _target(batch, self.target_class, self.label_key)
         labels = _labels(batch, self.label_key)
@@ -178,6 +223,7 @@ class GradCAMModule(pl.LightningModule):
             None if target is None else target.to(self.device),
             None if labels is None else labels.to(self.device),
         )
+        check_outputs(out, f"Grad-CAM of layer {self.explainer.layer!r}", batch)
         index = torch.as_tensor(batch["index"]).to(self.device)
         arrays = {k: out[k] for k in ("target", "predicted", "score", "probability", "raw")}
         arrays["labels"] = out.get("labels", torch.full_like(out["target"], -1))
@@ -188,4 +234,7 @@ class GradCAMModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Gather every process's clips and summarise."""
+        self.skipped_clips = self.skipped.gather(self)
+        if self.skipped.over_processes(self, len(self.arrays.index)) == 0:
+            raise no_clips(self.skipped_clips)
         self.results = {"clips": self.arrays.compute(), "blobs": self.blobs.compute()}

@@ -26,10 +26,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
 from stbias.io import WriteError, load_tensors, torch_save
+from stbias.lit.skipped import batch_size, drop_skipped
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
 from stbias.stylization.pairs import split_views, stack_views, view_names
+from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,23 @@ class ProbeModule(pl.LightningModule):
             log.warning("%s; going on without caching the pair statistics", err)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
+        """Add the static and dynamic pairs of one batch of clips to every layer's metric.
+
+        A sample whose own video could not be read (the dataset's replacement, ``skipped = 1``)
+        is counted in ``skipped_clips`` and adds no pairs: no clip is counted twice.
+        """
+        size = int(batch["video"].shape[0])
+        if "skipped" in batch:
+            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
+        batch, _ = drop_skipped(batch)
+        if batch_size(batch) > 0:
+            self._add_pairs(batch)
+        self.clips_done += size
+        self.clips_run += size
+        if (batch_idx + 1) % self.save_every == 0:
+            self._save_partial()
+
+    def _add_pairs(self, batch: Mapping[str, Any]) -> None:
         clip01 = video_to_float(batch["video"].to(self.device))
         index = torch.as_tensor(batch["index"]).cpu()
         context = stylizer_context(batch)
@@ -209,12 +227,12 @@ class ProbeModule(pl.LightningModule):
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
-            if not bool(torch.isfinite(feat).all()):
-                ids = batch.get("id", index.tolist())
-                raise StbiasError(
-                    f"layer {alias} of {self.model_name} gave NaN or infinite features for "
-                    f"clips {list(ids)[:8]}; nothing was saved for this batch"
-                )
+            require_finite(
+                feat,
+                f"layer {alias} of {self.model_name} gave NaN or infinite features for "
+                f"clips {list(batch.get('id', index.tolist()))[:8]}",
+                "nothing was saved for this batch",
+            )
             chunks = split_views(feat, names)
             for factor, (first, second) in views["pairs"].items():
                 mask = views["factor"][factor].to(feat.device)
@@ -222,12 +240,6 @@ class ProbeModule(pl.LightningModule):
                     self.stats[alias].update(
                         chunks[first][mask], chunks[second][mask], factor, ids=index[mask.cpu()]
                     )
-        if "skipped" in batch:
-            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
-        self.clips_done += clip01.shape[0]
-        self.clips_run += clip01.shape[0]
-        if (batch_idx + 1) % self.save_every == 0:
-            self._save_partial()
 
     def on_test_epoch_end(self) -> None:
         """Sum every process's sums, keep them on disk, score each layer."""

@@ -29,6 +29,7 @@ Functional API: :func:`asdt`, :func:`asdt_scaled`, :func:`self_convolution`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -273,6 +274,12 @@ class WeightTemporality:
         rule: str = "spec",
         aliases: Mapping[str, str] | None = None,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model takes a torch.nn.Module; got {type(model).__name__}")
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+            raise TypeError(f"delta takes a number; got {type(delta).__name__} {delta!r:.80}")
+        if not math.isfinite(delta):
+            raise StbiasError(f"delta={delta} is not valid; delta takes a finite number")
         _check_rule(rule)
         self.model = model
         self.delta = float(delta)

@@ -31,6 +31,7 @@ from stbias.plotting import save_figure
 from stbias.plotting.vos import center_bias_maps
 from stbias.tasks.common import (
     build_logger,
+    check_results,
     choice,
     output_dir,
     plain,
@@ -127,6 +128,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         n: {k: v for k, v in e.items() if not isinstance(v, np.ndarray)} for n, e in entries.items()
     }
     record = {"task": "center_bias", "size": size, "datasets": numbers, "seed": int(cfg.seed)}
+    check_results(record, "task=center_bias")
     io.write_json(os.path.join(folder, "results.json"), record)
     figures = save_figure(center_bias_maps(entries), os.path.join(folder, "center_bias"))
     logger = build_logger(

@@ -562,7 +562,7 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     spec = InputSpec.from_dict(plain(cfg.model.input))
     m = cfg.metric
     dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed))
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="metric")
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
     return name, spec, dataset, build_model(cfg.model)
@@ -596,6 +596,20 @@ def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
     """The sample whose base-dataset index is ``index``."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     return base[int(index)]
+
+
+def check_results(record: Any, task: str) -> None:
+    """Stop with one line, before anything is written, when a task's results hold NaN or inf."""
+    from stbias.validation import require_finite
+
+    advice = "nothing was written (a model or checkpoint that computes NaN?)"
+    require_finite(record, f"the results of {task}", advice)
+
+
+def skipped_note(record: Mapping[str, Any]) -> str:
+    """`` (N unreadable videos skipped)`` for a summary line, or nothing when none was."""
+    skipped = int(record.get("skipped_clips") or 0)
+    return f" ({skipped} unreadable videos skipped)" if skipped else ""
 
 
 def report_explanation(
@@ -652,41 +666,44 @@ def training_key(train_cfg: Any) -> str:
     return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _cached_training(results: str, folder: str) -> dict[str, Any] | None:
-    """The record of a finished training in ``folder``, or None (one warning if unusable).
+def _cached_training(results: str, folder: str, what: str) -> tuple[dict[str, Any] | None, bool]:
+    """The record of a finished training in ``folder`` (or None), and whether it is damaged.
 
-    A ``results.json`` that cannot be read, or whose checkpoint is missing or lies outside
-    ``folder``, does not count: the training runs (or resumes) again.
+    A ``results.json`` that cannot be read is damaged (one warning naming it): the training runs
+    again from the start, its checkpoints untrusted. One whose checkpoint is missing or lies
+    outside ``folder`` does not count either: the training runs (or resumes) again.
     """
     from stbias.lit.checkpoints import inside
+    from stbias.results import UnreadableRecord, read_record
 
     if not os.path.isfile(results):
-        return None
+        return None, False
     try:
-        with open(results) as fh:
-            record = json.load(fh)
-        checkpoint = record.get("checkpoint") if isinstance(record, dict) else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        log.warning("cannot read the cached training %s (%s); training again", results, err)
-        return None
+        record = read_record(results)
+    except UnreadableRecord as err:
+        log.warning("cannot read the cached training %s: %s; training %s again", results, err, what)
+        return None, True
+    checkpoint = record.get("checkpoint")
     if not isinstance(checkpoint, str) or not os.path.isfile(checkpoint):
-        return None
+        return None, False
     if not inside(checkpoint, folder):
         log.warning(
-            "the cached training %s names a checkpoint outside %s (%r); training again",
+            "the cached training %s names a checkpoint outside %s (%r); training %s again",
             results,
             folder,
             checkpoint,
+            what,
         )
-        return None
-    return record
+        return None, False
+    return record, False
 
 
 def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     """Run ``task=train`` with ``train_cfg`` into ``folder`` once and reuse it afterwards.
 
     A finished training (its ``results.json`` and checkpoint) is read back; an interrupted one
-    resumes from its ``last.ckpt``. Several processes asking at once (the ranks of a
+    resumes from its ``last.ckpt``; one whose ``results.json`` cannot be read is trained again
+    (a warning names the file). Several processes asking at once (the ranks of a
     multi-GPU run, parallel jobs) train once.
 
     Returns:
@@ -699,11 +716,11 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     results = os.path.join(folder, "results.json")
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
     with FileLock(folder + ".lock"):
-        record = _cached_training(results, folder)
+        record, damaged = _cached_training(results, folder, what)
         if record is not None:
             return record
         last = os.path.join(folder, "checkpoints", "last.ckpt")
-        resume = os.path.isfile(last)
+        resume = os.path.isfile(last) and not damaged
         with open_dict(train_cfg):
             train_cfg.train.output_dir = folder
             train_cfg.train.resume = last if resume else None

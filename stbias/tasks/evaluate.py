@@ -34,6 +34,7 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
+    check_results,
     check_weights,
     choice,
     output_dir,
@@ -197,6 +198,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
+    check_results(record, "task=test")
     io.write_json(os.path.join(folder, "results.json"), record)
     if module.predictions:
         io.write_csv(os.path.join(folder, "predictions.csv"), module.predictions)

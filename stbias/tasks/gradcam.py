@@ -35,6 +35,7 @@ from stbias.metrics.gradcam import GradCAM
 from stbias.plotting import save_animation, save_figure
 from stbias.plotting.explain import gradcam_strip, overlay, table3
 from stbias.tasks.common import (
+    check_results,
     choice,
     clip_by_index,
     dataset_indices,
@@ -43,6 +44,7 @@ from stbias.tasks.common import (
     plain,
     report_explanation,
     run_explanation,
+    skipped_note,
     weights_record,
 )
 
@@ -193,6 +195,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         "layer": alias,
         "layer_path": path,
         "num_clips": int(len(clips["index"])),
+        "skipped_clips": int(module.skipped_clips),
         "layer_shape": list(clips["raw"].shape[1:]),
         "map_shape": list(clips["maps"].shape[1:]) if "maps" in clips else None,
         "target_class": str(m.target_class),
@@ -208,6 +211,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         "environment": io.environment(),
     }
     record["clips"] = _rows(record, clips, blobs, infos)
+    check_results(record, "metric=gradcam")
     objects["figures"] = write_outputs(
         folder, record, clips, blobs, dataset, int(m.figures), float(m.fps)
     )
@@ -224,7 +228,8 @@ def summary_line(record: dict[str, Any]) -> str:
             parts.append(f"{key} {e['mean']:.2f} ± {e['std']:.2f} (n = {e['n']})")
     return (
         f"{record['model']} on {record['dataset']}, layer {record['layer']} "
-        f"{record['layer_shape']}, {record['num_clips']} clips: " + ", ".join(parts)
+        f"{record['layer_shape']}, {record['num_clips']} clips{skipped_note(record)}: "
+        + ", ".join(parts)
     )
 
 

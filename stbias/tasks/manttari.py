@@ -22,7 +22,6 @@ directory. :func:`redraw` draws the tables again from that folder's files.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from typing import Any
@@ -48,10 +47,12 @@ from stbias.plotting.explain import (
     table3_from_runs,
     table4_from_runs,
 )
+from stbias.results import UnreadableRecord, read_record
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
     build_model,
+    check_results,
     choice,
     output_dir,
     plain,
@@ -338,6 +339,7 @@ def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> 
         "table4": {"runs": mask_dirs, "summaries": summaries4, "tests": tests4},
         "table3": tables3,
     }
+    check_results(record, "task=manttari")
     io.write_json(os.path.join(folder, "results.json"), record)
     log.info("%s", format_tables(record))
     log.info("results: %s", os.path.join(folder, "results.json"))
@@ -390,8 +392,10 @@ def redraw(folder: str) -> dict[str, Any]:
     path = os.path.join(folder, "results.json")
     if not os.path.isfile(path):
         raise StbiasError(f"{folder} holds no results.json of an experiment=manttari run")
-    with open(path) as fh:
-        record = json.load(fh)
+    try:
+        record = read_record(path)
+    except UnreadableRecord as err:
+        raise StbiasError(f"{path}: {err}") from None
     if record.get("task") != "manttari":
         raise StbiasError(
             f"{path} is not an experiment=manttari result (task={record.get('task')})"

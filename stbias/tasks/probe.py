@@ -39,6 +39,7 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
+    check_results,
     choice,
     device_label,
     output_dir,
@@ -50,7 +51,7 @@ from stbias.tasks.common import (
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4  # 4: the replaced samples of unreadable videos add no pairs
 PAIR_METRICS = ("unitwise", "layerwise")
 # the figure each pair metric leads with: Kowal et al. Fig. 3, or the unit classes of every layer
 FIGURE = {"layerwise": "fig3", "unitwise": "units"}
@@ -176,6 +177,7 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     """results.json, results.csv, unit_scores.npz and the Fig. 3 plots; returns the figures."""
     meta = {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
     meta.update(weights=record["weights"], weights_sha256=record["weights_sha256"])
+    check_results(record, "task=probe")
     io.write_npz(os.path.join(folder, "unit_scores.npz"), unit_scores)
     io.write_csv(os.path.join(folder, "clips.csv"), record.pop("clips"))
     io.write_json(os.path.join(folder, "results.json"), record)

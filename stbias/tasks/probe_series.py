@@ -26,6 +26,7 @@ from stbias.plotting.bias_over_training import bias_over_training
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_logger,
+    check_results,
     checkpoint_settings,
     choice,
     output_dir,
@@ -205,6 +206,7 @@ def run_series(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if not record:
         return record, {}
     folder = output_dir()
+    check_results(record, "task=probe (a checkpoint series)")
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     io.write_csv(os.path.join(folder, "settling.csv"), record["settling"])
     io.write_csv(os.path.join(folder, "clips.csv"), record.pop("clips"))

@@ -25,7 +25,7 @@ from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.results import rows_of
-from stbias.tasks.common import build_logger, output_dir, plain, train_once
+from stbias.tasks.common import build_logger, check_results, output_dir, plain, train_once
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
 from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
@@ -131,6 +131,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "lam": first["lam"],
         "results": records,
     }
+    check_results(summary, "task=quickstart")
     for name, scores in unit_scores.items():
         io.write_npz(os.path.join(folder, f"unit_scores_{name}.npz"), scores)
     io.write_json(os.path.join(folder, "results.json"), summary)

@@ -29,6 +29,7 @@ from stbias.plotting.static_dropout import MODES, figure, summarize, table
 from stbias.tasks import train, train_extras
 from stbias.tasks.common import (
     build_logger,
+    check_results,
     choice,
     output_dir,
     plain,
@@ -131,6 +132,7 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 final = final_report(module.model, settings, setup)
             else:
                 final = record["static_dropout"]["final"]
+            check_results(final, "StaticDropout's final report")
             io.write_json(os.path.join(arm.train.output_dir, "final_report.json"), final)
             rows.append(arm_row(mode, seed, record, final, str(arm.train.output_dir)))
             units = final["probe"][final["layer"]]["units"]

@@ -33,6 +33,7 @@ from stbias.metrics.masks import SEARCH_SETTINGS, TemporalMask, freeze
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
 from stbias.tasks.common import (
+    check_results,
     choice,
     clip_by_index,
     dataset_indices,
@@ -41,6 +42,7 @@ from stbias.tasks.common import (
     plain,
     report_explanation,
     run_explanation,
+    skipped_note,
     weights_record,
 )
 
@@ -130,6 +132,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
         "split": plain(cfg.dataset.get("split")),
         "seed": int(cfg.seed),
         "num_clips": int(len(clips["index"])),
+        "skipped_clips": int(module.skipped_clips),
         "frames": int(clips["mask"].shape[1]),
         "target_class": str(m.target_class),
         "label_key": str(m.label_key),
@@ -139,6 +142,7 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
+    check_results(record, "metric=temporal_mask")
     figures = write_outputs(folder, record, clips, dataset, int(m.figures))
     objects["figures"] = figures
     return record, objects
@@ -156,7 +160,8 @@ def summary_line(record: dict[str, Any]) -> str:
 
     c = s["counts"]
     return (
-        f"{record['model']} on {record['dataset']}, {record['num_clips']} clips: "
+        f"{record['model']} on {record['dataset']}, {record['num_clips']} clips"
+        f"{skipped_note(record)}: "
         f"{fmt('mask_length', 1)}, {fmt('drop_ratio')}, {fmt('drop_difference')}; "
         f"drop ratio filtered on {c['drop_ratio_filtered']} clips"
     )

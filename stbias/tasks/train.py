@@ -49,6 +49,7 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
+    check_results,
     choice,
     device_label,
     output_dir,
@@ -58,6 +59,7 @@ from stbias.tasks.common import (
     weights_record,
 )
 from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +354,13 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
+        require_finite(  # a diverged training logs NaN, which _metrics would leave out unsaid
+            dict(trainer.callback_metrics),
+            "the training's final metrics",
+            f"results.json was not written (a diverged training, or NaN weights?); "
+            f"the checkpoints are in {os.path.join(folder, 'checkpoints')}",
+        )
+        check_results(record, "task=train")
         try:
             io.write_json(os.path.join(folder, "results.json"), record)
         except io.WriteError as err:

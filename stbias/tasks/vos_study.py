@@ -48,6 +48,7 @@ from stbias.plotting.vos import (
 from stbias.tasks.center_bias import center_bias
 from stbias.tasks.common import (
     build_logger,
+    check_results,
     choice,
     output_dir,
     plain,
@@ -204,6 +205,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
+    check_results(summary, "task=vos_study")
     io.write_json(os.path.join(folder, "results.json"), summary)
     io.write_npz(
         os.path.join(folder, "center_bias.npz"),

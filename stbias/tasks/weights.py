@@ -28,6 +28,7 @@ from stbias.plotting.weights import (
 from stbias.tasks.common import (
     build_logger,
     build_model,
+    check_results,
     output_dir,
     prepare_model,
     resolved,
@@ -159,6 +160,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         results["compare"] = runs
 
     out = Path(output_dir())
+    check_results(results, "task=weights")
     io.write_json(out / "results.json", results)
     rows = [
         {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
