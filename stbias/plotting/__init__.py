@@ -19,17 +19,20 @@ def save_figure(
 ) -> list[str]:
     """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
     from stbias.io import _atomic_write
+    from stbias.plotting.style import SAVE_RC
 
     paths = []
     for fmt in formats:
         path = f"{os.fspath(stem)}.{fmt}"
-        # bbox "tight" keeps legends placed outside the axes (below the panels) in the file
-        _atomic_write(
-            path,
-            lambda fh, fmt=fmt: fig.savefig(
-                fh, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.03
-            ),
-        )
+        # bbox "tight" keeps legends placed outside the axes (below the panels) in the file;
+        # TrueType fonts (SAVE_RC) for any figure, a PaperFigure or not
+        with plt.rc_context(SAVE_RC):
+            _atomic_write(
+                path,
+                lambda fh, fmt=fmt: fig.savefig(
+                    fh, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.03
+                ),
+            )
         paths.append(path)
     plt.close(fig)
     return paths

@@ -15,6 +15,8 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stbias.plotting.style import paper_subplots  # noqa: E402
+
 MODES = ("none", "static", "all", "random")
 # what the table and figure show: column -> heading
 MEASURES = {
@@ -110,7 +112,7 @@ def figure(
     """Bars per mode (mean, interval over seeds as error bars, each seed as a dot) for top-1
     accuracy, motion-only top-1 accuracy and the dynamic units of the dropout layer."""
     keys = [k for k in FIGURE if any(k in e for e in summary)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.4 * len(keys) + 0.4, 3.2), squeeze=False)
+    fig, axes = paper_subplots(1, len(keys), figsize=(2.4 * len(keys) + 0.4, 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, entry in enumerate(summary):
             if key not in entry:

@@ -18,7 +18,14 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from stbias.plotting.pairs import UNIT_CLASSES, _title, distinct_layers, probe_table, run_labels  # noqa: E402
-from stbias.plotting.style import COLOURS, DOUBLE, SINGLE, fit_title, paper_style  # noqa: E402
+from stbias.plotting.style import (  # noqa: E402
+    COLOURS,
+    DOUBLE,
+    SINGLE,
+    fit_title,
+    paper_style,
+    paper_subplots,  # noqa: E402
+)
 
 
 def unit_classes(
@@ -36,7 +43,7 @@ def unit_classes(
     count = len(rows)
     with paper_style():
         width = min(DOUBLE, max(SINGLE, 0.9 + 0.32 * count + 0.25 * len(groups)))
-        fig, ax = plt.subplots(figsize=(width, 2.4))
+        fig, ax = paper_subplots(figsize=(width, 2.4))
         x, ticks, labels = 0.0, [], []
         for key, run in groups:
             start = x

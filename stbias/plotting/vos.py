@@ -15,7 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from stbias.plotting.style import COLOURS  # noqa: E402
+from stbias.plotting.style import (  # noqa: E402
+    COLOURS,  # noqa: E402
+    paper_figure,
+    paper_subplots,
+)
 
 
 def _pct(entry: Mapping[str, Any], key: str, cls: str) -> float:
@@ -73,7 +77,7 @@ def fig4(
         title: figure title.
     """
     models = list(results)
-    fig = plt.figure(figsize=(10.5, 1.0 + 1.9 * len(models)))
+    fig = paper_figure(figsize=(10.5, 1.0 + 1.9 * len(models)))
     grid = fig.add_gridspec(len(models), 4, width_ratios=[1, 1, 1, 1.4], hspace=0.55, wspace=0.4)
     for row, model in enumerate(models):
         for col, (stream, pattern) in enumerate(STREAMS):
@@ -143,7 +147,7 @@ def table1_figure(
         ]
         for row in rows
     ]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(columns), 0.9 + 0.35 * len(rows)))
+    fig, ax = paper_subplots(figsize=(1.6 + 1.3 * len(columns), 0.9 + 0.35 * len(rows)))
     ax.axis("off")
     table = ax.table(
         cellText=cells,
@@ -168,7 +172,7 @@ def center_bias_maps(
 ) -> plt.Figure:
     """Center-bias maps side by side (Fig. 7 right), each titled with its center mass."""
     names = list(entries)
-    fig, axes = plt.subplots(
+    fig, axes = paper_subplots(
         1, len(names), figsize=(0.8 + 2.6 * len(names), 3.0), squeeze=False, layout="constrained"
     )
     image = None
@@ -193,7 +197,7 @@ def fig7(
     """Fig. 7: unit classes of ``layers`` per training dataset (left) and center bias (right)."""
     datasets = list(results)
     shown = [d for d in datasets if d in center]
-    fig = plt.figure(figsize=(3.2 * len(layers) + 2.4 * max(len(shown), 1), 3.6))
+    fig = paper_figure(figsize=(3.2 * len(layers) + 2.4 * max(len(shown), 1), 3.6))
     grid = fig.add_gridspec(1, len(layers) + max(len(shown), 1), wspace=0.35)
     for i, layer in enumerate(layers):
         ax = fig.add_subplot(grid[0, i])
