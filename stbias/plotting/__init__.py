@@ -17,8 +17,13 @@ def save_figure(
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 200,
 ) -> list[str]:
-    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
-    from stbias.io import _atomic_write
+    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths.
+
+    A figure that is a table (a paper table) is also written as ``stem.tex``, a booktabs LaTeX
+    table (:mod:`stbias.plotting.latex`); its path comes last.
+    """
+    from stbias.io import _atomic_write, write_text
+    from stbias.plotting.latex import figure_latex
     from stbias.plotting.style import SAVE_RC
 
     paths = []
@@ -34,6 +39,10 @@ def save_figure(
                 ),
             )
         paths.append(path)
+    latex = figure_latex(fig)
+    if latex is not None:
+        write_text(f"{os.fspath(stem)}.tex", latex)
+        paths.append(f"{os.fspath(stem)}.tex")
     plt.close(fig)
     return paths
 

@@ -16,6 +16,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stbias.plotting.latex import attach_table, markdown_cells  # noqa: E402
 from stbias.plotting.style import paper_subplots  # noqa: E402
 
 # Table 1 of the paper (I3D trained from scratch on BrushMNIST, 150 frames of 224x224), in %
@@ -170,7 +171,7 @@ def table1_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return attach_table(fig, *markdown_cells(table1_markdown(rows)))
 
 
 def table2_grid(rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int], np.ndarray]:
@@ -237,4 +238,5 @@ def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    note = "accuracy, mean over seeds; the paper's value in brackets"
+    return attach_table(fig, *markdown_cells(table2_markdown(rows)), note=note)

@@ -15,7 +15,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from stbias.plotting.style import paper_subplots  # noqa: E402
+from stbias.plotting.style import COLOURS, FLOOR_COLOUR, paper_subplots  # noqa: E402
 
 MODES = ("none", "static", "all", "random")
 # what the table and figure show: column -> heading
@@ -29,7 +29,14 @@ MEASURES = {
     "drop_random_zeroed": "drop, random zeroed",
 }
 FIGURE = ("acc", "acc_motion_only", "units_dynamic")
-MODE_COLOURS = {"none": "#7f7f7f", "static": "#1b9e77", "all": "#7570b3", "random": "#e7298a"}
+# the house colours: dropping static units takes the static red; the other modes, which single
+# out no factor, neutral greys (stbias.plotting.style)
+MODE_COLOURS = {
+    "none": COLOURS["residual"],
+    "static": COLOURS["static"],
+    "all": COLOURS["joint"],
+    "random": FLOOR_COLOUR,
+}
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
