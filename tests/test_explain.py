@@ -632,7 +632,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.png").is_file(), name
     record = json.loads((out / "results.json").read_text())
     assert list(record["runs"]) == ["I3D", "C-LSTM"]
-    assert record["table4"]["tests"]["mask_length"]["n"] == [4, 4]
+    assert record["tables"]["table4"]["tests"]["mask_length"]["n"] == [4, 4]
     for label, r in record["runs"].items():
         assert 0.0 <= r["table1"]["acc_reversed"] <= 1.0 and r["table1"]["clips"] == 16
         assert (out / label / "temporal_mask" / "masks.npz").is_file()
@@ -641,7 +641,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
     from stbias.tasks.manttari import redraw
 
     again = redraw(str(out))
-    assert again["table4"]["summaries"] == record["table4"]["summaries"]
+    assert again["tables"]["table4"]["summaries"] == record["tables"]["table4"]["summaries"]
 
 
 def test_the_python_example_in_the_docs_runs():

@@ -109,12 +109,12 @@ def test_embedded_manttari_tables_show_the_runs_numbers(embedded):
             f"{t1[k]:.3f}" for k in ("acc", "acc_reversed", "f1", "f1_reversed")
         ] + [str(t1["clips"])]
     table4 = embedded("manttari-table4")["texts"]
-    length = study["table4"]["summaries"]["I3D (brushmnist_small)"]["mask_length"]
+    length = study["tables"]["table4"]["summaries"]["I3D (brushmnist_small)"]["mask_length"]
     assert f"{length['mean']:.1f} ± {length['std']:.1f} (n = {length['n']})" in table4
-    p = study["table4"]["tests"]["mask_length"]["p"]
+    p = study["tables"]["table4"]["tests"]["mask_length"]["p"]
     assert f"p = {p:.2g} (n = 4/4)" in table4
     table3 = embedded("manttari-table3")["texts"]
-    first = study["table3"][0]
+    first = study["tables"]["table3"][0]
     count = first["summaries"]["C-LSTM (brushmnist_small) clstm3"]["blob_count"]
     assert "C-LSTM (BrushMNIST) clstm3" in table3
     assert f"{count['mean']:.2f} ± {count['std']:.2f} (n = {count['n']})" in table3

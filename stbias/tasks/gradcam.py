@@ -45,6 +45,7 @@ from stbias.tasks.common import (
     run_explanation,
     weights_record,
 )
+from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ def write_outputs(
         or [{"index": None, "frame": None, "x": None, "y": None, "size": None, "distance": None}],
     )
     io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    io.write_json(os.path.join(folder, "results.json"), record)
-    label = f"{record['model']} ({record['dataset']})"
+    write_results(folder, record)
+    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
     paths = save_figure(table3({label: record["summary"]}), os.path.join(folder, "table3"))
     if "maps" not in clips:
         return paths

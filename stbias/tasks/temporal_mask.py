@@ -43,6 +43,7 @@ from stbias.tasks.common import (
     run_explanation,
     weights_record,
 )
+from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ def write_outputs(
     """results.json, results.csv, masks.npz, mask strips and the Table 4 layout."""
     io.write_npz(os.path.join(folder, "masks.npz"), clips)
     io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    io.write_json(os.path.join(folder, "results.json"), record)
-    label = f"{record['model']} ({record['dataset']})"
+    write_results(folder, record)
+    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
     paths = save_figure(table4({label: record["summary"]}), os.path.join(folder, "table4"))
     for k in range(min(int(figures), len(clips["index"]))):
         index = int(clips["index"][k])

@@ -58,7 +58,8 @@ from stbias.tasks.common import (
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import complete, write_results
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +289,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     callbacks: list[pl.Callback] = [checkpoints, EpochSetter(), *extras]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        config = OmegaConf.to_container(cfg, resolve=True)
-        log_run(
-            logger, config={"task": "train", "model": name, "dataset": dataset, "config": config}
-        )
+        header = complete({"task": "train", "model": name, "dataset": dataset}, cfg)
+        log_run(logger, config=record_config(header))
     trainer = build_trainer(
         cfg.trainer,
         logger=logger,
@@ -319,10 +318,13 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         trainer.fit(
             module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
         )
-    finally:
+    except BaseException:
         if trainer.is_global_zero:
             log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
         finish_logger(logger)
+        raise
+    if trainer.is_global_zero:
+        log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
     overrides = setup.record.pop(MODEL_OVERRIDES)
     record = {
         "task": "train",
@@ -332,6 +334,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "objective": objective,
         **setup.record,
         **_metrics(trainer),
+        "metrics": _metrics(trainer),
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "minutes": (time.time() - start) / 60.0,
@@ -348,7 +351,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "environment": io.environment(),
     }
     if trainer.is_global_zero:
-        io.write_json(os.path.join(folder, "results.json"), record)
+        write_results(folder, record, cfg)
         score = record.get(setup.monitor)
         log.info(
             "%s (%d epochs, %.2f min); checkpoint: %s",
@@ -360,6 +363,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             record["checkpoint"],
         )
         log.info("results: %s", os.path.join(folder, "results.json"))
+        log_run(logger, files=run_files(folder))
+    finish_logger(logger)
     return record, {"model": model, "module": module, "trainer": trainer, "data": data}
 
 
@@ -472,7 +477,13 @@ def shuffled_baseline(
     columns = list(rows[0]) if rows else []
     log_run(
         logger,
-        config={"task": "shuffled_baseline", "models": list(models), "datasets": list(datasets)},
+        config={
+            "task": "shuffled_baseline",
+            "model": "+".join(models),
+            "dataset": "+".join(datasets),
+            "models": list(models),
+            "datasets": list(datasets),
+        },
         summary={f"shuffled/drop/{r['model']}/{r['dataset']}": r["drop"] for r in finite},
         tables={"shuffled/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={"shuffled/figure": figures},
