@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 # libraries whose INFO messages (device lines, tips, run summaries) and warnings are hidden unless
 # verbose=true; their errors always show
 LIBRARIES = (
@@ -125,7 +127,7 @@ def sweep_points(overrides: Sequence[str], params: Mapping[str, Any] | None = No
     return total, keys
 
 
-class JobLines:
+class JobLines(Callback):
     """Hydra callback: each point of a multirun says which it is, ``[2/5] metric.lam=0.3``.
 
     Hydra's own ``#1 : ...`` lines belong to its logger, which stays quiet with the other
@@ -134,6 +136,7 @@ class JobLines:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.total: int | None = None
         self.keys: list[str] = []
 

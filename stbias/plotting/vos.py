@@ -31,6 +31,27 @@ def _pct(entry: Mapping[str, Any], key: str, cls: str) -> float:
     return float(entry["percent"][cls])
 
 
+def _bounds(entry: Mapping[str, Any], key: str, cls: str) -> tuple[float, float] | None:
+    """The bootstrap interval of ``_pct(entry, key, cls)`` (``probe.bootstrap > 0``), or None."""
+    interval = ((entry.get("ci") or {}).get(key) or {}).get(cls)
+    if interval is None:
+        return None
+    if key == "units":
+        units = entry["units"]
+        total = sum(units[c] for c in ("dynamic", "static", "joint", "residual"))
+        return tuple(100.0 * float(v) / total for v in interval) if total else None
+    return float(interval[0]), float(interval[1])
+
+
+def _interval(ax: plt.Axes, x: float, top: float, value: float, bounds) -> None:
+    """An error bar at the top of a bar segment: the interval of its ``value``."""
+    if bounds is None:
+        return
+    lo, hi = bounds
+    err = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+    ax.errorbar(x, top, yerr=err, fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
+
+
 STREAMS = (("motion", "mot_res{}"), ("appearance", "app_res{}"), ("fusion", "fusion{}"))
 STAGES = (2, 3, 4, 5)
 UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
@@ -46,6 +67,7 @@ def _stacked(ax: plt.Axes, layers: Layers, aliases: Sequence[str], labels: Seque
             value = _pct(layers[alias], "percent", cls)
             ax.bar(x, value, bottom=bottom, color=COLOURS[cls], width=0.75, edgecolor="white")
             bottom += value
+            _interval(ax, x, bottom, value, _bounds(layers[alias], "percent", cls))
     ax.set_xticks(range(len(aliases)), labels, fontsize=8)
     ax.set_ylim(0, 100)
 
@@ -55,7 +77,10 @@ def _unit_bars(ax: plt.Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
     for i, entry in enumerate(groups.values()):
         for k, cls in enumerate(UNIT_CLASSES):
             value = _pct(entry, "units", cls) if entry is not None else 0.0
-            ax.bar(i + (k - 1.5) * width, value, width=width, color=COLOURS[cls])
+            x = i + (k - 1.5) * width
+            ax.bar(x, value, width=width, color=COLOURS[cls])
+            if entry is not None:
+                _interval(ax, x, value, value, _bounds(entry, "units", cls))
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylim(0, 100)
 

@@ -540,12 +540,32 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     return name, spec, dataset, build_model(cfg.model)
 
 
-def run_explanation(cfg: Any, module: Any, dataset: Any, metric: str) -> Any:
-    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer."""
+def run_explanation(
+    cfg: Any, module: Any, dataset: Any, metric: str, detail: str = "", progress: str | None = None
+) -> Any:
+    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer.
+
+    A header line says what runs, as the probe's does (``temporal_mask: i3d_tiny (random
+    weights) | brushmnist_small, split test: 4 clips | 300 iterations per clip | cpu, 1
+    process``); ``progress`` is what the progress bar says.
+    """
     from stbias.lit.probe import EvalData
 
     m = cfg.metric
-    trainer = build_trainer(cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}")
+    log.info(
+        "%s: %s (%s) | %s, split %s: %d clips%s | %s",
+        metric,
+        choice(cfg, "model"),
+        weights_label(weights_record(cfg.model)),
+        choice(cfg, "dataset"),
+        cfg.dataset.get("split"),
+        len(dataset),
+        f" | {detail}" if detail else "",
+        device_label(cfg.trainer),
+    )
+    trainer = build_trainer(
+        cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}", progress=progress
+    )
     trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
     return trainer
 

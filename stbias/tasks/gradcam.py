@@ -177,7 +177,9 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         blob_params=plain(m.get("blobs")) or {},
         keep_maps=bool(m.save_maps),
     )
-    trainer = run_explanation(cfg, module, dataset, "gradcam")
+    trainer = run_explanation(
+        cfg, module, dataset, "gradcam", detail=f"layer {alias}", progress=f"Grad-CAM of {name}"
+    )
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects

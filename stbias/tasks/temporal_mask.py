@@ -116,7 +116,15 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     module = TemporalMaskModule(
         explainer, label_key=str(m.label_key), target_class=str(m.target_class)
     )
-    trainer = run_explanation(cfg, module, dataset, "temporal_mask")
+    iterations = int(settings["iterations"])
+    trainer = run_explanation(
+        cfg,
+        module,
+        dataset,
+        "temporal_mask",
+        detail=f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips",
+        progress=f"searching masks of {name}",
+    )
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects
