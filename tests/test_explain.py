@@ -295,6 +295,31 @@ def test_per_clip_gradient_equals_its_single_clip_gradient(tiny_models):
         assert torch.allclose(p.grad[i], q.grad[0], atol=1e-6)
 
 
+def test_the_search_reports_every_iteration_and_the_bar_counts_clips_times_iterations(
+    tiny_models,
+):
+    from types import SimpleNamespace
+
+    from stbias.lit.explain import TemporalMaskModule
+    from stbias.lit.progress import PhaseProgressBar
+
+    search = TemporalMask(tiny_models["i3d_tiny"], iterations=3)
+    steps = []
+    search.run(torch.rand(2, 3, 8, 32, 32), on_step=lambda: steps.append(1))
+    assert len(steps) == 3  # once per optimiser step, for the whole batch
+    module = TemporalMaskModule(search)
+    bar = PhaseProgressBar("searching masks")
+    loader = torch.utils.data.DataLoader(list(range(5)), batch_size=2)
+    bar.on_test_start(SimpleNamespace(test_dataloaders=[loader]), module)
+    assert bar._bar.total == 5 * 3 and bar._bar.unit == "clip-it"
+    for count in (2, 2, 1):  # each step advances by the clips of its batch
+        module.advance(count)
+    bar.on_test_batch_end(None)  # batches do not count
+    assert bar._bar.n == 5
+    bar.on_test_end(None, module)
+    assert module.advance is None
+
+
 def test_statistics_metric_equals_its_functional_twin(tiny_models):
     search = TemporalMask(tiny_models["i3d_tiny"], iterations=2)
     clips = torch.rand(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(4))
