@@ -64,11 +64,13 @@ def unit_classes(
                     value = 100.0 * float(row[f"units_{cls}"]) / float(row["channels"])
                     bounds = _interval(row, cls)
                     if bounds is not None:
+                        # the interval itself, from lo to hi above the segment's bottom: a
+                        # percentile interval of a count can exclude the count
                         lo, hi = (100.0 * b / float(row["channels"]) for b in bounds)
                         ax.errorbar(
                             x,
-                            bottom + value,
-                            yerr=[[max(value - lo, 0.0)], [max(hi - value, 0.0)]],
+                            bottom + (lo + hi) / 2,
+                            yerr=(hi - lo) / 2,
                             fmt="none",
                             ecolor="black",
                             elinewidth=0.6,

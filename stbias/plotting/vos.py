@@ -44,12 +44,20 @@ def _bounds(entry: Mapping[str, Any], key: str, cls: str) -> tuple[float, float]
 
 
 def _interval(ax: plt.Axes, x: float, top: float, value: float, bounds) -> None:
-    """An error bar at the top of a bar segment: the interval of its ``value``."""
+    """The interval of a bar segment's ``value`` (ending at ``top``), drawn from lo to hi as
+    they are: a percentile interval of a count can exclude the count."""
     if bounds is None:
         return
-    lo, hi = bounds
-    err = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
-    ax.errorbar(x, top, yerr=err, fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
+    lo, hi = (top - value + b for b in bounds)
+    ax.errorbar(
+        x,
+        (lo + hi) / 2,
+        yerr=(hi - lo) / 2,
+        fmt="none",
+        ecolor="black",
+        elinewidth=0.6,
+        capsize=1.5,
+    )
 
 
 STREAMS = (("motion", "mot_res{}"), ("appearance", "app_res{}"), ("fusion", "fusion{}"))

@@ -167,9 +167,17 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         **run_identity("static_dropout", choice(cfg, "model"), choice(cfg, "dataset")),
     )
     columns = list(summary[0]) if summary else []
+    # per mode every measure's mean over seeds with its interval: static_dropout/acc/static, ...
+    values = {
+        f"static_dropout/{key}/{entry['mode']}": value
+        for entry in record["summary"]
+        for key, value in entry.items()
+        if key not in ("mode", "seeds") and value is not None
+    }
     log_run(
         logger,
         config=record_config(record),
+        summary=values,
         tables={
             "static_dropout/summary": (columns, [[r.get(c) for c in columns] for r in summary])
         },
