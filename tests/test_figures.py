@@ -51,8 +51,12 @@ def embedded(tmp_path_factory):
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_embedded_variant_draws_the_papers_panels_and_labels(name, embedded):
     record = embedded(name)
-    png, pdf = record["files"]
+    png, pdf, *latex = record["files"]
     assert png.endswith(f"{name}-embedded.png") and pdf.endswith(".pdf")
+    # every paper table is also a booktabs LaTeX table; figures are not
+    assert latex == ([f"{png[:-4]}.tex"] if "table" in name else [])
+    if latex:
+        assert "\\toprule" in open(latex[0]).read()
     assert os.path.getsize(png) > 10_000 and os.path.getsize(pdf) > 5_000
     texts = record["texts"]
     missing = [want for want in FIGURES[name].checks if not any(want in t for t in texts)]
