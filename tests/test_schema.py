@@ -136,7 +136,7 @@ def _run(tmp_path, name, *overrides):
 
 
 @pytest.mark.slow
-def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkeypatch):
+def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkeypatch, caplog):
     """probe, weights, temporal masks, Grad-CAM and compare: the files on disk follow the schema,
     and each W&B offline run holds the header as its config, the intervals in its summary and
     its files as an artifact."""
@@ -156,6 +156,7 @@ def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkey
             "logger=wandb",
         ),
         "weights": _run(tmp_path, "weights", *TINY, "metric=asdt", "logger=none"),
+        "weights_log": [r.getMessage() for r in caplog.records if r.name == "stbias.tasks.weights"],
         "temporal_mask": _run(
             tmp_path,
             "mask",
@@ -173,6 +174,11 @@ def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkey
         f"runs=[{tmp_path / 'probe'},{tmp_path / 'weights'}]",
         "logger=wandb",
     )
+    # metric=asdt says in one warning line that the weights are random
+    assert [m for m in runs.pop("weights_log") if "random weights" in m] == [
+        "model i3d_tiny has random weights (no checkpoint, model.pretrained=false): the results "
+        "describe the initialisation, not a trained network"
+    ]
     for task, (_, folder) in runs.items():
         stored = json.loads((folder / "results.json").read_text())
         assert errors(stored) == [], task
