@@ -342,6 +342,9 @@ NOISE = (
     "wandb: Run history",
     "wandb: Tracking run",
     "anonymous setting",
+    "UserWarning",
+    "Images sizes do not match",
+    "Glyph names",  # fontTools subsetting the PDF fonts
 )
 
 
