@@ -7,7 +7,10 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from hydra.experimental.callback import Callback
 
 # libraries whose INFO messages (device lines, tips, run summaries) and warnings are hidden unless
 # verbose=true; their errors always show
@@ -29,6 +32,7 @@ LIBRARIES = (
     "fsspec",
     "urllib3",
     "filelock",
+    "fontTools",  # subsetting the TrueType fonts embedded in every PDF
 )
 
 
@@ -128,3 +132,61 @@ def console_logging(verbose: bool = False) -> None:
     handler.setFormatter(ConsoleFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     quiet_libraries(verbose)
+
+
+def sweep_points(overrides: Sequence[str], params: Mapping[str, Any] | None = None) -> tuple:
+    """The number of points of a sweep and the keys it varies (``None`` when not countable).
+
+    ``overrides`` are the multirun's command-line overrides (``metric.lam=0.3,0.7``), ``params``
+    the sweeper's ``hydra.sweeper.params`` (an experiment's sweep).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = list(overrides) + [f"{k}={v}" for k, v in (params or {}).items()]
+    total, keys = 1, []
+    try:
+        for override in OverridesParser.create().parse_overrides(lines):
+            if override.is_sweep_override():
+                # a glob over a config group needs the config loader to count: not counted
+                if type(override.value()).__name__ == "Glob":
+                    return None, keys
+                total *= len(list(override.sweep_string_iterator()))
+                keys.append(override.get_key_element())
+    except Exception:  # noqa: BLE001 - a sweep Hydra accepts but this cannot count
+        return None, keys
+    return total, keys
+
+
+class JobLines(Callback):
+    """Hydra callback: each point of a multirun says which it is, ``[2/5] metric.lam=0.3``.
+
+    Hydra's own ``#1 : ...`` lines belong to its logger, which stays quiet with the other
+    libraries (``verbose=false``); this line goes through stbias's own, to the console and the
+    point's log file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total: int | None = None
+        self.keys: list[str] = []
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Count the points of the sweep before the first one starts."""
+        params = config.hydra.sweeper.get("params") if "sweeper" in config.hydra else None
+        self.total, self.keys = sweep_points(
+            list(config.hydra.overrides.task), dict(params) if params else None
+        )
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        """One line naming the point (its sweep values) before it runs."""
+        from hydra.types import RunMode
+
+        hydra = config.hydra
+        if hydra.mode != RunMode.MULTIRUN:
+            return
+        overrides = list(hydra.overrides.task)
+        varying = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.keys]
+        shown = " ".join(varying or overrides) or "(no overrides)"
+        number = int(hydra.job.num) + 1
+        of = f"/{self.total}" if self.total else ""
+        logging.getLogger("stbias.sweep").info("[%d%s] %s", number, of, shown)

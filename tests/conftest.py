@@ -38,7 +38,8 @@ def _restore_logging():
 
 
 def read_wandb_run(folder):
-    """The W&B offline run under ``folder`` as W&B stored it: run info, summary, table files.
+    """The W&B offline run under ``folder`` as W&B stored it: run info, config, summary, table
+    files and the files of its artifact.
 
     Reads the run file with W&B's own ``wandb beta leet inspect --json`` (one record a line).
     """
@@ -61,19 +62,31 @@ def read_wandb_run(folder):
         text=True,
         timeout=120,
     ).stdout
-    run, summary = {}, {}
+    run, summary, config, artifact = {}, {}, {}, {}
     for line in dump.splitlines():
         if not line.startswith("{"):
             continue
         record = json.loads(line)
         if record.get("type") == "run":
             run = record["run"]
+            config.update(run.get("config", {}).get("update", {}))
+        elif record.get("type") == "config":
+            config.update(record["config"].get("update", {}))
         elif record.get("type") == "summary":
             summary.update(record["summary"].get("update", {}))
+        elif record.get("type") == "artifact":  # the files of the run's artifact, by name
+            for entry in record["artifact"]["manifest"]["contents"]:
+                artifact[entry["path"]] = entry
     tables = {
         str(p.relative_to(path.parent / "files" / "media" / "table")).split("_")[0]: json.loads(
             p.read_text()
         )
         for p in (path.parent / "files" / "media" / "table").rglob("*.table.json")
     }
-    return {"run": run, "summary": summary, "tables": tables}
+    return {
+        "run": run,
+        "summary": summary,
+        "tables": tables,
+        "config": config,
+        "artifact": artifact,
+    }

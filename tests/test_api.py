@@ -104,5 +104,8 @@ def test_the_docs_python_example_runs(tmp_path, monkeypatch):
     assert scope["results"]["layer4"]["n_pairs"] == {"dynamic": 8, "static": 8}
     assert "ci" in scope["results"]["layer4"]  # bootstrap intervals
     assert (tmp_path / "r3d_18_probe.png").stat().st_size > 5000
+    pdf = (tmp_path / "r3d_18_probe.pdf").read_bytes().replace(b" ", b"")  # saved by the user
+    assert b"/Subtype/Type3" not in pdf  # TrueType fonts (Type 42), whole or as CID fonts
+    assert b"/Subtype/TrueType" in pdf or b"/Subtype/CIDFontType2" in pdf
     assert (tmp_path / "r3d_18_asdt.png").stat().st_size > 5000
     assert len(scope["weights"]) > 10  # every temporal convolution of r3d_18

@@ -177,3 +177,14 @@ def test_published_weights_are_declared_where_the_builders_have_them():
     have = set(models_with_published_weights())
     assert {"i3d", "slowfast", "r3d_18", "x3d_m", "mvit"} <= have
     assert not have & {"i3d_inception", "clstm", "i3d_tiny", "c2d_tiny", "custom", "fast"}
+
+
+def test_a_sweep_is_counted_from_its_overrides_and_the_sweeper_params():
+    from stbias.reporting import sweep_points
+
+    assert sweep_points(["metric.lam=0.1,0.3,0.5", "model=i3d_tiny"]) == (3, ["metric.lam"])
+    assert sweep_points(["seed=range(4)"], {"probe.layers": "[res2],[res3]"}) == (
+        8,
+        ["seed", "probe.layers"],
+    )
+    assert sweep_points(["model=glob(i3d*)"]) == (None, [])  # a glob is not counted

@@ -309,6 +309,31 @@ def test_per_clip_gradient_equals_its_single_clip_gradient(tiny_models):
         assert torch.allclose(p.grad[i], q.grad[0], atol=1e-6)
 
 
+def test_the_search_reports_every_iteration_and_the_bar_counts_clips_times_iterations(
+    tiny_models,
+):
+    from types import SimpleNamespace
+
+    from stbias.lit.explain import TemporalMaskModule
+    from stbias.lit.progress import PhaseProgressBar
+
+    search = TemporalMask(tiny_models["i3d_tiny"], iterations=3)
+    steps = []
+    search.run(torch.rand(2, 3, 8, 32, 32), on_step=lambda: steps.append(1))
+    assert len(steps) == 3  # once per optimiser step, for the whole batch
+    module = TemporalMaskModule(search)
+    bar = PhaseProgressBar("searching masks")
+    loader = torch.utils.data.DataLoader(list(range(5)), batch_size=2)
+    bar.on_test_start(SimpleNamespace(test_dataloaders=[loader]), module)
+    assert bar._bar.total == 5 * 3 and bar._bar.unit == "clip-it"
+    for count in (2, 2, 1):  # each step advances by the clips of its batch
+        module.advance(count)
+    bar.on_test_batch_end(None)  # batches do not count
+    assert bar._bar.n == 5
+    bar.on_test_end(None, module)
+    assert module.advance is None
+
+
 def test_statistics_metric_equals_its_functional_twin(tiny_models):
     search = TemporalMask(tiny_models["i3d_tiny"], iterations=2)
     clips = torch.rand(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(4))
@@ -647,7 +672,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.png").is_file(), name
     record = json.loads((out / "results.json").read_text())
     assert list(record["runs"]) == ["I3D", "C-LSTM"]
-    assert record["table4"]["tests"]["mask_length"]["n"] == [4, 4]
+    assert record["tables"]["table4"]["tests"]["mask_length"]["n"] == [4, 4]
     for label, r in record["runs"].items():
         assert 0.0 <= r["table1"]["acc_reversed"] <= 1.0 and r["table1"]["clips"] == 16
         assert (out / label / "temporal_mask" / "masks.npz").is_file()
@@ -656,7 +681,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
     from stbias.tasks.manttari import redraw
 
     again = redraw(str(out))
-    assert again["table4"]["summaries"] == record["table4"]["summaries"]
+    assert again["tables"]["table4"]["summaries"] == record["tables"]["table4"]["summaries"]
 
 
 def test_the_python_example_in_the_docs_runs():

@@ -51,8 +51,12 @@ def embedded(tmp_path_factory):
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_embedded_variant_draws_the_papers_panels_and_labels(name, embedded):
     record = embedded(name)
-    png, pdf = record["files"]
+    png, pdf, *latex = record["files"]
     assert png.endswith(f"{name}-embedded.png") and pdf.endswith(".pdf")
+    # every paper table is also a booktabs LaTeX table; figures are not
+    assert latex == ([f"{png[:-4]}.tex"] if "table" in name else [])
+    if latex:
+        assert "\\toprule" in open(latex[0]).read()
     assert os.path.getsize(png) > 10_000 and os.path.getsize(pdf) > 5_000
     texts = record["texts"]
     missing = [want for want in FIGURES[name].checks if not any(want in t for t in texts)]
@@ -109,12 +113,12 @@ def test_embedded_manttari_tables_show_the_runs_numbers(embedded):
             f"{t1[k]:.3f}" for k in ("acc", "acc_reversed", "f1", "f1_reversed")
         ] + [str(t1["clips"])]
     table4 = embedded("manttari-table4")["texts"]
-    length = study["table4"]["summaries"]["I3D (brushmnist_small)"]["mask_length"]
+    length = study["tables"]["table4"]["summaries"]["I3D (brushmnist_small)"]["mask_length"]
     assert f"{length['mean']:.1f} ± {length['std']:.1f} (n = {length['n']})" in table4
-    p = study["table4"]["tests"]["mask_length"]["p"]
+    p = study["tables"]["table4"]["tests"]["mask_length"]["p"]
     assert f"p = {p:.2g} (n = 4/4)" in table4
     table3 = embedded("manttari-table3")["texts"]
-    first = study["table3"][0]
+    first = study["tables"]["table3"][0]
     count = first["summaries"]["C-LSTM (brushmnist_small) clstm3"]["blob_count"]
     assert "C-LSTM (BrushMNIST) clstm3" in table3
     assert f"{count['mean']:.2f} ± {count['std']:.2f} (n = {count['n']})" in table3

@@ -269,3 +269,118 @@ def test_fig3_takes_the_layers_of_results_json_as_well():
     (line,) = _lines(from_mapping.axes[0], "static")
     table = _table(record)
     np.testing.assert_allclose(line.get_ydata(), table["percent_static"])
+
+
+# --- paper-ready files: fonts, nothing cropped, intervals, house colours, LaTeX -----------------
+
+
+def _pdf_fonts(path):
+    """The font subtypes a PDF file declares (``/Subtype /Type3``, ``/TrueType``, ...)."""
+    import re
+
+    data = open(path, "rb").read()
+    return set(re.findall(rb"/Subtype\s*/(Type3|TrueType|CIDFontType2|Type1)", data))
+
+
+def _figures():
+    from stbias.plotting.explain import draw_table
+    from stbias.plotting.units import unit_classes
+
+    table = _table(_record("a", {"res2": 0.2, "res3": 0.6}, bootstrap=10))
+    return {
+        "fig3": fig3(table, title="λ = 0.5"),
+        "units": unit_classes(table, title="units"),
+        "table": draw_table(["model", "length"], [["i3d", "3.1 ± 0.2"]], title="Table 4"),
+    }
+
+
+def test_every_pdf_embeds_truetype_fonts_however_it_is_saved(tmp_path):
+    import matplotlib
+
+    assert matplotlib.rcParams["pdf.fonttype"] == 3  # the user's setting, left as it was
+    for name, fig in _figures().items():
+        fig.savefig(tmp_path / f"{name}-user.pdf")  # a user's own savefig
+        own = save_figure(fig, tmp_path / name)  # the library's save
+        for path in (tmp_path / f"{name}-user.pdf", own[1]):
+            fonts = _pdf_fonts(path)
+            assert b"Type3" not in fonts and fonts & {b"TrueType", b"CIDFontType2"}, (path, fonts)
+    assert matplotlib.rcParams["pdf.fonttype"] == 3
+
+
+def test_legends_below_the_axes_lie_inside_the_saved_image(tmp_path):
+    from PIL import Image
+
+    fig = fig3(_table(_record("a", {"res2": 0.2, "res3": 0.6})))
+    fig.savefig(tmp_path / "user.png", dpi=100)  # no bbox argument, as a user writes it
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    assert legends
+    tight = fig.get_tightbbox(renderer)  # inches, what a tight save keeps
+    outside = False
+    for legend in legends:
+        box = legend.get_window_extent(renderer).transformed(fig.dpi_scale_trans.inverted())
+        outside |= box.y0 < 0 or box.x1 > fig.get_figwidth()  # beyond the figure's own size
+        assert tight.x0 <= box.x0 and box.x1 <= tight.x1 and tight.y0 <= box.y0
+        assert box.y1 <= tight.y1
+    assert outside  # the case that a plain save would crop
+    width, height = Image.open(tmp_path / "user.png").size
+    pad = 0.03
+    assert abs(width - round((tight.width + 2 * pad) * 100)) <= 2
+    assert abs(height - round((tight.height + 2 * pad) * 100)) <= 2
+
+
+def test_units_figure_draws_the_bootstrap_intervals_of_the_unit_counts():
+    from stbias.plotting.units import unit_classes
+
+    table = _table(_record("a", {"res2": 0.2, "res3": 0.6}, bootstrap=20))
+    rows = distinct_layers(table)
+    fig = unit_classes(table)
+    bars = [c for c in fig.axes[0].collections if c.get_segments()]
+    assert len(bars) == 4 * len(rows)  # one interval per class and layer
+    first = rows.iloc[0]
+    lo, hi = (100 * first[f"units_dynamic_{b}"] / first["channels"] for b in ("lo", "hi"))
+    (segment,) = bars[0].get_segments()  # the dynamic class of the first layer, from 0
+    np.testing.assert_allclose([segment[0][1], segment[1][1]], [lo, hi])
+    assert "interval" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()][-1]
+    plain = unit_classes(_table(_record("a", {"res2": 0.2})))
+    assert not [c for c in plain.axes[0].collections if c.get_segments()]
+
+
+def test_static_dropout_modes_take_the_house_colours():
+    from stbias.plotting.static_dropout import MODE_COLOURS
+
+    assert MODE_COLOURS["static"] == COLOURS["static"]
+    assert COLOURS["dynamic"] not in MODE_COLOURS.values()  # no mode drops dynamic units
+    assert all(
+        to_hex(c) in {to_hex(v) for v in COLOURS.values()} | {"#7a7a7a"}
+        for c in MODE_COLOURS.values()
+    )
+
+
+def test_latex_tables_have_booktabs_rules_and_escaped_cells():
+    from stbias.plotting.latex import latex_table, markdown_cells
+
+    text = latex_table(["model", "mask length", "λ"], [["i3d_tiny", "3.1 ± 0.2", "50 %"]])
+    assert text == (
+        "\\begin{tabular}{lcc}\n\\toprule\nmodel & mask length & $\\lambda$ \\\\\n\\midrule\n"
+        "i3d\\_tiny & 3.1 $\\pm$ 0.2 & 50 \\% \\\\\n\\bottomrule\n\\end{tabular}\n"
+    )
+    header, rows = markdown_cells("| a | b |\n|---|---|\n| 1 | [0.1, 0.2] |")
+    assert header == ["a", "b"] and rows == [["1", "[0.1, 0.2]"]]
+
+
+def test_every_table_figure_is_also_written_as_latex(tmp_path):
+    from stbias.plotting.byvshev import table2_figure
+
+    paths = save_figure(_figures()["table"], tmp_path / "table4")
+    assert paths[-1] == str(tmp_path / "table4.tex")
+    tex = (tmp_path / "table4.tex").read_text()
+    assert "\\caption{Table 4}" in tex and "i3d & 3.1 $\\pm$ 0.2 \\\\" in tex
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    rows = [{"places": 2, "motions": 2, "seed": s, "acc": a} for s, a in ((0, 0.5), (1, 0.7))]
+    save_figure(table2_figure(rows, "Table 2"), tmp_path / "table2")
+    tex = (tmp_path / "table2.tex").read_text()
+    assert "0.60" in tex and "\\midrule" in tex  # the mean over seeds, as the Markdown shows it
+    assert not save_figure(fig3(_table(_record("a", {"r": 0.2}))), tmp_path / "f")[-1].endswith(
+        ".tex"
+    )

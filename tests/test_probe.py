@@ -234,6 +234,10 @@ def test_multirun_lambda_sweep_runs_the_model_once(tmp_path):
         json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(3)
     ]
     assert [j["cache"]["clips_run"] for j in jobs] == [8, 0, 0]
+    # each point says which it is, and whether its statistics came from the cache
+    for k, lam in enumerate(("0.1", "0.5", "0.9")):
+        assert f"[{k + 1}/3] metric.lam={lam}\n" in proc.stdout
+    assert proc.stdout.count("(no forward pass)") == 2
     assert [j["lam"] for j in jobs] == [0.1, 0.5, 0.9]
     joint = [
         j["layers"]["res3"]["units"]["joint"] + j["layers"]["res3"]["units"]["static"] for j in jobs
@@ -338,6 +342,9 @@ NOISE = (
     "wandb: Run history",
     "wandb: Tracking run",
     "anonymous setting",
+    "UserWarning",
+    "Images sizes do not match",
+    "Glyph names",  # fontTools subsetting the PDF fonts
 )
 
 

@@ -536,6 +536,12 @@ def test_the_static_dropout_experiment_reduced(tmp_path, monkeypatch, hydra_rese
     assert [r["mode"] for r in stored] == ["none", "static", "all", "random"]
     assert (tmp_path / "static_dropout.png").stat().st_size > 5000
     assert "| static | 1 |" in (tmp_path / "static_dropout.md").read_text()
+    tex = (tmp_path / "static_dropout.tex").read_text()
+    assert "\\toprule" in tex and "static & 1 &" in tex  # the same table in LaTeX
+    record = json.loads((tmp_path / "results.json").read_text())  # the study's own record
+    assert record["task"] == "static_dropout" and record["seed"] == 0
+    assert [e["mode"] for e in record["summary"]] == ["none", "static", "all", "random"]
+    assert record["summary"][0]["acc_lo"] is None  # one seed: no interval, null rather than NaN
 
 
 def test_static_dropout_table_and_figure_draw_the_means_over_seeds():

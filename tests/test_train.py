@@ -487,6 +487,27 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
     assert other["checkpoint"] != ckpt  # another setting, another checkpoint
 
 
+def test_lightning_keys_mean_what_they_mean_in_the_quickstart(tmp_path):
+    """trainer.max_epochs=1 trains the quickstart's models one epoch; other Trainer keys pass."""
+    from stbias.tasks import quickstart
+
+    def trainer_of(*overrides):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose("config", overrides=[f"task.cache_dir={tmp_path}", *overrides])
+        node = quickstart.quickstart_models(cfg)[1]
+        folder = quickstart.checkpoint_folder(cfg, node)
+        return quickstart.train_config(cfg, node).trainer, folder
+
+    default, default_folder = trainer_of()
+    assert default.max_epochs == 6  # task.train.max_epochs where trainer.max_epochs is not set
+    one, one_folder = trainer_of("trainer.max_epochs=1")
+    assert one.max_epochs == 1 and one_folder != default_folder
+    limited, _ = trainer_of("trainer.limit_train_batches=3", "task.train.max_epochs=2")
+    assert limited.limit_train_batches == 3 and limited.max_epochs == 2
+    quiet, quiet_folder = trainer_of("trainer.enable_progress_bar=false")
+    assert quiet_folder == default_folder  # what the terminal shows trains nothing new
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
     """trainer=ddp_cpu: two processes share the epoch, so each takes half the steps."""

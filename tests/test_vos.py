@@ -709,3 +709,28 @@ def test_center_bias_minmax_equals_the_authors_summed_masks_scaled_for_display()
     assert not np.allclose(by_max.compute()["map"], shown, atol=0.01)
     with pytest.raises(StbiasError, match="unknown center bias normalise 'peak'; valid: minmax"):
         CenterBias(8, "peak")
+
+
+def test_vos_figures_draw_bootstrap_intervals_where_the_runs_have_them():
+    results = {"none": _layers(0), "both": _layers(1)}
+    entry = results["both"]["fusion5"]
+    total = sum(entry["units"].values())
+    dynamic, static = entry["percent"]["dynamic"], entry["units"]["static"]
+    entry["ci"] = {
+        "level": 0.95,
+        "replicates": 20,
+        "percent": {"dynamic": [dynamic - 5.0, dynamic + 3.0]},
+        "units": {"static": [static - 1.0, static + 2.0]},
+    }
+    plain = fig4({"none": _layers(0), "both": _layers(1)}, unit_layer="fusion5")
+    assert not [c for ax in plain.axes for c in ax.collections if c.get_segments()]
+    fig = fig4(results, unit_layer="fusion5")
+    bars = [(ax, c) for ax in fig.axes for c in ax.collections if c.get_segments()]
+    assert len(bars) == 2  # the fusion5 split of "both", and its static units on the right
+    (_, stacked), (units_ax, units) = bars
+    (segment,) = stacked.get_segments()
+    np.testing.assert_allclose([segment[0][1], segment[1][1]], [dynamic - 5.0, dynamic + 3.0])
+    assert units_ax is fig.axes[-1]
+    (segment,) = units.get_segments()
+    want = [100 * (static - 1.0) / total, 100 * (static + 2.0) / total]
+    np.testing.assert_allclose([segment[0][1], segment[1][1]], want)

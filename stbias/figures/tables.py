@@ -104,7 +104,7 @@ def manttari_table3(
     from stbias.plotting.explain import TABLE3
 
     def pick(record):
-        sets = record["table3"]
+        sets = record["tables"]["table3"]
         if not 1 <= layer_set <= len(sets):
             raise StbiasError(f"figure.layer_set={layer_set}: the runs have {len(sets)} layer sets")
         return sets[layer_set - 1]
@@ -118,7 +118,7 @@ def manttari_table4(
     """Table 4: temporal-mask length, drop ratio and drop difference per model, t-tests."""
     from stbias.plotting.explain import TABLE4
 
-    return _manttari_table(table, lambda record: record["table4"], TABLE4, title, labels)
+    return _manttari_table(table, lambda record: record["tables"]["table4"], TABLE4, title, labels)
 
 
 # StaticDropout (task=static_dropout) and bias over training (task=probe over a series) ----------

@@ -150,6 +150,12 @@ class TemporalMaskModule(pl.LightningModule):
         self.skipped = SkipCounter()
         self.skipped_clips = 0
         self.results: dict[str, Any] = {}
+        # set by the progress bar: advances it by a number of clip-iterations
+        self.advance: Any = None
+
+    def search_steps(self, clips: int) -> tuple[int, str]:
+        """What the progress bar counts: ``clips`` × iterations optimiser steps, and its unit."""
+        return int(clips) * self.explainer.iterations, "clip-it"
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Search the masks of one batch and keep every clip's numbers."""
@@ -160,11 +166,13 @@ class TemporalMaskModule(pl.LightningModule):
         clips = video_to_float(batch["video"].to(self.device))
         target = _target(batch, self.target_class, self.label_key)
         labels = _labels(batch, self.label_key)
+        count = int(clips.shape[0])
         with torch.enable_grad():
             out = self.explainer.run(
                 clips,
                 target=None if target is None else target.to(self.device),
                 labels=None if labels is None else labels.to(self.device),
+                on_step=(lambda: self.advance(count)) if self.advance is not None else None,
             )
         check_outputs(out, "the temporal-mask search", batch)
         self.stats.update(torch.as_tensor(batch["index"]).to(self.device), out)

@@ -23,6 +23,7 @@ class PhaseProgressBar(ProgressBar):
         self.description = description
         self._enabled = True
         self._bar: Any = None
+        self._per_step = False  # the bar counts a searching module's steps, not batches
 
     def disable(self) -> None:
         """Called by Lightning on non-zero ranks: only one process draws."""
@@ -32,7 +33,7 @@ class PhaseProgressBar(ProgressBar):
         """Draw again."""
         self._enabled = True
 
-    def _open(self, phase: str, total: float | None) -> None:
+    def _open(self, phase: str, total: float | None, unit: str = "batch") -> None:
         self._close()
         total = None if total is None or not math.isfinite(total) else int(total)
         interactive = sys.stderr.isatty()
@@ -45,7 +46,7 @@ class PhaseProgressBar(ProgressBar):
             file=sys.stderr,
             # a log file gets a line every 30 s rather than every update
             mininterval=0.2 if interactive else 30.0,
-            unit="batch",
+            unit=unit,
         )
 
     def _close(self) -> None:
@@ -86,17 +87,33 @@ class PhaseProgressBar(ProgressBar):
         self._close()
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """One bar for all test batches (the probe's clips)."""
+        """One bar for all test batches (the probe's clips), or, for a module that searches
+        (``search_steps``: the temporal masks), for every clip's every iteration."""
+        self._per_step = hasattr(pl_module, "search_steps")
+        if self._per_step:
+            loaders = trainer.test_dataloaders
+            loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+            clips = sum(len(loader.dataset) for loader in loaders if loader is not None)
+            total, unit = pl_module.search_steps(clips)
+            self._open("searching", total, unit)
+            pl_module.advance = self._advance
+            return
         total = sum(trainer.num_test_batches) if trainer.num_test_batches else None
         self._open("testing", total)
 
-    def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Advance by one batch."""
+    def _advance(self, count: int) -> None:
         if self._bar is not None:
+            self._bar.update(count)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        """Advance by one batch (a searching module advances the bar itself)."""
+        if self._bar is not None and not self._per_step:
             self._bar.update(1)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Close the bar."""
+        if self._per_step:
+            pl_module.advance = None
         self._close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, err: Any) -> None:

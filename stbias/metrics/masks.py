@@ -428,6 +428,7 @@ class TemporalMask:
         clips: Tensor,
         target: Tensor | None = None,
         labels: Tensor | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> dict[str, Tensor]:
         """Search one mask per clip.
 
@@ -435,6 +436,7 @@ class TemporalMask:
             clips: ``(B, C, T, H, W)``, as ``pack`` takes them.
             target: the class each mask explains; None: the predicted class.
             labels: ground-truth classes, for ``label_score`` (the paper's CS); optional.
+            on_step: called after each of the ``iterations`` optimiser steps (progress).
 
         Returns:
             Tensors on the clips' device: ``mask`` ``(B, T)`` (final, in [0, 1]),
@@ -450,14 +452,18 @@ class TemporalMask:
         try:
             for p, _ in flags:
                 p.requires_grad_(False)
-            return self._run(clips, target, labels)
+            return self._run(clips, target, labels, on_step)
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
             self.model.train(was_training)
 
     def _run(
-        self, clips: Tensor, target: Tensor | None, labels: Tensor | None
+        self,
+        clips: Tensor,
+        target: Tensor | None,
+        labels: Tensor | None,
+        on_step: Callable[[], None] | None = None,
     ) -> dict[str, Tensor]:
         with torch.no_grad():
             probs = self._logits(clips).softmax(-1)
@@ -474,6 +480,8 @@ class TemporalMask:
                 # summed over clips: each clip's gradient is its own single-clip gradient
                 self.loss(clips, torch.sigmoid(param), target).sum().backward()
                 optimizer.step()
+                if on_step is not None:
+                    on_step()
         with torch.no_grad():
             mask = torch.sigmoid(param).detach()
             loss = self.loss(clips, mask, target)

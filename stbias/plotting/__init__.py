@@ -17,20 +17,32 @@ def save_figure(
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 200,
 ) -> list[str]:
-    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths."""
-    from stbias.io import _atomic_write
+    """Save ``fig`` as ``stem.<format>`` for each format, atomically; returns the paths.
+
+    A figure that is a table (a paper table) is also written as ``stem.tex``, a booktabs LaTeX
+    table (:mod:`stbias.plotting.latex`); its path comes last.
+    """
+    from stbias.io import _atomic_write, write_text
+    from stbias.plotting.latex import figure_latex
+    from stbias.plotting.style import SAVE_RC
 
     paths = []
     for fmt in formats:
         path = f"{os.fspath(stem)}.{fmt}"
-        # bbox "tight" keeps legends placed outside the axes (below the panels) in the file
-        _atomic_write(
-            path,
-            lambda fh, fmt=fmt: fig.savefig(
-                fh, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.03
-            ),
-        )
+        # bbox "tight" keeps legends placed outside the axes (below the panels) in the file;
+        # TrueType fonts (SAVE_RC) for any figure, a PaperFigure or not
+        with plt.rc_context(SAVE_RC):
+            _atomic_write(
+                path,
+                lambda fh, fmt=fmt: fig.savefig(
+                    fh, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.03
+                ),
+            )
         paths.append(path)
+    latex = figure_latex(fig)
+    if latex is not None:
+        write_text(f"{os.fspath(stem)}.tex", latex)
+        paths.append(f"{os.fspath(stem)}.tex")
     plt.close(fig)
     return paths
 

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from stbias.plotting.pairs import COLOURS  # noqa: E402
+from stbias.plotting.style import paper_subplots  # noqa: E402
 
 SPLIT = ("dynamic", "static", "residual")
 FACTORS = ("dynamic", "static")
@@ -41,7 +42,7 @@ def bias_over_training(rows: Sequence[Mapping[str, Any]], title: str | None = No
         title: figure title.
     """
     layers = list(dict.fromkeys(str(r["layer"]) for r in rows))
-    fig, axes = plt.subplots(
+    fig, axes = paper_subplots(
         2, len(layers), figsize=(2.6 * len(layers) + 0.6, 5.0), sharex=True, squeeze=False
     )
     for col, layer in enumerate(layers):

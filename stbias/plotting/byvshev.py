@@ -16,6 +16,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stbias.plotting.latex import attach_table, markdown_cells  # noqa: E402
+from stbias.plotting.style import paper_subplots  # noqa: E402
+
 # Table 1 of the paper (I3D trained from scratch on BrushMNIST, 150 frames of 224x224), in %
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "a": {"err_appearance_only": 2.49, "err_motion_only": 0.11, "err_both": 0.03},
@@ -107,7 +110,7 @@ def table1_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     and brush accuracy of the normal model on normal and on reversed clips (the paper gives only
     the overall accuracy).
     """
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = paper_subplots(1, 3, figsize=(13, 3.8))
     errors = list(ERROR_LABELS)
     panels = [
         ("(a) errors, normal clips", [("normal", "normal", False, "stbias", PAPER_TABLE1["a"])]),
@@ -168,7 +171,7 @@ def table1_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return attach_table(fig, *markdown_cells(table1_markdown(rows)))
 
 
 def table2_grid(rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int], np.ndarray]:
@@ -214,7 +217,7 @@ def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     grid is drawn beside it for the same class counts.
     """
     places, motions, grid = table2_grid(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(motions), 1.6 + 0.55 * len(places)))
+    fig, axes = paper_subplots(1, 2, figsize=(4 + 1.2 * len(motions), 1.6 + 0.55 * len(places)))
     ip = [PAPER_TABLE2_CLASSES.index(p) if p in PAPER_TABLE2_CLASSES else None for p in places]
     im = [PAPER_TABLE2_CLASSES.index(m) if m in PAPER_TABLE2_CLASSES else None for m in motions]
     paper = np.array(
@@ -235,4 +238,5 @@ def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    note = "accuracy, mean over seeds; the paper's value in brackets"
+    return attach_table(fig, *markdown_cells(table2_markdown(rows)), note=note)

@@ -19,6 +19,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stbias.plotting.style import paper_figure, paper_subplots  # noqa: E402
+
 # Table 3 and Table 4 columns: (summary key, header)
 TABLE3 = (
     ("blob_count", "Blob count"),
@@ -73,7 +75,7 @@ def mask_strip(
     mask = np.asarray(mask, dtype=np.float64)
     t = frames.shape[0]
     rows = [frames] + ([_frames_rgb(perturbed)] if perturbed is not None else [])
-    fig = plt.figure(figsize=(max(6.0, 0.8 * t), 1.0 + 0.85 * len(rows) + 0.9))
+    fig = paper_figure(figsize=(max(6.0, 0.8 * t), 1.0 + 0.85 * len(rows) + 0.9))
     grid = fig.add_gridspec(len(rows) + 1, t, height_ratios=[1] * len(rows) + [0.9], hspace=0.08)
     for r, row in enumerate(rows):
         for i in range(t):
@@ -102,7 +104,7 @@ def gradcam_strip(frames: Any, maps: Any, title: str | None = None) -> plt.Figur
     frames = _frames_rgb(frames)
     blended = overlay(frames, maps)
     t = frames.shape[0]
-    fig, axes = plt.subplots(2, t, figsize=(max(6.0, 0.8 * t), 2.2), squeeze=False)
+    fig, axes = paper_subplots(2, t, figsize=(max(6.0, 0.8 * t), 2.2), squeeze=False)
     for i in range(t):
         for r, image in enumerate((frames[i], blended[i])):
             axes[r, i].imshow(image, interpolation="nearest")
@@ -150,7 +152,7 @@ def draw_table(
     # column widths from the longest text in each column
     chars = [max(len(str(r[j])) for r in [header, *rows]) for j in range(len(header))]
     inches = [0.075 * c + 0.3 for c in chars]
-    fig, ax = plt.subplots(figsize=(sum(inches) + 0.4, 0.6 + 0.38 * (len(rows) + 1)))
+    fig, ax = paper_subplots(figsize=(sum(inches) + 0.4, 0.6 + 0.38 * (len(rows) + 1)))
     ax.axis("off")
     table = ax.table(
         cellText=[list(r) for r in rows],

@@ -41,6 +41,7 @@ from stbias.plotting.style import (  # noqa: E402
     draw_floor,
     fit_title,
     paper_style,
+    paper_subplots,  # noqa: E402
     weights_title,
 )
 
@@ -396,7 +397,7 @@ def fig3(
     with paper_style():
         widths = [max(3, _stage_count(g)) + 0.6 * len(g) for _, g in groups]
         widths.append(max(3.0, 1.3 * len(drawn)))
-        fig, axes = plt.subplots(
+        fig, axes = paper_subplots(
             1,
             len(widths),
             figsize=(DOUBLE, 2.6),
@@ -502,7 +503,7 @@ def fig5_left(
     """
     rows, models, datasets = _grid(table, dataset_column, labels, order)
     with paper_style():
-        fig, axes = plt.subplots(
+        fig, axes = paper_subplots(
             1,
             len(models),
             figsize=(SINGLE if len(models) == 1 else DOUBLE * 0.62, 2.3),
@@ -584,7 +585,7 @@ def fig6(
     FastOnly right), one group of four bars per training dataset."""
     rows, models, datasets = _grid(table, dataset_column, labels, order)
     with paper_style():
-        fig, axes = plt.subplots(
+        fig, axes = paper_subplots(
             1,
             len(models),
             figsize=(SINGLE if len(models) == 1 else DOUBLE * 0.62, 2.3),
@@ -652,7 +653,7 @@ def fig1(
     )
     names: list[Line2D] = []
     with paper_style():
-        fig, ax = plt.subplots(figsize=(SINGLE, 2.9))
+        fig, ax = paper_subplots(figsize=(SINGLE, 2.9))
         for k, (_, row) in enumerate(rows.iterrows()):
             frame = row.to_frame().T
             x, y = float(row["percent_static"]), float(row["percent_dynamic"])
@@ -749,7 +750,7 @@ def lam_sweep(
         if not heads[telling].astype(str).duplicated().any():
             break
     with paper_style():
-        fig, axes = plt.subplots(
+        fig, axes = paper_subplots(
             1,
             len(groups),
             figsize=(SINGLE if len(groups) == 1 else DOUBLE, 2.4),

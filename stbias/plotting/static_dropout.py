@@ -15,6 +15,8 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stbias.plotting.style import COLOURS, FLOOR_COLOUR, paper_subplots  # noqa: E402
+
 MODES = ("none", "static", "all", "random")
 # what the table and figure show: column -> heading
 MEASURES = {
@@ -27,7 +29,14 @@ MEASURES = {
     "drop_random_zeroed": "drop, random zeroed",
 }
 FIGURE = ("acc", "acc_motion_only", "units_dynamic")
-MODE_COLOURS = {"none": "#7f7f7f", "static": "#1b9e77", "all": "#7570b3", "random": "#e7298a"}
+# the house colours: dropping static units takes the static red; the other modes, which single
+# out no factor, neutral greys (stbias.plotting.style)
+MODE_COLOURS = {
+    "none": COLOURS["residual"],
+    "static": COLOURS["static"],
+    "all": COLOURS["joint"],
+    "random": FLOOR_COLOUR,
+}
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -110,7 +119,7 @@ def figure(
     """Bars per mode (mean, interval over seeds as error bars, each seed as a dot) for top-1
     accuracy, motion-only top-1 accuracy and the dynamic units of the dropout layer."""
     keys = [k for k in FIGURE if any(k in e for e in summary)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.4 * len(keys) + 0.4, 3.2), squeeze=False)
+    fig, axes = paper_subplots(1, len(keys), figsize=(2.4 * len(keys) + 0.4, 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, entry in enumerate(summary):
             if key not in entry:

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 COLOURS = {
     "dynamic": "#2166ac",
@@ -61,6 +62,31 @@ RC = {
 }
 
 
+# what a saved file needs whoever saves it: TrueType (Type 42) fonts that journals accept and
+# editors can change, never Type 3; nothing placed outside the axes (legends below panels) cropped
+SAVE_RC = {
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.03,
+}
+
+
+class PaperFigure(Figure):
+    """A figure that saves as stbias saves it, whoever calls ``savefig``.
+
+    ``fig.savefig("probe.pdf")`` in a notebook writes TrueType fonts and keeps legends that sit
+    outside the axes, exactly as the library's own :func:`stbias.plotting.save_figure`; the
+    user's matplotlib settings are left as they were.
+    """
+
+    def savefig(self, fname, **kwargs):  # noqa: D102 - Figure.savefig, settings of SAVE_RC
+        kwargs.setdefault("bbox_inches", "tight")
+        kwargs.setdefault("pad_inches", SAVE_RC["savefig.pad_inches"])
+        with plt.rc_context(SAVE_RC):
+            return super().savefig(fname, **kwargs)
+
+
 @contextmanager
 def paper_style() -> Iterator[None]:
     """Matplotlib settings of every stbias figure (fonts, line widths, no top/right spines)."""
@@ -95,3 +121,13 @@ def fit_title(text: str | None, inches: float) -> str | None:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, max(20, int(inches * 12.5)), break_long_words=False))
+
+
+def paper_subplots(*args, **kwargs):
+    """``plt.subplots`` making a :class:`PaperFigure`: every figure of stbias starts here."""
+    return plt.subplots(*args, FigureClass=PaperFigure, **kwargs)
+
+
+def paper_figure(*args, **kwargs) -> PaperFigure:
+    """``plt.figure`` making a :class:`PaperFigure`."""
+    return plt.figure(*args, FigureClass=PaperFigure, **kwargs)

@@ -11,7 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stbias.plotting.style import SINGLE, fit_title, paper_style, weights_title  # noqa: E402
+from stbias.plotting.style import (  # noqa: E402
+    SINGLE,
+    fit_title,
+    paper_style,
+    paper_subplots,  # noqa: E402
+    weights_title,
+)
 
 # datasets are told apart by neutral shades: red and blue mean static and dynamic in these papers
 DATASET_SHADES = ("#3a3a3a", "#8c8c8c", "#cfcfcf", "#606060", "#b0b0b0", "#e8e8e8")
@@ -36,7 +42,7 @@ def shuffled_drop(
     datasets = list(dict.fromkeys(str(r["dataset"]) for r in rows))
     width = 0.8 / max(len(datasets), 1)
     with paper_style():
-        fig, ax = plt.subplots(figsize=(SINGLE, 2.3))
+        fig, ax = paper_subplots(figsize=(SINGLE, 2.3))
         for k, dataset in enumerate(datasets):
             xs, heights = [], []
             for i, model in enumerate(models):

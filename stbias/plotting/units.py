@@ -3,6 +3,8 @@
 What ``metric=unitwise`` draws: for every layer of every run in a probe table (one row per run ×
 layer, as :func:`stbias.results.load` gives), the share of its units in each class at λ, stacked.
 Layers that merely repeat an earlier one (a ``pool`` tap equal to the last stage) are drawn once.
+Runs with bootstrap intervals (``probe.bootstrap > 0``: ``units_<class>_lo`` / ``_hi``) draw each
+class's interval as an error bar at the top of its segment.
 """
 
 from __future__ import annotations
@@ -15,10 +17,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from stbias.plotting.pairs import UNIT_CLASSES, _title, distinct_layers, probe_table, run_labels  # noqa: E402
-from stbias.plotting.style import COLOURS, DOUBLE, SINGLE, fit_title, paper_style  # noqa: E402
+from stbias.plotting.style import (  # noqa: E402
+    COLOURS,
+    DOUBLE,
+    SINGLE,
+    fit_title,
+    paper_style,
+    paper_subplots,  # noqa: E402
+)
+
+
+def _interval(row: pd.Series, cls: str) -> tuple[float, float] | None:
+    """The bootstrap interval of a class's unit count in ``row``, or None without one."""
+    lo, hi = row.get(f"units_{cls}_lo"), row.get(f"units_{cls}_hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return None
+    return float(lo), float(hi)
 
 
 def unit_classes(
@@ -36,7 +54,7 @@ def unit_classes(
     count = len(rows)
     with paper_style():
         width = min(DOUBLE, max(SINGLE, 0.9 + 0.32 * count + 0.25 * len(groups)))
-        fig, ax = plt.subplots(figsize=(width, 2.4))
+        fig, ax = paper_subplots(figsize=(width, 2.4))
         x, ticks, labels = 0.0, [], []
         for key, run in groups:
             start = x
@@ -44,6 +62,21 @@ def unit_classes(
                 bottom = 0.0
                 for cls in UNIT_CLASSES:
                     value = 100.0 * float(row[f"units_{cls}"]) / float(row["channels"])
+                    bounds = _interval(row, cls)
+                    if bounds is not None:
+                        # the interval itself, from lo to hi above the segment's bottom: a
+                        # percentile interval of a count can exclude the count
+                        lo, hi = (100.0 * b / float(row["channels"]) for b in bounds)
+                        ax.errorbar(
+                            x,
+                            bottom + (lo + hi) / 2,
+                            yerr=(hi - lo) / 2,
+                            fmt="none",
+                            ecolor="black",
+                            elinewidth=0.6,
+                            capsize=1.5,
+                            zorder=3,
+                        )
                     ax.bar(
                         x,
                         value,
@@ -72,6 +105,10 @@ def unit_classes(
         lam = rows["lam"].dropna().unique()
         ax.set_xlabel("layer" + (f" (λ = {lam[0]:g})" if len(lam) == 1 else ""))
         handles = [Patch(color=COLOURS[c], label=c) for c in UNIT_CLASSES]
+        level = rows["ci_level"].dropna().unique() if "ci_level" in rows else []
+        if any(_interval(row, c) is not None for _, row in rows.iterrows() for c in UNIT_CLASSES):
+            shown = f"{100 * level[0]:g} % " if len(level) == 1 else ""
+            handles.append(Line2D([], [], color="black", linewidth=0.6, label=f"{shown}interval"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         full = _title(title, rows)
         if full:

@@ -15,7 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from stbias.plotting.style import COLOURS  # noqa: E402
+from stbias.plotting.style import (  # noqa: E402
+    COLOURS,  # noqa: E402
+    paper_figure,
+    paper_subplots,
+)
 
 
 def _pct(entry: Mapping[str, Any], key: str, cls: str) -> float:
@@ -25,6 +29,35 @@ def _pct(entry: Mapping[str, Any], key: str, cls: str) -> float:
         total = sum(units[c] for c in ("dynamic", "static", "joint", "residual"))
         return 100.0 * units[cls] / total if total else 0.0
     return float(entry["percent"][cls])
+
+
+def _bounds(entry: Mapping[str, Any], key: str, cls: str) -> tuple[float, float] | None:
+    """The bootstrap interval of ``_pct(entry, key, cls)`` (``probe.bootstrap > 0``), or None."""
+    interval = ((entry.get("ci") or {}).get(key) or {}).get(cls)
+    if interval is None:
+        return None
+    if key == "units":
+        units = entry["units"]
+        total = sum(units[c] for c in ("dynamic", "static", "joint", "residual"))
+        return tuple(100.0 * float(v) / total for v in interval) if total else None
+    return float(interval[0]), float(interval[1])
+
+
+def _interval(ax: plt.Axes, x: float, top: float, value: float, bounds) -> None:
+    """The interval of a bar segment's ``value`` (ending at ``top``), drawn from lo to hi as
+    they are: a percentile interval of a count can exclude the count."""
+    if bounds is None:
+        return
+    lo, hi = (top - value + b for b in bounds)
+    ax.errorbar(
+        x,
+        (lo + hi) / 2,
+        yerr=(hi - lo) / 2,
+        fmt="none",
+        ecolor="black",
+        elinewidth=0.6,
+        capsize=1.5,
+    )
 
 
 STREAMS = (("motion", "mot_res{}"), ("appearance", "app_res{}"), ("fusion", "fusion{}"))
@@ -42,6 +75,7 @@ def _stacked(ax: plt.Axes, layers: Layers, aliases: Sequence[str], labels: Seque
             value = _pct(layers[alias], "percent", cls)
             ax.bar(x, value, bottom=bottom, color=COLOURS[cls], width=0.75, edgecolor="white")
             bottom += value
+            _interval(ax, x, bottom, value, _bounds(layers[alias], "percent", cls))
     ax.set_xticks(range(len(aliases)), labels, fontsize=8)
     ax.set_ylim(0, 100)
 
@@ -51,7 +85,10 @@ def _unit_bars(ax: plt.Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
     for i, entry in enumerate(groups.values()):
         for k, cls in enumerate(UNIT_CLASSES):
             value = _pct(entry, "units", cls) if entry is not None else 0.0
-            ax.bar(i + (k - 1.5) * width, value, width=width, color=COLOURS[cls])
+            x = i + (k - 1.5) * width
+            ax.bar(x, value, width=width, color=COLOURS[cls])
+            if entry is not None:
+                _interval(ax, x, value, value, _bounds(entry, "units", cls))
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylim(0, 100)
 
@@ -73,7 +110,7 @@ def fig4(
         title: figure title.
     """
     models = list(results)
-    fig = plt.figure(figsize=(10.5, 1.0 + 1.9 * len(models)))
+    fig = paper_figure(figsize=(10.5, 1.0 + 1.9 * len(models)))
     grid = fig.add_gridspec(len(models), 4, width_ratios=[1, 1, 1, 1.4], hspace=0.55, wspace=0.4)
     for row, model in enumerate(models):
         for col, (stream, pattern) in enumerate(STREAMS):
@@ -143,7 +180,7 @@ def table1_figure(
         ]
         for row in rows
     ]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(columns), 0.9 + 0.35 * len(rows)))
+    fig, ax = paper_subplots(figsize=(1.6 + 1.3 * len(columns), 0.9 + 0.35 * len(rows)))
     ax.axis("off")
     table = ax.table(
         cellText=cells,
@@ -168,7 +205,7 @@ def center_bias_maps(
 ) -> plt.Figure:
     """Center-bias maps side by side (Fig. 7 right), each titled with its center mass."""
     names = list(entries)
-    fig, axes = plt.subplots(
+    fig, axes = paper_subplots(
         1, len(names), figsize=(0.8 + 2.6 * len(names), 3.0), squeeze=False, layout="constrained"
     )
     image = None
@@ -193,7 +230,7 @@ def fig7(
     """Fig. 7: unit classes of ``layers`` per training dataset (left) and center bias (right)."""
     datasets = list(results)
     shown = [d for d in datasets if d in center]
-    fig = plt.figure(figsize=(3.2 * len(layers) + 2.4 * max(len(shown), 1), 3.6))
+    fig = paper_figure(figsize=(3.2 * len(layers) + 2.4 * max(len(shown), 1), 3.6))
     grid = fig.add_gridspec(1, len(layers) + max(len(shown), 1), wspace=0.35)
     for i, layer in enumerate(layers):
         ax = fig.add_subplot(grid[0, i])

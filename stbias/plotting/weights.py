@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -28,6 +28,7 @@ from stbias.plotting.style import (  # noqa: E402
     WEIGHT_COLOURS,
     fit_title,
     paper_style,
+    paper_subplots,  # noqa: E402
     weights_title,
 )
 
@@ -73,7 +74,7 @@ def plot_asdt(runs: Mapping[str, Layers], scaled: bool = False, title: str | Non
     """
     key = "asdt_scaled" if scaled else "asdt"
     with paper_style():
-        fig, ax = plt.subplots(figsize=(SINGLE, 2.3))
+        fig, ax = paper_subplots(figsize=(SINGLE, 2.3))
         for k, (label, layers) in enumerate(runs.items()):
             rows = _sorted(layers)
             ax.plot(
@@ -105,7 +106,7 @@ def plot_temporal_channels(runs: Mapping[str, Layers], title: str | None = None)
     n = max(len(runs), 1)
     wide = _max_layers(runs) * n > 14
     with paper_style():
-        fig, ax = plt.subplots(figsize=(DOUBLE if wide else SINGLE, 2.4))
+        fig, ax = paper_subplots(figsize=(DOUBLE if wide else SINGLE, 2.4))
         width = 0.8 / n
         for k, (label, layers) in enumerate(runs.items()):
             rows = _sorted(layers)

@@ -31,13 +31,12 @@ from stbias.plotting import save_figure
 from stbias.plotting.vos import center_bias_maps
 from stbias.tasks.common import (
     build_logger,
-    check_results,
     choice,
     output_dir,
     plain,
-    resolved,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import write_results
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +126,29 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     numbers = {
         n: {k: v for k, v in e.items() if not isinstance(v, np.ndarray)} for n, e in entries.items()
     }
-    record = {"task": "center_bias", "size": size, "datasets": numbers, "seed": int(cfg.seed)}
-    check_results(record, "task=center_bias")
-    io.write_json(os.path.join(folder, "results.json"), record)
+    record = {
+        "task": "center_bias",
+        "model": None,
+        "dataset": "+".join(entries),
+        "weights": None,
+        "size": size,
+        "datasets": numbers,
+    }
+    write_results(folder, record, cfg)
     figures = save_figure(center_bias_maps(entries), os.path.join(folder, "center_bias"))
     logger = build_logger(
         cfg.get("logger"), folder, **run_identity("center_bias", "none", "+".join(entries))
     )
     log_run(
         logger,
-        config={"task": "center_bias", "datasets": list(entries), "config": resolved(cfg)},
+        config={**record_config(record), "datasets": list(entries)},
         summary={
             f"center_bias/{k}/{n}": v[k]
             for n, v in numbers.items()
             for k in ("center_mass", "mean_distance", "foreground_fraction")
         },
         images={"center_bias/maps": figures},
+        files=run_files(folder),
     )
     finish_logger(logger)
     log.info("results: %s", os.path.join(folder, "results.json"))

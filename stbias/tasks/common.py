@@ -469,6 +469,30 @@ def build_trainer(
     return instantiate(node, logger=logger, callbacks=callbacks, **dict(fixed or {}))
 
 
+def trainer_setting_changed(cfg: Any, key: str) -> bool:
+    """Whether ``trainer.<key>`` differs from the value of the chosen ``trainer`` option's file.
+
+    True when the command line (``trainer.max_epochs=1``), an experiment or code set it.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from stbias.config import compose
+
+    chosen = None
+    if HydraConfig.initialized():
+        chosen = HydraConfig.get().runtime.choices.get("trainer")
+    shipped = compose([f"trainer={chosen}"] if chosen else []).trainer
+    return plain(cfg.trainer.get(key)) != plain(shipped.get(key))
+
+
+def task_epochs(cfg: Any, default: Any) -> int:
+    """The epochs of a task's own training: ``trainer.max_epochs`` where it was set (it means
+    what Lightning says in every task), else the task's ``default`` (``task.train.max_epochs``)."""
+    if trainer_setting_changed(cfg, "max_epochs"):
+        return int(cfg.trainer.max_epochs)
+    return int(default)
+
+
 def choice(cfg: Any, group: str) -> str:
     """The option chosen for a config group: its ``name`` key, else Hydra's record of it."""
     from hydra.core.hydra_config import HydraConfig
@@ -568,12 +592,32 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     return name, spec, dataset, build_model(cfg.model)
 
 
-def run_explanation(cfg: Any, module: Any, dataset: Any, metric: str) -> Any:
-    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer."""
+def run_explanation(
+    cfg: Any, module: Any, dataset: Any, metric: str, detail: str = "", progress: str | None = None
+) -> Any:
+    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer.
+
+    A header line says what runs, as the probe's does (``temporal_mask: i3d_tiny (random
+    weights) | brushmnist_small, split test: 4 clips | 300 iterations per clip | cpu, 1
+    process``); ``progress`` is what the progress bar says.
+    """
     from stbias.lit.probe import EvalData
 
     m = cfg.metric
-    trainer = build_trainer(cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}")
+    log.info(
+        "%s: %s (%s) | %s, split %s: %d clips%s | %s",
+        metric,
+        choice(cfg, "model"),
+        weights_label(weights_record(cfg.model)),
+        choice(cfg, "dataset"),
+        cfg.dataset.get("split"),
+        len(dataset),
+        f" | {detail}" if detail else "",
+        device_label(cfg.trainer),
+    )
+    trainer = build_trainer(
+        cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}", progress=progress
+    )
     trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
     return trainer
 
@@ -627,28 +671,39 @@ def report_explanation(
     log.info("%s", summary)
     identity = run_identity(task, record["model"], record["dataset"])
     logger = build_logger(cfg.get("logger"), folder, **identity)
-    log_explanation(logger, record, objects["figures"], prefix)
+    log_explanation(logger, record, objects["figures"], prefix, folder)
     log.info("results: %s", os.path.join(folder, "results.json"))
 
 
-def log_explanation(logger: Any, record: dict[str, Any], figures: list[str], prefix: str) -> None:
-    """Summary statistics under ``<prefix>/...``, the per-clip table and the figures; then close."""
+def log_explanation(
+    logger: Any, record: dict[str, Any], figures: list[str], prefix: str, folder: str | None = None
+) -> None:
+    """Summary statistics under ``<prefix>/...`` (with the interval of the mean where there is
+    one), the per-clip table, the figures and the run's files (``results.json``, masks or maps)
+    as an artifact; then close."""
+    from stbias.tasks.loggers import record_config, run_files
+
     summary: dict[str, float] = {}
     for key, value in record["summary"].items():
         if isinstance(value, dict) and "mean" in value:
             for stat in ("mean", "std", "n"):
                 if value.get(stat) is not None:
                     summary[f"{prefix}/{key}_{stat}"] = float(value[stat])
+            if value.get("ci") is not None:
+                summary[f"{prefix}/{key}_lo"], summary[f"{prefix}/{key}_hi"] = map(
+                    float, value["ci"]
+                )
     rows = record.get("clips") or []
     columns = list(rows[0]) if rows else []
     log_run(
         logger,
-        config=record["config"],
+        config=record_config(record, "layer"),
         summary=summary,
         tables={f"{prefix}/clips": (columns, [[r.get(c) for c in columns] for r in rows])}
         if rows
         else None,
         images={f"{prefix}/figures": figures},
+        files=run_files(folder) if folder else (),
     )
     finish_logger(logger)
 
@@ -718,6 +773,7 @@ def train_once(train_cfg: Any, folder: str, what: str) -> dict[str, Any]:
     with FileLock(folder + ".lock"):
         record, damaged = _cached_training(results, folder, what)
         if record is not None:
+            log.info("%s: trained before, from the cache %s", what, folder)
             return record
         last = os.path.join(folder, "checkpoints", "last.ckpt")
         resume = os.path.isfile(last) and not damaged

@@ -39,7 +39,9 @@ from stbias.plotting.pairs import (
 from stbias.plotting.training import fig5_right
 from stbias.plotting.weights import asdt_figure, channels_figure
 from stbias.results import load
-from stbias.tasks.common import output_dir, plain
+from stbias.tasks.common import build_logger, output_dir, plain
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import joined, write_results
 
 log = logging.getLogger(__name__)
 CONDITIONS = tuple(c for c in DISTINGUISHING if c not in ("model", "lam"))
@@ -117,6 +119,36 @@ def summary(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def log_comparison(
+    cfg: Any,
+    folder: str,
+    record: dict[str, Any],
+    table: pd.DataFrame,
+    figures: dict[str, list[str]],
+) -> None:
+    """A W&B run of its own (``compare-<models>-<datasets>``): the compared runs as a table,
+    the figures, and ``compare.csv`` with ``results.json`` as an artifact."""
+    logger = build_logger(
+        cfg.get("logger"),
+        folder,
+        **run_identity("compare", record["model"] or "none", record["dataset"] or "none"),
+    )
+    # one type per column, as a W&B table needs: numbers stay numbers, anything else is text
+    shown = table.astype(object).where(table.notna(), None)
+    for column in shown.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            shown[column] = [None if v is None else str(v) for v in shown[column]]
+    columns = [str(c) for c in shown.columns]
+    log_run(
+        logger,
+        config={**record_config(record), "runs": record["runs"], "num_runs": record["num_runs"]},
+        tables={"compare/runs": (columns, shown.values.tolist())},
+        images={f"compare/{name}": paths for name, paths in figures.items()},
+        files=run_files(folder),
+    )
+    finish_logger(logger)
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load ``cfg.runs``, write ``compare.csv`` and the figures; returns the record."""
     runs = plain(cfg.get("runs"))
@@ -157,15 +189,21 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             f"nothing to compare in {runs}: runs of task {', '.join(sorted(map(str, tasks)))} "
             "have no comparison figure (probe, weights and train runs do)"
         )
+    seeds = table["seed"].dropna().unique() if "seed" in table else []
     record = {
         "task": "compare",
+        "model": joined(table["model"]) if "model" in table else None,
+        "dataset": joined(table["dataset"]) if "dataset" in table else None,
+        "weights": joined(table["weights"]) if "weights" in table else None,
+        "seed": int(seeds[0]) if len(seeds) == 1 else None,
         "runs": [str(r) for r in runs],
         "num_runs": int(table["run"].nunique()),
         "skipped": list(table.attrs.get("skipped", [])),
         "figures": {name: paths for name, paths in figures.items()},
         "table": os.path.join(folder, "compare.csv"),
     }
-    io.write_json(os.path.join(folder, "results.json"), record)
+    write_results(folder, record, cfg)
+    log_comparison(cfg, folder, record, table, figures)
     for name, paths in figures.items():
         log.info("%s: %s", name, paths[0])
     log.info("table: %s", record["table"])

@@ -34,7 +34,6 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
-    check_results,
     check_weights,
     choice,
     output_dir,
@@ -44,7 +43,8 @@ from stbias.tasks.common import (
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import complete, write_results
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     logger = build_logger(
         cfg.get("logger"), folder, **run_identity("test", name, choice(cfg, "dataset"))
     )
-    if logger:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
+    header = complete({"task": "test", "model": name, "dataset": choice(cfg, "dataset")}, cfg)
+    log_run(logger, config=record_config(header))
     trainer = build_trainer(
         cfg.trainer,
         logger=logger,
@@ -174,10 +174,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     data = EvalData(dataset, int(tcfg.batch_size), int(tcfg.num_workers))
     try:
         trainer.test(module, datamodule=data, verbose=False)
-    finally:
+    except BaseException:
         finish_logger(logger)
+        raise
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
+        finish_logger(logger)
         return {}, objects
     record = {
         "task": "test",
@@ -195,13 +197,15 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "seed": int(cfg.seed),
         "trained_on": training_record(cfg.model.get("checkpoint")),
         **module.results,
+        "metrics": dict(module.results),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
-    check_results(record, "task=test")
-    io.write_json(os.path.join(folder, "results.json"), record)
+    write_results(folder, record, cfg)
     if module.predictions:
         io.write_csv(os.path.join(folder, "predictions.csv"), module.predictions)
+    log_run(logger, files=run_files(folder))
+    finish_logger(logger)
     log.info("%s", summary(record))
     log.info("results: %s", os.path.join(folder, "results.json"))
     return record, objects

@@ -47,6 +47,7 @@ from stbias.tasks.common import (
     skipped_note,
     weights_record,
 )
+from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ def write_outputs(
         or [{"index": None, "frame": None, "x": None, "y": None, "size": None, "distance": None}],
     )
     io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    io.write_json(os.path.join(folder, "results.json"), record)
-    label = f"{record['model']} ({record['dataset']})"
+    write_results(folder, record)
+    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
     paths = save_figure(table3({label: record["summary"]}), os.path.join(folder, "table3"))
     if "maps" not in clips:
         return paths
@@ -178,7 +179,9 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         blob_params=plain(m.get("blobs")) or {},
         keep_maps=bool(m.save_maps),
     )
-    trainer = run_explanation(cfg, module, dataset, "gradcam")
+    trainer = run_explanation(
+        cfg, module, dataset, "gradcam", detail=f"layer {alias}", progress=f"Grad-CAM of {name}"
+    )
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects

@@ -1,9 +1,12 @@
 """Loggers for every task: a W&B run named and grouped by what ran, that never fails a run.
 
 ``build_logger`` starts the logger of the ``logger`` group, ``log_run`` writes a finished task's
-numbers (run summary, tables, figures) and ``finish_logger`` closes it with one line saying where
-the run is. A W&B server that cannot be reached costs at most a few seconds: the run then logs
-offline (``wandb sync`` uploads it later).
+numbers (run summary, tables, figures, and the run's files as a W&B artifact), ``record_config``
+gives every task the same W&B config (the header of its ``results.json``: ``task``, ``model``,
+``dataset``, ``weights``, ``seed`` as strings and numbers, ``settings`` and ``config`` nested)
+and ``finish_logger`` closes the run with one line saying where it is. A W&B server that cannot
+be reached costs at most a few seconds: the run then logs offline (``wandb sync`` uploads it
+later).
 """
 
 from __future__ import annotations
@@ -137,6 +140,34 @@ def is_wandb(logger: Any) -> bool:
     return type(logger).__name__ == "WandbLogger"
 
 
+# the files of a run directory that go into its W&B artifact: the record, the tables, the
+# per-unit scores, masks and maps (figures go in as images)
+ARTIFACT_PATTERNS = ("results.json", "*.csv", "*.npz", "*.tex", "*.md")
+# the record's keys that every task logs as its W&B config, besides settings and config
+CONFIG_KEYS = ("task", "model", "dataset", "weights", "seed")
+
+
+def record_config(record: Mapping[str, Any], *extra: str) -> dict[str, Any]:
+    """The W&B config of a run: its record's header (plus the ``extra`` keys it has).
+
+    The same names and types for every task, so that runs of different tasks sit in one W&B
+    table: ``task``, ``model``, ``dataset``, ``weights`` (strings), ``seed`` (a number), and
+    ``settings`` and ``config`` (the whole composed config) as nested values.
+    """
+    keys = (*CONFIG_KEYS, *extra, "settings", "config")
+    return {k: record.get(k) for k in keys if k in record}
+
+
+def run_files(folder: str | os.PathLike) -> list[str]:
+    """The files of a run directory that its W&B artifact holds (see ``ARTIFACT_PATTERNS``)."""
+    import glob
+
+    found: list[str] = []
+    for pattern in ARTIFACT_PATTERNS:
+        found += sorted(glob.glob(os.path.join(os.fspath(folder), pattern)))
+    return list(dict.fromkeys(found))
+
+
 def log_run(
     logger: Any,
     *,
@@ -144,12 +175,15 @@ def log_run(
     summary: Mapping[str, Any] | None = None,
     tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]] | None = None,
     images: Mapping[str, Sequence[str]] | None = None,
+    files: Sequence[str] = (),
 ) -> None:
-    """Write a finished task's numbers: config, run summary, tables and figures.
+    """Write a finished task's numbers: config, run summary, tables, figures and files.
 
     For W&B the per-layer values go to the run summary (not one-point series), each table to a
-    ``wandb.Table`` and each figure to an image; other loggers get the summary as metrics.
-    Logging never loses a finished run: a failure is one warning.
+    ``wandb.Table``, each figure to an image and ``files`` (``results.json``,
+    ``unit_scores.npz``, masks, maps: :func:`run_files`) into one artifact of type ``results``
+    named ``results-<run id>``; other loggers get the summary as metrics. Logging never loses
+    a finished run: a failure is one warning.
     """
     if not logger:
         return
@@ -162,10 +196,22 @@ def log_run(
                 run.summary.update(dict(summary))
             for key, (columns, rows) in (tables or {}).items():
                 logger.log_table(key, columns=list(columns), data=[list(r) for r in rows])
-            for key, files in (images or {}).items():
-                pngs = [f for f in files if str(f).endswith(".png")]
-                if pngs:
+            for key, figures in (images or {}).items():
+                pngs = [f for f in figures if str(f).endswith(".png")]
+                if len(pngs) == 1:
                     logger.log_image(key, images=pngs)
+                else:  # one key each: W&B would warn about a list of images of different sizes
+                    for png in pngs:
+                        stem = os.path.splitext(os.path.basename(str(png)))[0]
+                        logger.log_image(f"{key}/{stem}", images=[png])
+            present = [f for f in files if os.path.isfile(f)]
+            if present:
+                import wandb
+
+                artifact = wandb.Artifact(f"results-{run.id}", type="results")
+                for path in present:
+                    artifact.add_file(str(path), name=os.path.basename(str(path)))
+                run.log_artifact(artifact)
         elif summary:
             logger.log_metrics({k: v for k, v in summary.items() if _is_number(v)})
     except Exception as err:  # noqa: BLE001 - logging must never lose a finished run

@@ -52,13 +52,14 @@ from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
     build_model,
-    check_results,
     choice,
     output_dir,
     plain,
+    task_epochs,
     train_once,
     training_key,
 )
+from stbias.tasks.record import joined, write_results
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def train_config(cfg: Any, model: Any) -> Any:
         sub.train.val_clips = int(t.val_clips)
         sub.train.batch_size = int(t.batch_size)
         sub.train.optimizer.lr = float(t.lr)
-        sub.trainer.max_epochs = int(t.max_epochs)
+        sub.trainer.max_epochs = task_epochs(cfg, t.max_epochs)
     return sub
 
 
@@ -306,11 +307,22 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         }
     if rank_zero_only.rank != 0:
         return {}, {}
-    return write_tables(folder, dataset, runs), {"dir": folder}
+    return write_tables(folder, dataset, runs, cfg), {"dir": folder}
 
 
-def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Tables 1, 3 (one per layer position) and 4 with t-tests; results.json; prints them."""
+def write_tables(
+    folder: str,
+    dataset: str,
+    runs: dict[str, dict[str, Any]],
+    cfg: Any = None,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tables 1, 3 (one per layer position) and 4 with t-tests; results.json; prints them.
+
+    Args:
+        cfg: the study's config (its seed, settings and config go into the record).
+        previous: the record drawn again by :func:`redraw` (its header is kept).
+    """
     names = {label: f"{label} ({dataset})" for label in runs}
     rows1 = [{"model": names[label], **r["table1"]} for label, r in runs.items()]
     io.write_csv(os.path.join(folder, "table1.csv"), rows1)
@@ -332,15 +344,23 @@ def write_tables(folder: str, dataset: str, runs: dict[str, dict[str, Any]]) -> 
         save_figure(fig, os.path.join(folder, stem))
         io.write_csv(os.path.join(folder, f"{stem}.csv"), _table_rows(summaries3, tests3, TABLE3))
         tables3.append({"stem": stem, "runs": dirs, "summaries": summaries3, "tests": tests3})
+    kept = ("seed", "settings", "config", "environment")
     record = {
+        **{k: previous[k] for k in kept if k in (previous or {})},
         "task": "manttari",
+        "model": joined(runs),
         "dataset": dataset,
+        "weights": joined(
+            f"file:{r['explained_checkpoint']}" if r.get("explained_checkpoint") else None
+            for r in runs.values()
+        ),
         "runs": runs,
-        "table4": {"runs": mask_dirs, "summaries": summaries4, "tests": tests4},
-        "table3": tables3,
+        "tables": {
+            "table4": {"runs": mask_dirs, "summaries": summaries4, "tests": tests4},
+            "table3": tables3,
+        },
     }
-    check_results(record, "task=manttari")
-    io.write_json(os.path.join(folder, "results.json"), record)
+    write_results(folder, record, cfg)
     log.info("%s", format_tables(record))
     log.info("results: %s", os.path.join(folder, "results.json"))
     return record
@@ -370,8 +390,9 @@ def format_tables(record: dict[str, Any]) -> str:
             f"F1 {t['f1']:.3f}  rev. {t['f1_reversed']:.3f}   ({t['clips']} clips, "
             f"chance {t['chance']:.2f})"
         )
-    for title, table, columns in [("Table 4: temporal masks", record["table4"], TABLE4)] + [
-        (f"Table 3 ({t['stem']}): Grad-CAM blobs", t, TABLE3) for t in record["table3"]
+    tables = record["tables"]
+    for title, table, columns in [("Table 4: temporal masks", tables["table4"], TABLE4)] + [
+        (f"Table 3 ({t['stem']}): Grad-CAM blobs", t, TABLE3) for t in tables["table3"]
     ]:
         lines.append(title)
         for label, summary in table["summaries"].items():
@@ -400,7 +421,7 @@ def redraw(folder: str) -> dict[str, Any]:
         raise StbiasError(
             f"{path} is not an experiment=manttari result (task={record.get('task')})"
         )
-    return write_tables(folder, record["dataset"], record["runs"])
+    return write_tables(folder, record["dataset"], record["runs"], previous=record)
 
 
 __all__ = [

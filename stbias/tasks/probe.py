@@ -48,7 +48,8 @@ from stbias.tasks.common import (
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import write_results
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 4  # 4: the replaced samples of unreadable videos add no pairs
@@ -167,8 +168,13 @@ def layer_rows(layers: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, A
         for key in ("scores", "dims", "percent", "units", "n_pairs"):
             row.update({f"{key}_{k}": v for k, v in entry[key].items()})
         row["lam"] = entry["lam"]
-        for key, interval in (entry.get("ci") or {}).get("percent", {}).items():
-            row[f"percent_{key}_lo"], row[f"percent_{key}_hi"] = interval
+        ci = entry.get("ci") or {}
+        if ci:
+            row["ci_level"], row["ci_replicates"] = ci.get("level"), ci.get("replicates")
+        # every interval of results.json: scores, dims, percent and unit counts
+        for key in ("scores", "dims", "percent", "units"):
+            for name, (lo, hi) in (ci.get(key) or {}).items():
+                row[f"{key}_{name}_lo"], row[f"{key}_{name}_hi"] = lo, hi
         rows.append(row)
     return rows
 
@@ -180,7 +186,7 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     check_results(record, "task=probe")
     io.write_npz(os.path.join(folder, "unit_scores.npz"), unit_scores)
     io.write_csv(os.path.join(folder, "clips.csv"), record.pop("clips"))
-    io.write_json(os.path.join(folder, "results.json"), record)
+    write_results(folder, record)
     io.write_csv(os.path.join(folder, "results.csv"), layer_rows(record["layers"], meta))
     title = (
         f"{record['model']} ({weights_label(record)}) on {record['dataset']}, λ = {record['lam']}"
@@ -189,36 +195,46 @@ def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, An
     return save_figure(figure, os.path.join(folder, FIGURE[record["metric"]]))
 
 
-def layer_summary(record: dict[str, Any], prefix: str = "probe") -> dict[str, Any]:
-    """Per-layer values as flat keys ``probe/<class>_pct/<layer>`` (a W&B run summary)."""
+# results.json's number -> its W&B summary name: probe/<class>_<name>/<layer>
+SUMMARY_NAMES = {"percent": "pct", "scores": "score", "units": "units"}
+
+
+def layer_summary(record: dict[str, Any], prefix: str = "probe", model: str = "") -> dict[str, Any]:
+    """Per-layer values as flat keys ``probe/<class>_pct/<layer>`` (a W&B run summary).
+
+    With bootstrap intervals (``probe.bootstrap > 0``) each value has its bounds beside it:
+    ``probe/<class>_pct_lo/<layer>`` and ``..._hi``. ``model`` (``c2d_tiny/``) goes before the
+    layer where one run holds several models (the quickstart).
+    """
     summary = {}
     for layer, entry in record["layers"].items():
-        for cls, value in entry["percent"].items():
-            summary[f"{prefix}/{cls}_pct/{layer}"] = value
-        for factor, value in entry["scores"].items():
-            summary[f"{prefix}/{factor}_score/{layer}"] = value
-        for cls, value in entry["units"].items():
-            summary[f"{prefix}/{cls}_units/{layer}"] = value
+        where = f"{model}{layer}"
+        ci = entry.get("ci") or {}
+        for key, name in SUMMARY_NAMES.items():
+            for cls, value in entry[key].items():
+                summary[f"{prefix}/{cls}_{name}/{where}"] = value
+                bounds = (ci.get(key) or {}).get(cls)
+                if bounds is not None:
+                    summary[f"{prefix}/{cls}_{name}_lo/{where}"] = bounds[0]
+                    summary[f"{prefix}/{cls}_{name}_hi/{where}"] = bounds[1]
     return summary
 
 
-def run_config(record: dict[str, Any]) -> dict[str, Any]:
-    """What a run logs as its config: names of what ran (one type per key) and the full config."""
-    keys = ("task", "model", "dataset", "stylization", "seed", "weights", "metric", "lam")
-    return {**{k: record[k] for k in keys if k in record}, "config": record.get("config")}
-
-
-def log_results(logger: Any, record: dict[str, Any], figures: list[str]) -> None:
-    """The run summary ``probe/...`` per layer, a results table and the figure; then close."""
+def log_results(
+    logger: Any, record: dict[str, Any], figures: list[str], folder: str | None = None
+) -> None:
+    """The run summary ``probe/...`` per layer, a results table, the figure and the run's files
+    (``results.json``, ``unit_scores.npz``, ...) as an artifact; then close."""
     meta = {k: record[k] for k in ("model", "dataset", "stylization", "seed")}
     rows = layer_rows(record["layers"], meta)
     columns = list(rows[0])
     log_run(
         logger,
-        config=run_config(record),
+        config=record_config(record, "stylization", "metric", "lam"),
         summary=layer_summary(record),
         tables={"probe/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={"probe/figure": figures},
+        files=run_files(folder) if folder else (),
     )
     finish_logger(logger)
 
@@ -326,6 +342,13 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             if metric is not None:
                 cached[alias] = metric
     missing = {a: p for a, p in layers.items() if a not in cached}
+    if cached:  # a λ sweep or layer subset served from the cache says so
+        log.info(
+            "from the cache %s: %s%s",
+            state_dir,
+            ", ".join(cached),
+            f"; probing {', '.join(missing)}" if missing else " (no forward pass)",
+        )
     objects: dict[str, Any] = {"dataset": dataset}
     results: dict[str, Any] = {}
     clips_run = 0
@@ -434,7 +457,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     figures = write_outputs(folder, record, unit_scores)
     log.info("%s", summary_table(record))
     identity = run_identity("probe", record["model"], record["dataset"])
-    log_results(build_logger(cfg.get("logger"), folder, **identity), record, figures)
+    log_results(build_logger(cfg.get("logger"), folder, **identity), record, figures, folder)
     log.info("results: %s", os.path.join(folder, "results.json"))
     objects["figures"] = figures
     return record, objects

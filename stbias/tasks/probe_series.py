@@ -34,6 +34,7 @@ from stbias.tasks.common import (
 )
 from stbias.tasks.loggers import finish_logger, run_identity
 from stbias.tasks.probe import choose_probe_clips, layer_rows, probe
+from stbias.tasks.record import joined, write_results
 
 log = logging.getLogger(__name__)
 SETTLE_TOLERANCE = 0.1
@@ -163,6 +164,7 @@ def probe_series(cfg: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             k: first_record[k]
             for k in ("model", "dataset", "stylization", "seed", "num_clips", "metric", "lam")
         },
+        "weights": joined(f"file:{entry['checkpoint']}" for entry in series),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
         "clips": first_record["clips"],
@@ -210,7 +212,7 @@ def run_series(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     io.write_csv(os.path.join(folder, "settling.csv"), record["settling"])
     io.write_csv(os.path.join(folder, "clips.csv"), record.pop("clips"))
-    io.write_json(os.path.join(folder, "results.json"), record)
+    write_results(folder, record, cfg)
     title = f"{record['model']} on {record['dataset']} over training, λ = {record['lam']}"
     figures = save_figure(
         bias_over_training(rows, title=title), os.path.join(folder, "bias_over_training")

@@ -25,12 +25,22 @@ from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.results import rows_of
-from stbias.tasks.common import build_logger, check_results, output_dir, plain, train_once
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.common import (
+    build_logger,
+    check_results,
+    output_dir,
+    plain,
+    task_epochs,
+    train_once,
+)
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
+from stbias.tasks.record import joined, write_results
 
 log = logging.getLogger(__name__)
+# trainer settings that change what the terminal shows, not what is trained
+DISPLAY_ONLY = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 
 def quickstart_models(cfg: Any) -> list[Any]:
@@ -55,7 +65,7 @@ def quickstart_models(cfg: Any) -> list[Any]:
 def train_config(cfg: Any, model_node: Any, folder: str | None = None) -> Any:
     """The ``task=train`` config of one quickstart model: the embedded P+F+M, ``task.train``."""
     q = cfg.task.train
-    train_cfg = compose(["task=train", "dataset=pfm", "logger=none", "trainer=cpu"])
+    train_cfg = compose(["task=train", "dataset=pfm", "logger=none"])
     with open_dict(train_cfg):
         train_cfg.model = copy.deepcopy(model_node)
         train_cfg.seed = int(cfg.seed)
@@ -65,8 +75,11 @@ def train_config(cfg: Any, model_node: Any, folder: str | None = None) -> Any:
         train_cfg.train.val_clips = int(q.val_clips)
         train_cfg.train.batch_size = int(q.batch_size)
         train_cfg.train.optimizer.lr = float(q.lr)
-        train_cfg.trainer.max_epochs = int(q.max_epochs)
-        train_cfg.trainer.enable_progress_bar = bool(cfg.trainer.get("enable_progress_bar", True))
+        # the root trainer node: every Lightning key means what it means (trainer.devices,
+        # trainer.limit_train_batches, ...); the epochs are task.train.max_epochs unless
+        # trainer.max_epochs is set
+        train_cfg.trainer = copy.deepcopy(cfg.trainer)
+        train_cfg.trainer.max_epochs = task_epochs(cfg, q.max_epochs)
         train_cfg.train.output_dir = folder
     return train_cfg
 
@@ -78,7 +91,7 @@ def checkpoint_folder(cfg: Any, model_node: Any) -> str:
     keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
     keyed.update(
         train={k: v for k, v in plain(train_cfg.train).items() if k != "output_dir"},
-        max_epochs=int(train_cfg.trainer.max_epochs),
+        trainer={k: v for k, v in plain(train_cfg.trainer).items() if k not in DISPLAY_ONLY},
         seed=int(train_cfg.seed),
     )
     key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
@@ -126,15 +139,18 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     first = next(iter(records.values()))
     summary = {
         "task": "quickstart",
-        "models": list(records),
+        "model": "quickstart",
         "dataset": first["dataset"],
+        "weights": joined(r["weights"] for r in records.values()),
+        "seed": int(cfg.seed),
+        "models": list(records),
         "lam": first["lam"],
         "results": records,
     }
     check_results(summary, "task=quickstart")
     for name, scores in unit_scores.items():
         io.write_npz(os.path.join(folder, f"unit_scores_{name}.npz"), scores)
-    io.write_json(os.path.join(folder, "results.json"), summary)
+    write_results(folder, summary, cfg)
     rows = [
         row
         for name, record in records.items()
@@ -153,24 +169,20 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     logger = build_logger(
         cfg.get("logger"), folder, **run_identity("quickstart", "quickstart", first["dataset"])
     )
+    # a probe's keys, the model before the layer: probe/dynamic_pct/i3d_tiny/res3
     values = {}
     for name, record in records.items():
-        values.update(layer_summary(record, prefix=f"quickstart/{name}"))
+        values.update(layer_summary(record, model=f"{name}/"))
         if record["train"].get("val/acc") is not None:
-            values[f"quickstart/{name}/val_acc"] = record["train"]["val/acc"]
+            values[f"val/acc/{name}"] = record["train"]["val/acc"]
     columns = list(rows[0])
     log_run(
         logger,
-        config={
-            "task": "quickstart",
-            "model": "quickstart",
-            "dataset": first["dataset"],
-            "models": list(records),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
+        config=record_config(summary, "models", "lam"),
         summary=values,
-        tables={"quickstart/results": (columns, [[r.get(c) for c in columns] for r in rows])},
-        images={"quickstart/figure": figures},
+        tables={"probe/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        images={"probe/figure": figures},
+        files=run_files(folder),
     )
     finish_logger(logger)
     log.info("figure: %s\nresults: %s", figures[0], os.path.join(folder, "results.json"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from typing import Any
 
@@ -25,7 +26,8 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.static_dropout import final_report
 from stbias.plotting import save_figure
-from stbias.plotting.static_dropout import MODES, figure, summarize, table
+from stbias.plotting.latex import latex_table
+from stbias.plotting.static_dropout import MODES, figure, summarize, table, table_cells
 from stbias.tasks import train, train_extras
 from stbias.tasks.common import (
     build_logger,
@@ -34,9 +36,9 @@ from stbias.tasks.common import (
     output_dir,
     plain,
     require_one_model,
-    resolved,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import write_results
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ def _check(cfg: Any) -> tuple[list[str], list[int]]:
             "train.static_dropout.p to a probability in (0, 1)"
         )
     return modes, seeds
+
+
+def _no_nan(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
 def arm_row(mode: str, seed: int, record: dict[str, Any], final: dict[str, Any], run: str) -> dict:
@@ -147,6 +153,19 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     io.write_csv(os.path.join(folder, "static_dropout.csv"), rows)
     io.write_csv(os.path.join(folder, "static_dropout_summary.csv"), summary)
     io.write_text(os.path.join(folder, "static_dropout.md"), text + "\n")
+    note = "mean ± half-width of the 95 % Student-t interval over seeds"
+    io.write_text(
+        os.path.join(folder, "static_dropout.tex"), latex_table(*table_cells(summary), note=note)
+    )
+    # an interval of one seed has no bounds: null in JSON (NaN is not JSON)
+    record = {
+        "task": "static_dropout",
+        "modes": list(modes),
+        "seeds": [int(s) for s in seeds],
+        "summary": [_no_nan(r) for r in summary],
+        "runs": [_no_nan(r) for r in rows],
+    }
+    write_results(folder, record, cfg)
     title = (
         f"StaticDropout, {choice(cfg, 'model')} on {choice(cfg, 'dataset')}, "
         f"p = {cfg.train.static_dropout.p}, layer {rows[0]['layer']}"
@@ -158,13 +177,22 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         **run_identity("static_dropout", choice(cfg, "model"), choice(cfg, "dataset")),
     )
     columns = list(summary[0]) if summary else []
+    # per mode every measure's mean over seeds with its interval: static_dropout/acc/static, ...
+    values = {
+        f"static_dropout/{key}/{entry['mode']}": value
+        for entry in record["summary"]
+        for key, value in entry.items()
+        if key not in ("mode", "seeds") and value is not None
+    }
     log_run(
         logger,
-        config={"task": "static_dropout", "model": choice(cfg, "model"), "config": resolved(cfg)},
+        config=record_config(record),
+        summary=values,
         tables={
             "static_dropout/summary": (columns, [[r.get(c) for c in columns] for r in summary])
         },
         images={"static_dropout/figure": figures},
+        files=run_files(folder),
     )
     finish_logger(logger)
     log.info("%s", text)

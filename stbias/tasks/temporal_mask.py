@@ -45,6 +45,7 @@ from stbias.tasks.common import (
     skipped_note,
     weights_record,
 )
+from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ def write_outputs(
     """results.json, results.csv, masks.npz, mask strips and the Table 4 layout."""
     io.write_npz(os.path.join(folder, "masks.npz"), clips)
     io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    io.write_json(os.path.join(folder, "results.json"), record)
-    label = f"{record['model']} ({record['dataset']})"
+    write_results(folder, record)
+    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
     paths = save_figure(table4({label: record["summary"]}), os.path.join(folder, "table4"))
     for k in range(min(int(figures), len(clips["index"]))):
         index = int(clips["index"][k])
@@ -117,7 +118,15 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     module = TemporalMaskModule(
         explainer, label_key=str(m.label_key), target_class=str(m.target_class)
     )
-    trainer = run_explanation(cfg, module, dataset, "temporal_mask")
+    iterations = int(settings["iterations"])
+    trainer = run_explanation(
+        cfg,
+        module,
+        dataset,
+        "temporal_mask",
+        detail=f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips",
+        progress=f"searching masks of {name}",
+    )
     objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         return {}, objects

@@ -49,7 +49,6 @@ from stbias.tasks.common import (
     build_logger,
     build_model,
     build_trainer,
-    check_results,
     choice,
     device_label,
     output_dir,
@@ -58,7 +57,8 @@ from stbias.tasks.common import (
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import complete, write_results
 from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
@@ -291,10 +291,8 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     callbacks += extras
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        config = OmegaConf.to_container(cfg, resolve=True)
-        log_run(
-            logger, config={"task": "train", "model": name, "dataset": dataset, "config": config}
-        )
+        header = complete({"task": "train", "model": name, "dataset": dataset}, cfg)
+        log_run(logger, config=record_config(header))
     trainer = build_trainer(
         cfg.trainer,
         logger=logger,
@@ -323,10 +321,13 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         trainer.fit(
             module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
         )
-    finally:
+    except BaseException:
         if trainer.is_global_zero:
             log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
         finish_logger(logger)
+        raise
+    if trainer.is_global_zero:
+        log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
     overrides = setup.record.pop(MODEL_OVERRIDES)
     record = {
         "task": "train",
@@ -336,6 +337,7 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         "objective": objective,
         **setup.record,
         **_metrics(trainer),
+        "metrics": _metrics(trainer),
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "minutes": resume_state.minutes(),
@@ -360,9 +362,8 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
             f"results.json was not written (a diverged training, or NaN weights?); "
             f"the checkpoints are in {os.path.join(folder, 'checkpoints')}",
         )
-        check_results(record, "task=train")
         try:
-            io.write_json(os.path.join(folder, "results.json"), record)
+            write_results(folder, record, cfg)
         except io.WriteError as err:
             if not cache:
                 raise
@@ -378,6 +379,8 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
             record["checkpoint"],
         )
         log.info("results: %s", os.path.join(folder, "results.json"))
+        log_run(logger, files=run_files(folder))
+    finish_logger(logger)
     return record, {"model": model, "module": module, "trainer": trainer, "data": data}
 
 
@@ -490,7 +493,13 @@ def shuffled_baseline(
     columns = list(rows[0]) if rows else []
     log_run(
         logger,
-        config={"task": "shuffled_baseline", "models": list(models), "datasets": list(datasets)},
+        config={
+            "task": "shuffled_baseline",
+            "model": "+".join(models),
+            "dataset": "+".join(datasets),
+            "models": list(models),
+            "datasets": list(datasets),
+        },
         summary={f"shuffled/drop/{r['model']}/{r['dataset']}": r["drop"] for r in finite},
         tables={"shuffled/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={"shuffled/figure": figures},

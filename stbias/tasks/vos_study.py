@@ -48,17 +48,18 @@ from stbias.plotting.vos import (
 from stbias.tasks.center_bias import center_bias
 from stbias.tasks.common import (
     build_logger,
-    check_results,
     choice,
     output_dir,
     plain,
     require_one_model,
+    task_epochs,
     train_once,
     training_key,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.probe import layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers
+from stbias.tasks.record import joined, write_results
 
 # short labels for the figures
 CROSS_LABELS = {
@@ -117,7 +118,7 @@ def train_config(cfg: Any, model_node: Any, dataset: str) -> Any:
         train_cfg.dataset.split = "train"
         train_cfg.seed = int(cfg.seed)
         train_cfg.trainer = copy.deepcopy(cfg.trainer)
-        train_cfg.trainer.max_epochs = int(t.max_epochs)
+        train_cfg.trainer.max_epochs = task_epochs(cfg, t.max_epochs)
         train_cfg.train.train_clips = int(t.clips)
         train_cfg.train.val_clips = int(t.val_clips)
         train_cfg.train.batch_size = int(t.batch_size)
@@ -205,8 +206,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
     }
-    check_results(summary, "task=vos_study")
-    io.write_json(os.path.join(folder, "results.json"), summary)
+    summary["dataset"] = "+".join(map(str, datasets))
+    summary["weights"] = joined(f"file:{r['checkpoint']}" for r in runs if r["checkpoint"])
+    write_results(folder, summary, cfg)
     io.write_npz(
         os.path.join(folder, "center_bias.npz"),
         {f"{d}/{k}": e[k] for d, e in centre.items() for k in ("map", "mean_map")},
@@ -224,9 +226,10 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     columns = list(rows[0]) if rows else []
     log_run(
         logger,
-        config={"task": "vos_study", "config": summary.get("config")},
+        config=record_config(summary, "stylization", "lam"),
         tables={"vos_study/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={"vos_study/figures": [f for f in figures if f.endswith(".png")]},
+        files=run_files(folder),
     )
     finish_logger(logger)
     log.info("%s", study_table(summary))

@@ -21,6 +21,7 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.metrics.weights import RULES, weight_temporality
 from stbias.plotting import save_figure
+from stbias.plotting.style import weights_title
 from stbias.plotting.weights import (
     plot_asdt,
     plot_temporal_channels,
@@ -28,12 +29,12 @@ from stbias.plotting.weights import (
 from stbias.tasks.common import (
     build_logger,
     build_model,
-    check_results,
     output_dir,
     prepare_model,
     resolved,
 )
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.record import joined, write_results
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,15 @@ def _build_with_checkpoint(model_cfg: Any, checkpoint: str | None) -> torch.nn.M
                 del model_cfg["checkpoint"]
 
 
+def _weights_kind(model_cfg: Any, checkpoint: str | None) -> str:
+    """``file:<path>``, ``pretrained:<source>`` or ``random``: what one run's weights are."""
+    if checkpoint:
+        return f"file:{Path(checkpoint).expanduser().resolve()}"
+    if model_cfg.get("pretrained"):
+        return f"pretrained:{model_cfg.get('published_weights')}"
+    return "random"
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure ASDT and self-convolution of ``cfg.model``; write results and figures.
 
@@ -133,8 +143,18 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     aliases = OmegaConf.to_container(cfg.model.layers) if cfg.model.get("layers") else {}
     seed = int(cfg.get("seed", 0))
 
+    name = str(cfg.model.get("name", ""))
     runs: dict[str, dict[str, Any]] = {}
+    kinds = {}
     for label, checkpoint in _runs(cfg.model, metric):
+        kinds[label] = _weights_kind(cfg.model, checkpoint)
+        if kinds[label] == "random":
+            log.warning(
+                "model %s has random weights%s (no checkpoint, model.pretrained=false): the "
+                "results describe the initialisation, not a trained network",
+                name,
+                f" in run {label!r}" if metric.get("compare") else "",
+            )
         # the same seed for every run, so builder-initialised weights are reproducible
         torch.manual_seed(seed)
         model = _build_with_checkpoint(cfg.model, checkpoint)
@@ -146,7 +166,9 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     results: dict[str, Any] = {
         "task": "weights",
         "metric": str(metric.get("name", "asdt")),
-        "model": str(cfg.model.get("name", "")),
+        "model": name,
+        "dataset": None,
+        "weights": joined(kinds.values()),
         "seed": seed,
         "delta": delta,
         "rule": rule,
@@ -160,8 +182,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         results["compare"] = runs
 
     out = Path(output_dir())
-    check_results(results, "task=weights")
-    io.write_json(out / "results.json", results)
+    write_results(out, results, cfg)
     rows = [
         {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
         for label, r in runs.items()
@@ -170,7 +191,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     io.write_csv(out / "results.csv", rows)
 
     per_run = {label: r["layers"] for label, r in runs.items()}
-    title = results["model"] or None
+    note = weights_title(list(kinds.values()))
+    title = f"{name} ({note})" if name and note else (name or note or None)
     figures = {
         "asdt": save_figure(plot_asdt(per_run, title=title), out / "asdt"),
         "asdt_scaled": save_figure(
@@ -191,15 +213,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     columns = ["model", *CSV_FIELDS]
     log_run(
         logger,
-        config={
-            "task": "weights",
-            "model": results["model"],
-            "metric": results["metric"],
-            "config": results["config"],
-        },
+        config=record_config(results, "metric"),
         summary=summary,
         tables={"weights/results": (columns, [[r.get(c) for c in columns] for r in rows])},
         images={f"weights/{k}": v for k, v in figures.items()},
+        files=run_files(out),
     )
     finish_logger(logger)
     log.info(
