@@ -548,7 +548,7 @@ def _authors_jitter(flow_image: torch.Tensor, seed: int) -> torch.Tensor:
 def camouflage_flow():
     """Flow images (Farneback) of 16 embedded camouflage clips, 8 frames of 48 x 48."""
     from stbias.data import SyntheticVOS
-    from stbias.stylization.flow import farneback_flow, flow_to_image
+    from stbias.data.flow import farneback_flow, flow_to_image
 
     data = SyntheticVOS("camouflage", num_frames=8, size=48, num_samples=16, seed=0)
     clips = torch.stack([data[i]["video"] for i in range(16)]).permute(0, 4, 1, 2, 3)
@@ -564,12 +564,8 @@ def _change(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 def test_reference_jitter_ops_equal_torchvisions_on_every_frame():
     import torchvision.transforms.functional as TF
 
-    from stbias.stylization.flow import (
-        adjust_hue,
-        adjust_saturation,
-        flow_to_image,
-        reference_flow_jitter,
-    )
+    from stbias.data.flow import flow_to_image
+    from stbias.stylization.flow import adjust_hue, adjust_saturation, reference_flow_jitter
 
     gen = torch.Generator().manual_seed(3)
     image = flow_to_image(torch.randn(2, 2, 3, 8, 8, generator=gen))

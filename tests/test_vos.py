@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from stbias.data import SyntheticVOS, davis, imagenet_vid, tao_vos
+from stbias.data.flow import farneback_flow, flow_to_image, rgb_to_hsv
 from stbias.errors import StbiasError
 from stbias.metrics.segmentation import (
     CenterBias,
@@ -27,7 +28,6 @@ from stbias.models.taps import LayerTap
 from stbias.models.twostream import twostream_seg
 from stbias.plotting.vos import center_bias_maps, fig4, fig7, table1_markdown, table1_rows
 from stbias.stylization import PairSampler, TextureStylizer, hsv_to_rgb, make_flow_pair_views
-from stbias.stylization.flow import farneback_flow, flow_to_image, rgb_to_hsv
 from stbias.tasks import run_task
 from stbias.tasks.common import build_model
 

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stbias.data.brushmnist import split_seed
+from stbias.data.flow import LUMA
 from stbias.data.sources import _embedded_photo
 from stbias.errors import StbiasError
 
@@ -47,7 +48,7 @@ TEXTURES = (
     "rocket",
     "stereo_motorcycle",
 )
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array(LUMA, dtype=np.float32)
 # grey levels between the mean brightness of a salient object and of its background
 _MIN_CONTRAST = 60.0
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from stbias.data.flow import farneback_flow, flow_to_image
 from stbias.errors import StbiasError
 
 # Kinetics statistics used by the pytorchvideo / SlowFast model zoo.
@@ -231,8 +232,6 @@ def pack_inputs(
         ]
     _check_float_clip(video01)
     if spec.flow:
-        from stbias.stylization.flow import farneback_flow, flow_to_image
-
         rgb = _rgb_channels(video01, spec)
         flow = flow_to_image(farneback_flow(rgb))
         return pack_inputs([rgb[:, :, :-1], flow.to(rgb.dtype)], spec)

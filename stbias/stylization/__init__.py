@@ -7,15 +7,10 @@ frames) and ``AdaINStylizer`` (user-supplied weights). ``make_pair_views`` /
 static and dynamic pairs.
 """
 
+from stbias.data.flow import farneback_flow, flow_to_hue_saturation, flow_to_image, hsv_to_rgb
 from stbias.stylization.adain import AdaINStylizer
 from stbias.stylization.base import Stylizer
-from stbias.stylization.flow import (
-    farneback_flow,
-    flow_to_hue_saturation,
-    flow_to_image,
-    hsv_to_rgb,
-    make_flow_pair_views,
-)
+from stbias.stylization.flow import make_flow_pair_views
 from stbias.stylization.images import EMBEDDED_IMAGES, load_style_image
 from stbias.stylization.pairs import (
     PairSampler,

@@ -10,8 +10,6 @@ import torch
 from stbias.errors import StbiasError
 
 StyleRef = int | str
-# ITU-R BT.601 luma weights of R, G, B (grey images, saturation blends, flow on luma)
-LUMA = (0.299, 0.587, 0.114)
 
 
 class Stylizer(ABC):

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from stbias.data.flow import farneback_flow
 from stbias.stylization.base import Stylizer
-from stbias.stylization.flow import farneback_flow
 from stbias.stylization.images import load_style_image
 
 

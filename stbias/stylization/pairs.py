@@ -13,31 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from stbias.errors import StbiasError
 from stbias.stylization.base import Stylizer
+from stbias.stylization.draws import clip_generator, clip_indices, draw_styles
+from stbias.stylization.flow import FLOW_JITTERS, check_flow_jitter, make_flow_pair_views
 
 Frames = torch.Tensor | list[torch.Tensor]
 SHUFFLE_MODES = ("one", "both")
-
-
-def clip_generator(seed: int, index: int) -> torch.Generator:
-    """A CPU generator seeded from ``(seed, index)`` (well mixed, stable across runs)."""
-    if int(index) < 0 or int(seed) < 0:
-        raise StbiasError(f"seed and clip index must be >= 0; got seed={seed}, index={index}")
-    state = np.random.SeedSequence((int(seed), int(index))).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def draw_styles(num_styles: int, generator: torch.Generator) -> tuple[int, int]:
-    """Two different style indices ``a != b``, uniform over ordered pairs."""
-    if num_styles < 2:
-        raise StbiasError(f"dynamic pairs need at least 2 styles; the stylizer has {num_styles}")
-    a = int(torch.randint(num_styles, (1,), generator=generator))
-    b = int(torch.randint(num_styles - 1, (1,), generator=generator))
-    return a, b + (b >= a)
 
 
 def random_permutation(length: int, generator: torch.Generator) -> torch.Tensor:
@@ -119,17 +103,6 @@ def shuffle_frames(
     return permute_frames(x, draw_permutations(x, generator))
 
 
-def _indices(index: int | Sequence[int] | torch.Tensor, batch: int) -> list[int]:
-    if isinstance(index, torch.Tensor):
-        index = index.tolist()
-    if isinstance(index, int):
-        return [index + i for i in range(batch)]
-    index = [int(i) for i in index]
-    if len(index) != batch:
-        raise StbiasError(f"got {len(index)} clip indices for a batch of {batch} clips")
-    return index
-
-
 def make_pair_views(
     clip01: torch.Tensor,
     stylizer: Stylizer,
@@ -166,7 +139,7 @@ def make_pair_views(
     if shuffle not in SHUFFLE_MODES:
         raise StbiasError(f"unknown shuffle mode {shuffle!r}; valid: {', '.join(SHUFFLE_MODES)}")
     batch = clip01.shape[0]
-    generators = [clip_generator(seed, i) for i in _indices(index, batch)]
+    generators = [clip_generator(seed, i) for i in clip_indices(index, batch)]
     styles = torch.tensor([draw_styles(stylizer.num_styles, g) for g in generators])
     coins = torch.tensor([bool(torch.rand(1, generator=g) < 0.5) for g in generators])
     pack = pack if pack is not None else (lambda v: v)
@@ -245,8 +218,6 @@ class PairSampler:
         self.shuffle = shuffle
         self.balanced = bool(balanced)
         self.two_stream = bool(two_stream)
-        from stbias.stylization.flow import FLOW_JITTERS, check_flow_jitter
-
         if not isinstance(flow_jitter, str):
             raise StbiasError(
                 f"flow_jitter={flow_jitter!r}: give the jitter's name ({', '.join(FLOW_JITTERS)}) "
@@ -280,8 +251,6 @@ class PairSampler:
         (``ids``, ``frame_indices``) and, for two-stream pairs, may hold ``flow_image``.
         """
         if self.two_stream:
-            from stbias.stylization.flow import make_flow_pair_views
-
             views = make_flow_pair_views(
                 clip01,
                 self.stylizer,
