@@ -31,9 +31,11 @@ from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule
 from stbias.metrics import PairStatistics
 from stbias.metrics.pairs import ESTIMATORS
-from stbias.metrics.weights import WeightTemporality
+from stbias.metrics.weights import TemporalConv, check_rule, temporal_convs, weight_temporality
 from stbias.models.inputs import InputSpec
-from stbias.models.taps import LAYOUTS
+from stbias.models.taps import LAYOUTS, infer_channels
+from stbias.plotting.weights import plot_asdt, plot_temporal_channels
+from stbias.results import layer_rows
 from stbias.stylization import PairSampler, Stylizer, TextureStylizer
 
 __all__ = ["Probe", "ProbeResults", "WeightTemporality"]
@@ -170,8 +172,6 @@ class ProbeResults(dict):
         """A pandas DataFrame, one row per layer (the columns of ``results.csv``)."""
         import pandas as pd
 
-        from stbias.tasks.probe import layer_rows
-
         return pd.DataFrame(layer_rows(dict(self), {"model": self.model_name}))
 
     def plot(self, title: str | None = None) -> Any:
@@ -270,8 +270,6 @@ class Probe:
     def _channels(self) -> dict[str, int]:
         missing = {a: p for a, p in self.layers.items() if a not in self.channels}
         if missing:
-            from stbias.tasks.probe import infer_channels
-
             self.channels.update(
                 infer_channels(self.model, missing, self.spec, self.layout, self.model_name)
             )
@@ -348,3 +346,62 @@ class Probe:
             trainer.test(module, datamodule=data, verbose=False)
         stats = {alias: metric for alias, metric in module.stats.items()}
         return ProbeResults(stats, self.lam, self.estimator, self.model_name, count)
+
+
+class WeightTemporality:
+    """ASDT and self-convolution for every temporal convolution of a model.
+
+    Example::
+
+        WeightTemporality(model, delta=0.0).run()  # {module path: {"asdt": ..., ...}}
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        delta: float = 0.0,
+        rule: str = "spec",
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model takes a torch.nn.Module; got {type(model).__name__}")
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+            raise TypeError(f"delta takes a number; got {type(delta).__name__} {delta!r:.80}")
+        if not math.isfinite(delta):
+            raise StbiasError(f"delta={delta} is not valid; delta takes a finite number")
+        check_rule(rule)
+        self.model = model
+        self.delta = float(delta)
+        self.rule = rule
+        self.aliases = dict(aliases or {})
+
+    def layers(self) -> list[TemporalConv]:
+        """The convolutions that are measured."""
+        return temporal_convs(self.model)
+
+    def run(self) -> WeightResults:
+        """Measure every temporal convolution; see :func:`weight_temporality`."""
+        return WeightResults(weight_temporality(self.model, self.delta, self.rule, self.aliases))
+
+
+class WeightResults(dict):
+    """Layer name -> its ASDT and self-convolution numbers, with ``table()`` and ``plot()``."""
+
+    def table(self) -> Any:
+        """A pandas DataFrame, one row per temporal convolution."""
+        import pandas as pd
+
+        rows = []
+        for name, values in self.items():
+            row = {"layer": name, **values}
+            row["kernel"] = "x".join(str(k) for k in values.get("kernel", ()))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def plot(self, kind: str = "asdt", label: str = "model", title: str | None = None) -> Any:
+        """Byvshev et al. Fig. 3 (``asdt``, ``asdt_scaled``) or Fig. 4 (``temporal_channels``)."""
+        if kind == "temporal_channels":
+            return plot_temporal_channels({label: dict(self)}, title=title)
+        if kind in ("asdt", "asdt_scaled"):
+            return plot_asdt({label: dict(self)}, scaled=kind == "asdt_scaled", title=title)
+        raise StbiasError(f"unknown plot {kind!r}; valid: asdt, asdt_scaled, temporal_channels")

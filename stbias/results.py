@@ -489,3 +489,27 @@ def shuffled_drops(table: pd.DataFrame, dataset_column: str = "dataset") -> pd.D
     if not out:
         raise StbiasError("no training runs to compare (task=train)")
     return pd.DataFrame(out)
+
+
+def layer_rows(layers: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows for results.csv: one per layer."""
+    rows = []
+    for layer, entry in layers.items():
+        prefix = layer.split("_")[0]
+        row = {
+            **meta,
+            "layer": layer,
+            "pathway": prefix if prefix in ("slow", "fast", "fused") else "",
+        }
+        for key in ("scores", "dims", "percent", "units", "n_pairs"):
+            row.update({f"{key}_{k}": v for k, v in entry[key].items()})
+        row["lam"] = entry["lam"]
+        ci = entry.get("ci") or {}
+        if ci:
+            row["ci_level"], row["ci_replicates"] = ci.get("level"), ci.get("replicates")
+        # every interval of results.json: scores, dims, percent and unit counts
+        for key in ("scores", "dims", "percent", "units"):
+            for name, (lo, hi) in (ci.get(key) or {}).items():
+                row[f"{key}_{name}_lo"], row[f"{key}_{name}_hi"] = lo, hi
+        rows.append(row)
+    return rows

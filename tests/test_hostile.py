@@ -563,7 +563,7 @@ def test_split_sets_keeps_spaces_and_quotes_inside_a_path():
 
 @pytest.mark.slow
 def test_a_training_cache_with_a_damaged_results_file_trains_again(tmp_path, caplog):
-    from stbias.tasks.common import train_once
+    from stbias.tasks.training_cache import train_once
 
     cfg = compose(
         [

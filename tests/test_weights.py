@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
+from stbias.api import WeightTemporality
 from stbias.errors import StbiasError
 from stbias.metrics.weights import (
     ASDT,
     SelfConvolution,
-    WeightTemporality,
     asdt,
     asdt_scaled,
     layer_temporality,

@@ -29,7 +29,6 @@ Functional API: :func:`asdt`, :func:`asdt_scaled`, :func:`self_convolution`,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +75,7 @@ def _as_kernels(weight: Tensor) -> Tensor:
     return weight.detach().to(torch.float64)
 
 
-def _check_rule(rule: str) -> None:
+def check_rule(rule: str) -> None:
     if rule not in RULES:
         raise StbiasError(
             f"unknown self-convolution rule {rule!r}; valid rules: {', '.join(RULES)}"
@@ -154,7 +153,7 @@ def temporal_kernels(weight: Tensor, delta: float = 0.0, rule: str = "spec") -> 
     Returns:
         ``(N, M)`` bool.
     """
-    _check_rule(rule)
+    check_rule(rule)
     sc = self_convolution(weight)
     return sc < delta if rule == "spec" else sc > delta
 
@@ -241,7 +240,7 @@ def weight_temporality(
     Returns:
         Module path -> numbers, in depth order.
     """
-    _check_rule(rule)
+    check_rule(rule)
     convs = temporal_convs(model)
     if not convs:
         raise StbiasError(
@@ -257,67 +256,6 @@ def weight_temporality(
             "label": labels[conv.name],
         }
     return out
-
-
-class WeightTemporality:
-    """ASDT and self-convolution for every temporal convolution of a model.
-
-    Example::
-
-        WeightTemporality(model, delta=0.0).run()  # {module path: {"asdt": ..., ...}}
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        delta: float = 0.0,
-        rule: str = "spec",
-        aliases: Mapping[str, str] | None = None,
-    ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model takes a torch.nn.Module; got {type(model).__name__}")
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)):
-            raise TypeError(f"delta takes a number; got {type(delta).__name__} {delta!r:.80}")
-        if not math.isfinite(delta):
-            raise StbiasError(f"delta={delta} is not valid; delta takes a finite number")
-        _check_rule(rule)
-        self.model = model
-        self.delta = float(delta)
-        self.rule = rule
-        self.aliases = dict(aliases or {})
-
-    def layers(self) -> list[TemporalConv]:
-        """The convolutions that are measured."""
-        return temporal_convs(self.model)
-
-    def run(self) -> WeightResults:
-        """Measure every temporal convolution; see :func:`weight_temporality`."""
-        return WeightResults(weight_temporality(self.model, self.delta, self.rule, self.aliases))
-
-
-class WeightResults(dict):
-    """Layer name -> its ASDT and self-convolution numbers, with ``table()`` and ``plot()``."""
-
-    def table(self) -> Any:
-        """A pandas DataFrame, one row per temporal convolution."""
-        import pandas as pd
-
-        rows = []
-        for name, values in self.items():
-            row = {"layer": name, **values}
-            row["kernel"] = "x".join(str(k) for k in values.get("kernel", ()))
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def plot(self, kind: str = "asdt", label: str = "model", title: str | None = None) -> Any:
-        """Byvshev et al. Fig. 3 (``asdt``, ``asdt_scaled``) or Fig. 4 (``temporal_channels``)."""
-        from stbias.plotting.weights import plot_asdt, plot_temporal_channels
-
-        if kind == "temporal_channels":
-            return plot_temporal_channels({label: dict(self)}, title=title)
-        if kind in ("asdt", "asdt_scaled"):
-            return plot_asdt({label: dict(self)}, scaled=kind == "asdt_scaled", title=title)
-        raise StbiasError(f"unknown plot {kind!r}; valid: asdt, asdt_scaled, temporal_channels")
 
 
 class ASDT(Metric):
@@ -364,7 +302,7 @@ class SelfConvolution(Metric):
 
     def __init__(self, delta: float = 0.0, rule: str = "spec", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _check_rule(rule)
+        check_rule(rule)
         self.delta = float(delta)
         self.rule = rule
         for state in ("temporal_channels", "channels", "temporal_kernels", "kernels"):

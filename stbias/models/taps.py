@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from stbias.errors import StbiasError
+from stbias.models.inputs import InputSpec, pack_inputs
 
 LAYOUTS = ("cnn", "channels_last", "tokens", "tokens_cls")
 _PATH = re.compile(r"^(?P<module>[A-Za-z0-9_.]*?)(?P<index>(\[\d+\])*)$")
@@ -290,3 +291,13 @@ def suggest_layers(
         for handle in handles:
             handle.remove()
     return rows
+
+
+def infer_channels(
+    model: Any, layers: dict[str, str], spec: InputSpec, layout: str, name: str
+) -> dict[str, int]:
+    """Channel counts of layers a config does not declare, from one forward pass of a clip."""
+    clip = torch.rand(1, spec.channels, spec.frames, spec.size, spec.size)
+    with torch.no_grad():
+        outputs = capture(model.eval(), layers, pack_inputs(clip, spec), model_name=name)
+    return {alias: channels_of(out, layout) for alias, out in outputs.items()}

@@ -56,10 +56,9 @@ from stbias.tasks.common import (
     output_dir,
     plain,
     task_epochs,
-    train_once,
-    training_key,
 )
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.training_cache import train_once, training_key
 
 log = logging.getLogger(__name__)
 

@@ -18,29 +18,28 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
-from stbias.data.subsets import choose_clips, clip_info, files_fingerprint
+from stbias.data.subsets import clip_info, files_fingerprint
 from stbias.errors import StbiasError
 from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
 from stbias.metrics import PairStatistics
-from stbias.models.inputs import InputSpec, check_pair_input, pack_inputs
-from stbias.models.taps import capture, channels_of, select_layers
+from stbias.models.inputs import InputSpec, check_pair_input
+from stbias.models.taps import infer_channels, select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
-from stbias.results import rows_of
+from stbias.results import layer_rows, rows_of
 from stbias.tasks.common import (
-    build_dataset,
     build_logger,
     build_model,
     build_trainer,
     check_results,
     choice,
+    choose_probe_clips,
     device_label,
     output_dir,
     plain,
@@ -49,6 +48,7 @@ from stbias.tasks.common import (
     weights_record,
 )
 from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.probe_series import run_series
 from stbias.tasks.record import write_results
 
 log = logging.getLogger(__name__)
@@ -56,16 +56,6 @@ _CACHE_VERSION = 4  # 4: the replaced samples of unreadable videos add no pairs
 PAIR_METRICS = ("unitwise", "layerwise")
 # the figure each pair metric leads with: Kowal et al. Fig. 3, or the unit classes of every layer
 FIGURE = {"layerwise": "fig3", "unitwise": "units"}
-
-
-def infer_channels(
-    model: Any, layers: dict[str, str], spec: InputSpec, layout: str, name: str
-) -> dict[str, int]:
-    """Channel counts of layers a config does not declare, from one forward pass of a clip."""
-    clip = torch.rand(1, spec.channels, spec.frames, spec.size, spec.size)
-    with torch.no_grad():
-        outputs = capture(model.eval(), layers, pack_inputs(clip, spec), model_name=name)
-    return {alias: channels_of(out, layout) for alias, out in outputs.items()}
 
 
 def _weights_fingerprint(path: Any) -> Any:
@@ -153,30 +143,6 @@ def _layer_file(state_dir: str, alias: str, path: str) -> str:
     # the module path is part of the name: an alias re-pointed elsewhere is another layer
     digest = hashlib.sha256(path.encode()).hexdigest()[:8]
     return layer_state_path(state_dir, f"{alias}-{digest}")
-
-
-def layer_rows(layers: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows for results.csv: one per layer."""
-    rows = []
-    for layer, entry in layers.items():
-        prefix = layer.split("_")[0]
-        row = {
-            **meta,
-            "layer": layer,
-            "pathway": prefix if prefix in ("slow", "fast", "fused") else "",
-        }
-        for key in ("scores", "dims", "percent", "units", "n_pairs"):
-            row.update({f"{key}_{k}": v for k, v in entry[key].items()})
-        row["lam"] = entry["lam"]
-        ci = entry.get("ci") or {}
-        if ci:
-            row["ci_level"], row["ci_replicates"] = ci.get("level"), ci.get("replicates")
-        # every interval of results.json: scores, dims, percent and unit counts
-        for key in ("scores", "dims", "percent", "units"):
-            for name, (lo, hi) in (ci.get(key) or {}).items():
-                row[f"{key}_{name}_lo"], row[f"{key}_{name}_hi"] = lo, hi
-        rows.append(row)
-    return rows
 
 
 def write_outputs(folder: str, record: dict[str, Any], unit_scores: dict[str, Any]) -> list[str]:
@@ -428,13 +394,6 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
     return record, unit_scores, objects
 
 
-def choose_probe_clips(cfg: Any, spec: InputSpec) -> Any:
-    """The dataset of ``cfg`` cut to the clips ``probe.num_clips`` and ``probe.sampling`` choose."""
-    dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, cfg.probe.num_clips, str(cfg.probe.sampling), int(cfg.seed))
-    return Subset(dataset, chosen) if len(chosen) < len(dataset) else dataset
-
-
 def _indices(dataset: Any) -> list[int]:
     return (
         [int(i) for i in dataset.indices]
@@ -447,9 +406,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``task=probe``: probe, then write results, figures and the log into the run directory."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.probe.get("checkpoints"):  # a checkpoint series: stbias.tasks.probe_series
-        from stbias.tasks.probe_series import run_series
-
-        return run_series(cfg)
+        return run_series(cfg, probe)
     record, unit_scores, objects = probe(cfg)
     if not record:  # a non-zero rank of a multi-process run: rank 0 reports
         return record, objects

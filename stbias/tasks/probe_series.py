@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from omegaconf import OmegaConf, open_dict
@@ -23,18 +23,22 @@ from stbias.lit.series import resolve_series
 from stbias.models.inputs import InputSpec
 from stbias.plotting import save_figure
 from stbias.plotting.bias_over_training import bias_over_training
+from stbias.results import layer_rows
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_logger,
     check_results,
     checkpoint_settings,
     choice,
+    choose_probe_clips,
     output_dir,
     plain,
 )
 from stbias.tasks.loggers import finish_logger, run_identity
-from stbias.tasks.probe import choose_probe_clips, layer_rows, probe
 from stbias.tasks.record import joined, write_results
+
+# the probe of one model on chosen clips: (cfg, clips=...) -> (record, unit scores, objects)
+ProbeOne = Callable[..., tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
 
 log = logging.getLogger(__name__)
 SETTLE_TOLERANCE = 0.1
@@ -120,8 +124,9 @@ def _log(logger: Any, series: Sequence[Mapping[str, Any]]) -> None:
     finish_logger(logger)
 
 
-def probe_series(cfg: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Probe every checkpoint of ``probe.checkpoints``; returns the record and the CSV rows."""
+def probe_series(cfg: Any, probe: ProbeOne) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Probe every checkpoint of ``probe.checkpoints`` with ``probe`` (the probe task's own probe
+    of one model, :func:`stbias.tasks.probe.probe`); returns the record and the CSV rows."""
     positions = resolve_series(plain(cfg.probe.checkpoints))
     _check_settings(cfg, positions)
     configs = []
@@ -202,9 +207,9 @@ def summary(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_series(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_series(cfg: Any, probe: ProbeOne) -> tuple[dict[str, Any], dict[str, Any]]:
     """Probe the series, write its results and figure, print the summary."""
-    record, rows = probe_series(cfg)
+    record, rows = probe_series(cfg, probe)
     if not record:
         return record, {}
     folder = output_dir()

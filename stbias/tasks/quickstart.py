@@ -24,19 +24,19 @@ from stbias import io
 from stbias.config import compose, option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
-from stbias.results import rows_of
+from stbias.results import layer_rows, rows_of
 from stbias.tasks.common import (
     build_logger,
     check_results,
     output_dir,
     plain,
     task_epochs,
-    train_once,
 )
 from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
-from stbias.tasks.probe import FIGURE, draw, layer_rows, layer_summary, summary_table
+from stbias.tasks.probe import FIGURE, draw, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.training_cache import train_once
 
 log = logging.getLogger(__name__)
 # trainer settings that change what the terminal shows, not what is trained

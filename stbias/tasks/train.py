@@ -247,7 +247,7 @@ OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
 def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used.
 
-    With ``cache`` (a training kept for reuse, :func:`~stbias.tasks.common.train_once`), a
+    With ``cache`` (a training kept for reuse, :func:`~stbias.tasks.training_cache.train_once`), a
     ``results.json`` that cannot be written (disk full) is one warning: the record is returned
     and the training runs again next time.
     """

@@ -27,7 +27,7 @@ from stbias.lit.static_dropout import (
     default_layer,
 )
 from stbias.models.inputs import InputSpec
-from stbias.models.taps import select_layers
+from stbias.models.taps import infer_channels, select_layers
 from stbias.tasks.common import base_dataset, plain
 
 
@@ -64,8 +64,6 @@ def probe_setup(
     settings: StaticDropoutSettings,
 ) -> ProbeSetup:
     """The probe clips, pair sampler and evaluation data of a training run."""
-    from stbias.tasks.probe import infer_channels
-
     name = str(cfg.model.get("name", "model"))
     layers = select_layers(plain(cfg.model.get("layers")) or {}, None, name)
     channels = dict(plain(cfg.model.get("channels")) or {})

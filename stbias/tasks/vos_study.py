@@ -45,6 +45,7 @@ from stbias.plotting.vos import (
     table1_markdown,
     table1_rows,
 )
+from stbias.results import layer_rows
 from stbias.tasks.center_bias import center_bias
 from stbias.tasks.common import (
     build_logger,
@@ -53,13 +54,12 @@ from stbias.tasks.common import (
     plain,
     require_one_model,
     task_epochs,
-    train_once,
-    training_key,
 )
 from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
-from stbias.tasks.probe import layer_rows, summary_table
 from stbias.tasks.probe import probe as probe_layers
+from stbias.tasks.probe import summary_table
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.training_cache import train_once, training_key
 
 # short labels for the figures
 CROSS_LABELS = {
