@@ -642,6 +642,50 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
 
     again = redraw(str(out))
     assert again["table4"]["summaries"] == record["table4"]["summaries"]
+    # the same models as user checkpoints: nothing is trained, Table 1 is the same
+    given = {label: r["explained_checkpoint"] for label, r in record["runs"].items()}
+    again = _run_py(
+        tmp_path,
+        "experiment=manttari",
+        "task.input.size=32",
+        "task.input.frames=8",
+        "task.eval_clips=16",
+        "task.temporal_mask.num_clips=4",
+        "+task.temporal_mask.iterations=3",
+        "task.gradcam.num_clips=4",
+        f"task.checkpoints.i3d={given['I3D']}",
+        f"task.checkpoints.clstm={given['C-LSTM']}",
+        f"task.cache_dir={tmp_path / 'cache2'}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "cache2").exists()
+    mine = json.loads((tmp_path / "run2" / "results.json").read_text())
+    for label, r in mine["runs"].items():
+        assert r["train"] == {"checkpoint": given[label], "user_checkpoint": True}
+        assert r["table1"] == record["runs"][label]["table1"]
+
+
+def test_manttari_checkpoints_name_a_model_and_a_file(tmp_path):
+    from stbias.config import compose as compose_root
+    from stbias.tasks.manttari import user_checkpoints
+
+    ckpt = tmp_path / "m.ckpt"
+    ckpt.write_bytes(b"")
+    cfg = compose_root(["experiment=manttari", f"task.checkpoints.i3d={ckpt}"])
+    assert user_checkpoints(cfg) == {"I3D": str(ckpt)}
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"clstm": str(ckpt), "C-LSTM": str(ckpt)}
+    with pytest.raises(StbiasError, match="names model 'C-LSTM' twice"):
+        user_checkpoints(cfg)
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"x3d": str(ckpt)}
+    with pytest.raises(StbiasError, match=r"task.checkpoints.x3d: no model 'x3d'.*valid keys: "):
+        user_checkpoints(cfg)
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"clstm": str(tmp_path / "none.ckpt")}
+    with pytest.raises(StbiasError, match="none.ckpt: no such file"):
+        user_checkpoints(cfg)
 
 
 def test_the_python_example_in_the_docs_runs():
