@@ -724,3 +724,33 @@ def test_inception_width_and_batch_norm_momentum_options():
     assert narrow.eval()(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3)
     with pytest.raises(StbiasError, match="width"):
         inception_i3d(num_classes=3, width=0)
+
+
+def test_manttari_table2_and_fig4_draw_the_given_numbers():
+    import matplotlib
+
+    from stbias.plotting.manttari import fig4, table2
+
+    fig = table2(["a", "b"], {"I3D": [0.25, 0.5], "C-LSTM": [0.125, 1.0]}, title="Table 2")
+    texts = [c.get_text().get_text() for ax in fig.axes for c in ax.tables[0].get_celld().values()]
+    assert {"Class", "I3D F1", "C-LSTM F1", "0.25", "0.50", "0.12", "1.00"} <= set(texts)
+    rng = np.random.default_rng(0)
+    samples = {
+        "I3D": {"blob_count": np.ones(40), "mask_length": rng.normal(6, 1, 50)},
+        "C-LSTM": {"blob_count": np.full(30, 3.0), "mask_length": rng.normal(10, 1, 50)},
+    }
+    fig = fig4(samples, title="Fig. 4", bins=10)
+    count = fig.axes[0]
+    assert count.get_title() == "Blob count" and count.get_legend() is not None
+    handles, names = count.get_legend_handles_labels()
+    assert names == ["I3D", "C-LSTM"]
+    assert [h.get_facecolor()[:3] for h in handles] == [
+        matplotlib.colors.to_rgb("tab:orange"),
+        matplotlib.colors.to_rgb("tab:blue"),
+    ]
+    # normalised histograms: each model's bar areas sum to 1 on a shared set of bins
+    heights = np.array([p.get_height() for p in count.patches]).reshape(2, 10)
+    widths = np.array([p.get_width() for p in count.patches]).reshape(2, 10)
+    np.testing.assert_allclose((heights * widths).sum(1), [1.0, 1.0])
+    assert heights[0].argmax() == 0 and heights[1].argmax() == 9  # ones, then threes
+    assert "n=40\nn=30" in [t.get_text() for t in count.texts]

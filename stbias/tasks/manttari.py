@@ -206,7 +206,13 @@ def reversed_accuracy(cfg: Any, model: Any, label_key: str) -> dict[str, Any]:
     def f1(pred: torch.Tensor) -> float:
         return float(multiclass_f1_score(pred, y, num_classes=classes, average="macro"))
 
+    names = [str(c) for c in (getattr(dataset, "classes", None) or [])]
+    per_class = multiclass_f1_score(a, y, num_classes=classes, average=None)
     return {
+        # Table 2: F1 per class (in order), with the class names where the dataset has them
+        "f1_per_class": [float(v) for v in per_class],
+        "support": [int((y == c).sum()) for c in range(classes)],
+        "classes": names if len(names) == classes else [str(c) for c in range(classes)],
         "clips": int(len(y)),
         "acc": float((a == y).double().mean()),
         "acc_reversed": float((b == y).double().mean()),
