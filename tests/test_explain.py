@@ -754,3 +754,83 @@ def test_manttari_table2_and_fig4_draw_the_given_numbers():
     np.testing.assert_allclose((heights * widths).sum(1), [1.0, 1.0])
     assert heights[0].argmax() == 0 and heights[1].argmax() == 9  # ones, then threes
     assert "n=40\nn=30" in [t.get_text() for t in count.texts]
+
+
+def _fake_explanation(folder: Path, task: str, model: str, samples: dict) -> None:
+    from stbias.io import write_json
+
+    folder.mkdir(parents=True)
+    summary = {
+        key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "ci": [0.0, 1.0]}
+        for key, v in samples.items()
+    }
+    write_json(str(folder / "results.json"), {"task": task, "model": model, "summary": summary})
+    if task == "gradcam":
+        np.savez(
+            folder / "blobs.npz",
+            counts=np.asarray(samples["blob_count"]).reshape(-1, 2),
+            size=np.asarray(samples["blob_size"], dtype=float),
+            distance=np.asarray(samples["center_distance"], dtype=float),
+        )
+    else:
+        ratio = np.asarray(samples["drop_ratio"], dtype=float)
+        np.savez(
+            folder / "masks.npz",
+            length=np.asarray(samples["mask_length"]),
+            drop_ratio=np.concatenate([ratio, [99.0]]),  # one clip the ratio's filter left out
+            drop_ratio_kept=np.array([True] * len(ratio) + [False]),
+            drop_difference=np.asarray(samples["drop_difference"], dtype=float),
+        )
+
+
+def test_compare_of_two_explanation_runs_gives_welch_tests(tmp_path, monkeypatch):
+    from scipy.stats import ttest_ind
+
+    from stbias.config import compose as compose_root
+
+    cams = {
+        "i3d": {
+            "blob_count": [1, 1, 2, 1],
+            "blob_size": [30.0, 35, 40],
+            "center_distance": [5.0, 6, 7],
+        },
+        "clstm": {
+            "blob_count": [3, 4, 2, 5, 3, 4],
+            "blob_size": [10.0, 12, 9, 15],
+            "center_distance": [9.0, 12, 15, 11],
+        },
+    }
+    masks = {
+        "i3d": {
+            "mask_length": [6, 5, 7],
+            "drop_ratio": [1.0, 2, 4],
+            "drop_difference": [0.1, 0.2, 0.4],
+        },
+        "clstm": {
+            "mask_length": [9, 11, 10, 12],
+            "drop_ratio": [0.5, 0.7, 1],
+            "drop_difference": [0.0, 0.1, 0.05, 0.2],
+        },
+    }
+    for model in ("i3d", "clstm"):
+        _fake_explanation(tmp_path / "cam" / model, "gradcam", model, cams[model])
+        _fake_explanation(tmp_path / "mask" / model, "temporal_mask", model, masks[model])
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    runs = ",".join(str(tmp_path / d / m) for d in ("cam", "mask") for m in ("i3d", "clstm"))
+    record, _ = run_task(compose_root(["task=compare", f"runs=[{runs}]", "logger=none"]))
+    assert {"gradcam_table", "temporal_mask_table"} <= set(record["figures"])
+    for task, samples in (("gradcam", cams), ("temporal_mask", masks)):
+        tests = record["explanations"][task]["tests"]
+        first, second = (label.split()[0] for label in record["explanations"][task]["runs"])
+        for key in samples["i3d"]:
+            a = np.asarray(samples[first][key], dtype=float)
+            b = np.asarray(samples[second][key], dtype=float)
+            assert tests[key]["p"] == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+            assert tests[key]["n"] == [len(a), len(b)]
+    assert (out / "gradcam_table.png").stat().st_size > 5000
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted(saved["explanations"]["gradcam"]["runs"].items()) == [
+        (f"{m} ({m})", str(tmp_path / "cam" / m)) for m in ("clstm", "i3d")
+    ]
