@@ -28,6 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # every run of the embedded variants shrunk to a few batches (debug=fast: 8 clips per probe,
 # 2 training and 2 validation batches of 16 clips, one epoch)
 SHRINK = ["debug=fast"]
+# and the explanation study's own sizes (debug=fast leaves task nodes alone)
+SHRINK_MORE = {
+    "manttari": [
+        "task.eval_clips=16",
+        "task.temporal_mask.num_clips=4",
+        "task.temporal_mask.iterations=3",
+        "task.gradcam.num_clips=4",
+    ]
+}
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment" / GROUP).glob("*.yaml"))
 REAL = sorted({e for f in FIGURES.values() for e in f.experiments})
 EMBEDDED = sorted({e for f in FIGURES.values() for e in f.embedded})
@@ -41,7 +50,8 @@ def embedded(tmp_path_factory):
 
     def get(name):
         if name not in made:
-            made[name] = make(f"{name}-embedded", str(out), overrides=SHRINK)
+            extra = SHRINK_MORE.get(name.split("-")[0], [])
+            made[name] = make(f"{name}-embedded", str(out), overrides=[*SHRINK, *extra])
         return made[name]
 
     return get
