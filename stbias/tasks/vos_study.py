@@ -5,7 +5,10 @@ two-stream ``model`` (at the clip size of ``model.input``) is trained with ``tas
 (``task.train`` settings; once: checkpoints are cached under ``task.cache_dir``, keyed by every
 setting of the training), then probed with ``task=probe`` on flow-jitter pairs (``probe.*``,
 ``stylization``, ``metric``) on the validation split of its training dataset (or on
-``task.probe_dataset``). The center bias of every training dataset is measured too. The run
+``task.probe_dataset``); on the same split each model's J per sequence is measured beside the
+all-foreground J (the foreground fraction: what a segmenter that learnt nothing scores), with
+bootstrap intervals over sequences and the paired difference of every cross connection against
+``task.reference``. The center bias of every training dataset is measured too. The run
 directory gets ``results.json`` and ``results.csv`` (every run's training scores and per-layer
 probe results), ``center_bias.npz``, and the figures, drawn from those files by
 :func:`draw_study`:
