@@ -335,12 +335,13 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def j_line(scores: dict[str, Any]) -> str:
-    """``J 0.52 [0.47, 0.57], all-foreground 0.06 [0.05, 0.07] (64 sequences)``."""
+    """One run's J and all-foreground J with their intervals, for the log."""
     lo, hi = scores["J_ci"]
     blo, bhi = scores["J_all_foreground_ci"]
     return (
-        f"J {scores['J']:.3f} [{lo:.3f}, {hi:.3f}], all-foreground {scores['J_all_foreground']:.3f}"
-        f" [{blo:.3f}, {bhi:.3f}] ({scores['sequences']} sequences)"
+        f"val/J {scores['J']:.3f} [{lo:.3f}, {hi:.3f}], all-foreground J (the foreground "
+        f"fraction) {scores['J_all_foreground']:.3f} [{blo:.3f}, {bhi:.3f}] "
+        f"({scores['sequences']} sequences)"
     )
 
 
@@ -349,7 +350,7 @@ def study_table(summary: dict[str, Any]) -> str:
     fraction), mean layer-wise dynamic % per stream, units of fusion layer 5; then each cross
     connection's J minus the reference's on the same sequences."""
     lines = [
-        f"{'cross':<22} {'dataset':<12} {'J [95% interval]':<21} {'all-fg J':>8}  "
+        f"{'cross':<22} {'dataset':<12} {'val/J [95% interval]':<21} {'fg frac.':>8}  "
         f"dyn% mot/app/fusion   fusion5 units dyn/stat/joint/res"
     ]
     for r in summary["runs"]:
