@@ -682,6 +682,50 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
 
     again = redraw(str(out))
     assert again["tables"]["table4"]["summaries"] == record["tables"]["table4"]["summaries"]
+    # the same models as user checkpoints: nothing is trained, Table 1 is the same
+    given = {label: r["explained_checkpoint"] for label, r in record["runs"].items()}
+    again = _run_py(
+        tmp_path,
+        "experiment=manttari",
+        "task.input.size=32",
+        "task.input.frames=8",
+        "task.eval_clips=16",
+        "task.temporal_mask.num_clips=4",
+        "+task.temporal_mask.iterations=3",
+        "task.gradcam.num_clips=4",
+        f"task.checkpoints.i3d={given['I3D']}",
+        f"task.checkpoints.clstm={given['C-LSTM']}",
+        f"task.cache_dir={tmp_path / 'cache2'}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "cache2").exists()
+    mine = json.loads((tmp_path / "run2" / "results.json").read_text())
+    for label, r in mine["runs"].items():
+        assert r["train"] == {"checkpoint": given[label], "user_checkpoint": True}
+        assert r["table1"] == record["runs"][label]["table1"]
+
+
+def test_manttari_checkpoints_name_a_model_and_a_file(tmp_path):
+    from stbias.config import compose as compose_root
+    from stbias.tasks.manttari import user_checkpoints
+
+    ckpt = tmp_path / "m.ckpt"
+    ckpt.write_bytes(b"")
+    cfg = compose_root(["experiment=manttari", f"task.checkpoints.i3d={ckpt}"])
+    assert user_checkpoints(cfg) == {"I3D": str(ckpt)}
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"clstm": str(ckpt), "C-LSTM": str(ckpt)}
+    with pytest.raises(StbiasError, match="names model 'C-LSTM' twice"):
+        user_checkpoints(cfg)
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"x3d": str(ckpt)}
+    with pytest.raises(StbiasError, match=r"task.checkpoints.x3d: no model 'x3d'.*valid keys: "):
+        user_checkpoints(cfg)
+    with open_dict(cfg):
+        cfg.task.checkpoints = {"clstm": str(tmp_path / "none.ckpt")}
+    with pytest.raises(StbiasError, match="none.ckpt: no such file"):
+        user_checkpoints(cfg)
 
 
 def test_the_python_example_in_the_docs_runs():
@@ -801,3 +845,113 @@ def test_per_time_step_and_time_mean_weights_coincide_before_global_pooling():
     per_step = GradCAM(deeper, "1", normalize="none").run(clips, target=[1, 2])["raw"]
     mean = GradCAM(deeper, "1", weights="time_mean", normalize="none").run(clips, target=[1, 2])
     assert not torch.allclose(per_step, mean["raw"], atol=1e-4)
+
+
+def test_manttari_table2_and_fig4_draw_the_given_numbers():
+    import matplotlib
+
+    from stbias.plotting.manttari import fig4, table2
+
+    fig = table2(["a", "b"], {"I3D": [0.25, 0.5], "C-LSTM": [0.125, 1.0]}, title="Table 2")
+    texts = [c.get_text().get_text() for ax in fig.axes for c in ax.tables[0].get_celld().values()]
+    assert {"Class", "I3D F1", "C-LSTM F1", "0.25", "0.50", "0.12", "1.00"} <= set(texts)
+    rng = np.random.default_rng(0)
+    samples = {
+        "I3D": {"blob_count": np.ones(40), "mask_length": rng.normal(6, 1, 50)},
+        "C-LSTM": {"blob_count": np.full(30, 3.0), "mask_length": rng.normal(10, 1, 50)},
+    }
+    fig = fig4(samples, title="Fig. 4", bins=10)
+    count = fig.axes[0]
+    assert count.get_title() == "Blob count" and count.get_legend() is not None
+    handles, names = count.get_legend_handles_labels()
+    assert names == ["I3D", "C-LSTM"]
+    assert [h.get_facecolor()[:3] for h in handles] == [
+        matplotlib.colors.to_rgb("tab:orange"),
+        matplotlib.colors.to_rgb("tab:blue"),
+    ]
+    # normalised histograms: each model's bar areas sum to 1 on a shared set of bins
+    heights = np.array([p.get_height() for p in count.patches]).reshape(2, 10)
+    widths = np.array([p.get_width() for p in count.patches]).reshape(2, 10)
+    np.testing.assert_allclose((heights * widths).sum(1), [1.0, 1.0])
+    assert heights[0].argmax() == 0 and heights[1].argmax() == 9  # ones, then threes
+    assert "n=40\nn=30" in [t.get_text() for t in count.texts]
+
+
+def _fake_explanation(folder: Path, task: str, model: str, samples: dict) -> None:
+    from stbias.io import write_json
+
+    folder.mkdir(parents=True)
+    summary = {
+        key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "ci": [0.0, 1.0]}
+        for key, v in samples.items()
+    }
+    write_json(str(folder / "results.json"), {"task": task, "model": model, "summary": summary})
+    if task == "gradcam":
+        np.savez(
+            folder / "blobs.npz",
+            counts=np.asarray(samples["blob_count"]).reshape(-1, 2),
+            size=np.asarray(samples["blob_size"], dtype=float),
+            distance=np.asarray(samples["center_distance"], dtype=float),
+        )
+    else:
+        ratio = np.asarray(samples["drop_ratio"], dtype=float)
+        np.savez(
+            folder / "masks.npz",
+            length=np.asarray(samples["mask_length"]),
+            drop_ratio=np.concatenate([ratio, [99.0]]),  # one clip the ratio's filter left out
+            drop_ratio_kept=np.array([True] * len(ratio) + [False]),
+            drop_difference=np.asarray(samples["drop_difference"], dtype=float),
+        )
+
+
+def test_compare_of_two_explanation_runs_gives_welch_tests(tmp_path, monkeypatch):
+    from scipy.stats import ttest_ind
+
+    from stbias.config import compose as compose_root
+
+    cams = {
+        "i3d": {
+            "blob_count": [1, 1, 2, 1],
+            "blob_size": [30.0, 35, 40],
+            "center_distance": [5.0, 6, 7],
+        },
+        "clstm": {
+            "blob_count": [3, 4, 2, 5, 3, 4],
+            "blob_size": [10.0, 12, 9, 15],
+            "center_distance": [9.0, 12, 15, 11],
+        },
+    }
+    masks = {
+        "i3d": {
+            "mask_length": [6, 5, 7],
+            "drop_ratio": [1.0, 2, 4],
+            "drop_difference": [0.1, 0.2, 0.4],
+        },
+        "clstm": {
+            "mask_length": [9, 11, 10, 12],
+            "drop_ratio": [0.5, 0.7, 1],
+            "drop_difference": [0.0, 0.1, 0.05, 0.2],
+        },
+    }
+    for model in ("i3d", "clstm"):
+        _fake_explanation(tmp_path / "cam" / model, "gradcam", model, cams[model])
+        _fake_explanation(tmp_path / "mask" / model, "temporal_mask", model, masks[model])
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    runs = ",".join(str(tmp_path / d / m) for d in ("cam", "mask") for m in ("i3d", "clstm"))
+    record, _ = run_task(compose_root(["task=compare", f"runs=[{runs}]", "logger=none"]))
+    assert {"gradcam_table", "temporal_mask_table"} <= set(record["figures"])
+    for task, samples in (("gradcam", cams), ("temporal_mask", masks)):
+        tests = record["explanations"][task]["tests"]
+        first, second = (label.split()[0] for label in record["explanations"][task]["runs"])
+        for key in samples["i3d"]:
+            a = np.asarray(samples[first][key], dtype=float)
+            b = np.asarray(samples[second][key], dtype=float)
+            assert tests[key]["p"] == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+            assert tests[key]["n"] == [len(a), len(b)]
+    assert (out / "gradcam_table.png").stat().st_size > 5000
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted(saved["explanations"]["gradcam"]["runs"].items()) == [
+        (f"{m} ({m})", str(tmp_path / "cam" / m)) for m in ("clstm", "i3d")
+    ]

@@ -628,6 +628,20 @@ def test_cross_connection_study_reduced_embedded(tmp_path, monkeypatch):
         assert r["probe_dataset"] == dataset and 0 <= r["train"]["val/J"] <= 1
         assert set(r["layers"]) == set(OmegaConf.load(CONF / "model/twostream_seg.yaml").layers)
         assert f"-{cross}-{dataset}-" in r["checkpoint"]
+        # J measured again per sequence on the same validation clips equals the training's
+        seg = r["segmentation"]
+        assert seg["J"] == pytest.approx(r["train"]["val/J"], abs=1e-6)
+        assert seg["J_ci"][0] <= seg["J"] <= seg["J_ci"][1]
+        # the all-foreground J of a clip is its foreground fraction (masks never empty here)
+        data = SyntheticVOS(dataset, "val", num_frames=2, size=32, num_samples=8)
+        fraction = np.mean([float(data[i]["mask"][0].float().mean()) for i in range(8)])
+        assert seg["J_all_foreground"] == pytest.approx(fraction, abs=1e-9)
+    ((effect, *_),) = [summary["cross_effects"]]
+    assert effect["reference"] == "none" and effect["cross"] == "motion_to_appearance"
+    assert effect["delta_J"] == pytest.approx(
+        runs[("motion_to_appearance", effect["dataset"])]["segmentation"]["J"]
+        - runs[("none", effect["dataset"])]["segmentation"]["J"]
+    )
     # the motion stream never sees the RGB frame in either variant: no static unit there
     assert all(r["layers"]["mot_res3"]["units"]["static"] == 0 for r in runs.values())
     cb = summary["center_bias"]
@@ -647,6 +661,28 @@ def test_cross_connection_study_reduced_embedded(tmp_path, monkeypatch):
     # a second run trains nothing: the checkpoints are cached
     again, _ = run_task(cfg)
     assert [r["checkpoint"] for r in again["runs"]] == [r["checkpoint"] for r in summary["runs"]]
+
+
+def test_j_intervals_and_paired_cross_effects_known_answers():
+    from stbias.tasks.vos_study import bootstrap_mean, cross_effects, segmentation_scores
+
+    assert bootstrap_mean(np.full(5, 0.3), 200, 0) == pytest.approx([0.3, 0.3])
+    lo, hi = bootstrap_mean(np.array([0.0, 1.0] * 50), 2000, 0)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 0.05, rel=0.15)
+    scores = segmentation_scores(
+        {"model": np.array([0.5, 0.7]), "all_foreground": np.array([0.1, 0.1])}, 100, 0
+    )
+    assert scores["J"] == pytest.approx(0.6) and scores["J_all_foreground"] == pytest.approx(0.1)
+    assert scores["J_above_all_foreground"] == pytest.approx(0.5) and scores["sequences"] == 2
+    runs = {
+        ("none", "camouflage"): np.array([0.2, 0.4, 0.6]),
+        ("motion_to_appearance", "camouflage"): np.array([0.3, 0.5, 0.7]),
+        ("motion_to_appearance", "salient"): np.array([0.9]),
+    }
+    (effect,) = cross_effects(runs, "none", 100, 0)
+    # paired over the same sequences: every difference is 0.1, so is the interval
+    assert effect["dataset"] == "camouflage" and effect["delta_J"] == pytest.approx(0.1)
+    assert effect["ci"] == pytest.approx([0.1, 0.1]) and effect["sequences"] == 3
 
 
 def test_documented_commands_compose_and_docs_list_the_family():

@@ -297,3 +297,57 @@ def byvshev_table2(table: pd.DataFrame, title: str | None = None):
     if not rows:
         raise StbiasError("no P+F+M training runs with a validation accuracy to tabulate")
     return table2_figure(rows, title)
+
+
+# Mänttäri et al. Table 2 and Fig. 4 (task=manttari) ------------------------------------------
+
+
+def manttari_table2(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Table 2: F1 per class of every model on the held-out clips in order, per dataset."""
+    from stbias.plotting.manttari import table2
+
+    classes: list[str] = []
+    f1: dict[str, dict[str, float]] = {}
+    for record in _manttari_records(table):
+        shown = _label(labels, record["dataset"])
+        for model, r in record["runs"].items():
+            t = r["table1"]
+            if "f1_per_class" not in t:
+                raise StbiasError(
+                    f"{record['dataset']}: the manttari run has no per-class F1 (written before "
+                    "Table 2 existed); run it again with FORCE=1"
+                )
+            named = [f"{c} ({shown})" for c in t["classes"]]
+            classes += [c for c in named if c not in classes]
+            scores = dict(zip(named, t["f1_per_class"]))
+            f1.setdefault(model, {}).update(scores)
+    columns = {m: [s.get(c, float("nan")) for c in classes] for m, s in f1.items()}
+    return table2(classes, columns, title=title)
+
+
+def manttari_fig4(
+    table: pd.DataFrame,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    layer_set: int = 1,
+    bins: int = 20,
+):
+    """Fig. 4: normalised histograms of the Table 3 (Grad-CAM blobs at ``layer_set``) and
+    Table 4 (temporal masks) measures per model and dataset."""
+    from stbias.plotting.explain import blob_samples, mask_samples
+    from stbias.plotting.manttari import fig4
+
+    samples: dict[str, dict[str, np.ndarray]] = {}
+    for record in _manttari_records(table):
+        shown = _label(labels, record["dataset"])
+        for model, r in record["runs"].items():
+            cams = r["gradcam"]
+            if not 1 <= layer_set <= len(cams):
+                raise StbiasError(f"figure.layer_set={layer_set}: the runs have {len(cams)} layers")
+            samples[f"{model} ({shown})"] = {
+                **blob_samples(cams[layer_set - 1]["dir"]),
+                **mask_samples(r["temporal_mask"]["dir"]),
+            }
+    return fig4(samples, title=title, bins=bins)

@@ -12,7 +12,11 @@ the figures the runs allow:
 * probe runs that differ in ``metric.lam`` (a λ sweep, e.g. a ``python run.py -m
   metric.lam=0.1,0.3,0.5,0.7,0.9`` folder): ``lam_sweep``, units per class against λ;
 * ``metric=asdt`` runs: ``asdt`` and ``temporal_channels`` (Byvshev et al. Fig. 3 and 4);
-* standard and shuffled-frame training runs: ``fig5_right``, the relative top-1 drop.
+* standard and shuffled-frame training runs: ``fig5_right``, the relative top-1 drop;
+* ``metric=gradcam`` runs: ``gradcam_table`` (Mänttäri et al. Table 3 layout: blob count, size
+  and centre distance per run) and ``metric=temporal_mask`` runs: ``temporal_mask_table``
+  (Table 4 layout: mask length, drop ratio, drop difference), each with Welch t-tests (n beside
+  every p) when there are two runs of that task, e.g. two models or two checkpoints.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pandas as pd
 from stbias import io
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
+from stbias.plotting.explain import TABLE3, TABLE4, table3_from_runs, table4_from_runs
 from stbias.plotting.pairs import (
     DISTINGUISHING,
     _display,
@@ -149,6 +154,58 @@ def log_comparison(
     finish_logger(logger)
 
 
+EXPLANATIONS = {
+    "gradcam": (table3_from_runs, TABLE3, "Grad-CAM blob statistics"),
+    "temporal_mask": (table4_from_runs, TABLE4, "temporal masks"),
+}
+
+
+def explanation_labels(table: pd.DataFrame, task: str, labels: dict[str, str]) -> dict[str, str]:
+    """Label -> run directory of every ``task`` run: ``task.labels[<dir>]``, else the model and
+    the directory's name (as many as there are runs, in order)."""
+    rows = table[table["task"] == task].drop_duplicates("run")
+    named: dict[str, str] = {}
+    for _, row in rows.iterrows():
+        run_dir = str(row["run"])
+        label = labels.get(run_dir) or f"{row.get('model')} ({os.path.basename(run_dir)})"
+        while label in named:
+            label += "'"
+        named[label] = run_dir
+    return named
+
+
+def explanation_tables(
+    table: pd.DataFrame, folder: str, labels: dict[str, str]
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Table 3 / Table 4 of every set of Grad-CAM / temporal-mask runs, Welch t-tests for two."""
+    figures: dict[str, list[str]] = {}
+    record: dict[str, Any] = {}
+    for task, (draw, columns, what) in EXPLANATIONS.items():
+        if task not in set(table["task"]):
+            continue
+        runs = explanation_labels(table, task, labels)
+        fig, summaries, tests = draw(runs, title=f"{what}, {len(runs)} runs")
+        figures[f"{task}_table"] = save_figure(fig, os.path.join(folder, f"{task}_table"))
+        record[task] = {"runs": runs, "summaries": summaries, "tests": tests}
+        for label, entry in summaries.items():
+            cells = ", ".join(
+                f"{name} {entry[key]['mean']:.3g} (n={entry[key]['n']})"
+                for key, name in columns
+                if (entry.get(key) or {}).get("mean") is not None
+            )
+            log.info("%s: %s", label, cells)
+        if tests:
+            cells = ", ".join(
+                f"{name} p={tests[key]['p']:.2g} (n={'/'.join(map(str, tests[key]['n']))})"
+                for key, name in columns
+                if (tests.get(key) or {}).get("p") is not None
+            )
+            log.info("Welch t-test: %s", cells)
+        else:
+            log.info("%d %s runs: Welch t-tests need exactly two", len(runs), task)
+    return figures, record
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load ``cfg.runs``, write ``compare.csv`` and the figures; returns the record."""
     runs = plain(cfg.get("runs"))
@@ -184,10 +241,12 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             )
         else:
             log.info("no shuffled-frame training among the runs: no fig5_right")
+    explained, explanations = explanation_tables(table, folder, labels)
+    figures.update(explained)
     if not figures:
         raise StbiasError(
             f"nothing to compare in {runs}: runs of task {', '.join(sorted(map(str, tasks)))} "
-            "have no comparison figure (probe, weights and train runs do)"
+            "have no comparison figure (probe, weights, train, gradcam and temporal_mask runs do)"
         )
     seeds = table["seed"].dropna().unique() if "seed" in table else []
     record = {
@@ -201,6 +260,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "skipped": list(table.attrs.get("skipped", [])),
         "figures": {name: paths for name, paths in figures.items()},
         "table": os.path.join(folder, "compare.csv"),
+        "explanations": explanations,
     }
     write_results(folder, record, cfg)
     log_comparison(cfg, folder, record, table, figures)

@@ -3,7 +3,8 @@
 For every model of ``task.models`` (label -> model option, builder changes, Grad-CAM layers):
 
 1. train it on ``dataset`` at ``task.input`` (``task=train`` with ``task.train``; once: the run is
-   cached under ``task.cache_dir/<label>-<key>``, the key hashing every setting);
+   cached under ``task.cache_dir/<label>-<key>``, the key hashing every setting), unless
+   ``task.checkpoints.<label>`` names a checkpoint of it: that one is explained as it is;
    With ``task.precise_bn_batches > 0`` the batch-norm statistics are then recomputed over that
    many training batches with the final weights (:func:`precise_batch_norm`), since everything
    below runs in eval mode;
@@ -206,7 +207,13 @@ def reversed_accuracy(cfg: Any, model: Any, label_key: str) -> dict[str, Any]:
     def f1(pred: torch.Tensor) -> float:
         return float(multiclass_f1_score(pred, y, num_classes=classes, average="macro"))
 
+    names = [str(c) for c in (getattr(dataset, "classes", None) or [])]
+    per_class = multiclass_f1_score(a, y, num_classes=classes, average=None)
     return {
+        # Table 2: F1 per class (in order), with the class names where the dataset has them
+        "f1_per_class": [float(v) for v in per_class],
+        "support": [int((y == c).sum()) for c in range(classes)],
+        "classes": names if len(names) == classes else [str(c) for c in range(classes)],
         "clips": int(len(y)),
         "acc": float((a == y).double().mean()),
         "acc_reversed": float((b == y).double().mean()),
@@ -246,6 +253,35 @@ def _table_rows(summaries: dict[str, Any], tests: Any, columns) -> list[dict[str
     return rows
 
 
+def user_checkpoints(cfg: Any) -> dict[str, str]:
+    """``task.checkpoints``: model label -> a checkpoint of that model to explain as it is.
+
+    A model with a checkpoint is not trained (``task.checkpoints.i3d=<ckpt>``: the key is an
+    entry's label in any case or its model option, e.g. ``clstm``); the file is a ``task=train``
+    checkpoint or a state dict of the entry's model (its builder and input).
+    """
+    given = {str(k): v for k, v in (plain(cfg.task.get("checkpoints")) or {}).items() if v}
+    # a key names an entry by its label (any case: i3d, c-lstm) or by its model option (clstm)
+    names = {}
+    for label, entry in cfg.task.models.items():
+        names[str(label).lower()] = str(label)
+        names.setdefault(str(entry.model).lower(), str(label))
+    chosen: dict[str, str] = {}
+    for key, path in given.items():
+        label = names.get(key.lower())
+        if label is None:
+            raise StbiasError(
+                f"task.checkpoints.{key}: no model {key!r} in task.models; valid keys: "
+                f"{', '.join(sorted(set(names)))}"
+            )
+        if label in chosen:
+            raise StbiasError(f"task.checkpoints names model {label!r} twice")
+        if not os.path.isfile(str(path)):
+            raise StbiasError(f"task.checkpoints.{key}={path}: no such file")
+        chosen[label] = os.path.abspath(str(path))
+    return chosen
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, measure Table 1, explain, and write Tables 1, 3 and 4."""
     from stbias.tasks.gradcam import explain_gradcam
@@ -267,13 +303,20 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     label_key = str(cfg.task.train.label_key)
     dataset = choice(cfg, "dataset")
     runs: dict[str, dict[str, Any]] = {}
+    given = user_checkpoints(cfg)
     for label, entry in entries.items():
         label = str(label)
         model = model_node(cfg, entry)
-        trained = ensure_trained(cfg, label, model)
-        checkpoint = trained["checkpoint"]
-        if int(cfg.task.precise_bn_batches) > 0:
-            checkpoint = ensure_precise_bn(cfg, model, trained)
+        if label in given:
+            # the user's model as it is: no training, no batch-norm recomputation
+            trained = {"checkpoint": given[label], "user_checkpoint": True}
+            checkpoint = given[label]
+            log.info("%s: the given checkpoint %s (nothing trained)", label, checkpoint)
+        else:
+            trained = ensure_trained(cfg, label, model)
+            checkpoint = trained["checkpoint"]
+            if int(cfg.task.precise_bn_batches) > 0:
+                checkpoint = ensure_precise_bn(cfg, model, trained)
         model = trained_model(cfg, model, checkpoint)
         accuracy = reversed_accuracy(cfg, model, label_key)
         log.info(
@@ -298,7 +341,11 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             cams.append({"layer": str(layer), "dir": where, "summary": record.get("summary")})
         runs[label] = {
             "model": str(entry.model),
-            "train": {k: trained.get(k) for k in ("val/acc", "checkpoint", "minutes", "epochs")},
+            "train": {
+                k: trained.get(k)
+                for k in ("val/acc", "checkpoint", "minutes", "epochs", "user_checkpoint")
+                if k in trained
+            },
             "explained_checkpoint": checkpoint,
             "table1": accuracy,
             "temporal_mask": masks,

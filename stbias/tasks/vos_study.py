@@ -5,7 +5,10 @@ two-stream ``model`` (at the clip size of ``model.input``) is trained with ``tas
 (``task.train`` settings; once: checkpoints are cached under ``task.cache_dir``, keyed by every
 setting of the training), then probed with ``task=probe`` on flow-jitter pairs (``probe.*``,
 ``stylization``, ``metric``) on the validation split of its training dataset (or on
-``task.probe_dataset``). The center bias of every training dataset is measured too. The run
+``task.probe_dataset``); on the same split each model's J per sequence is measured beside the
+all-foreground J (the foreground fraction: what a segmenter that learnt nothing scores), with
+bootstrap intervals over sequences and the paired difference of every cross connection against
+``task.reference``. The center bias of every training dataset is measured too. The run
 directory gets ``results.json`` and ``results.csv`` (every run's training scores and per-layer
 probe results), ``center_bias.npz``, and the figures, drawn from those files by
 :func:`draw_study`:
@@ -29,12 +32,16 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from stbias import io
 from stbias.config import compose
+from stbias.data import video_to_float
 from stbias.errors import StbiasError
+from stbias.metrics.segmentation import frame_region_similarity
+from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.twostream import CROSS
 from stbias.plotting import save_figure
 from stbias.plotting.vos import (
@@ -48,7 +55,9 @@ from stbias.plotting.vos import (
 from stbias.results import layer_rows
 from stbias.tasks.center_bias import center_bias
 from stbias.tasks.common import (
+    build_dataset,
     build_logger,
+    build_model,
     choice,
     output_dir,
     plain,
@@ -146,12 +155,100 @@ def probe_config(cfg: Any, model_node: Any, checkpoint: str, dataset: str) -> An
     return probe_cfg
 
 
+def sequence_j(
+    cfg: Any, model_node: Any, checkpoint: str, dataset: str, threshold: float = 0.5
+) -> dict[str, np.ndarray]:
+    """Per-sequence J of the trained model and of the all-foreground mask.
+
+    On the first ``task.train.val_clips`` clips of ``dataset``'s ``task.probe_split`` (each
+    synthetic clip is its own sequence): ``model`` (J of the masks where
+    ``sigmoid(logit) > threshold``) and ``all_foreground`` (J of marking every pixel foreground:
+    a sequence's foreground fraction), both ``(sequences,)`` in the same order.
+    """
+    sub = probe_config(cfg, model_node, checkpoint, dataset)
+    spec = InputSpec.from_dict(plain(sub.model.input))
+    network = build_model(sub.model).eval()
+    data = build_dataset(
+        sub.dataset,
+        spec,
+        split=str(cfg.task.probe_split),
+        num_samples=int(cfg.task.train.val_clips),
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=int(cfg.task.train.batch_size))
+    model_j, all_j, seq = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = network(pack_inputs(video_to_float(batch["video"]), spec))
+            frames = logits.shape[2]
+            target = batch["mask"][:, :frames].flatten(0, 1)
+            pred = (torch.sigmoid(logits) > threshold).squeeze(1).flatten(0, 1)
+            j, annotated = frame_region_similarity(pred, target)
+            j_all, _ = frame_region_similarity(torch.ones_like(target), target)
+            ids = torch.as_tensor(batch["label"]).repeat_interleave(frames)
+            model_j.append(j[annotated]), all_j.append(j_all[annotated]), seq.append(ids[annotated])
+    j, j_all, ids = (torch.cat(v).double().numpy() for v in (model_j, all_j, seq))
+    order = np.unique(ids)
+    if not len(order):
+        raise StbiasError(f"no annotated frame in the {dataset} clips: J is undefined")
+    return {
+        "model": np.array([j[ids == s].mean() for s in order]),
+        "all_foreground": np.array([j_all[ids == s].mean() for s in order]),
+    }
+
+
+def bootstrap_mean(values: np.ndarray, resamples: int, seed: int) -> list[float]:
+    """95 % percentile interval of the mean of ``values`` over resampled sequences."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(int(resamples), len(values)))
+    means = values[picks].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def segmentation_scores(per_sequence: dict[str, np.ndarray], resamples: int, seed: int) -> dict:
+    """Mean J of the model and of the all-foreground mask, with intervals over sequences."""
+    model, base = per_sequence["model"], per_sequence["all_foreground"]
+    return {
+        "sequences": int(len(model)),
+        "J": float(model.mean()),
+        "J_ci": bootstrap_mean(model, resamples, seed),
+        "J_all_foreground": float(base.mean()),
+        "J_all_foreground_ci": bootstrap_mean(base, resamples, seed),
+        "J_above_all_foreground": float((model - base).mean()),
+        "J_above_all_foreground_ci": bootstrap_mean(model - base, resamples, seed),
+    }
+
+
+def cross_effects(
+    per_run: dict[tuple[str, str], np.ndarray], reference: str, resamples: int, seed: int
+) -> list[dict[str, Any]]:
+    """J of every cross connection minus ``reference``'s on the same sequences (paired)."""
+    effects = []
+    for (cross, dataset), values in per_run.items():
+        base = per_run.get((reference, dataset))
+        if cross == reference or base is None or len(base) != len(values):
+            continue
+        delta = values - base
+        effects.append(
+            {
+                "cross": cross,
+                "reference": reference,
+                "dataset": dataset,
+                "sequences": int(len(delta)),
+                "delta_J": float(delta.mean()),
+                "ci": bootstrap_mean(delta, resamples, seed),
+            }
+        )
+    return effects
+
+
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and probe every (cross connection, dataset); write results and figures."""
     require_one_model(cfg, "task=vos_study")
     crosses, datasets = _settings(cfg)
     folder = output_dir()
-    runs = []
+    runs: list[dict[str, Any]] = []
+    per_run: dict[tuple[str, str], np.ndarray] = {}
+    resamples = int(cfg.task.get("bootstrap") or 1000)
     for dataset in datasets:
         for cross in crosses:
             node = variant(cfg, cross)
@@ -163,7 +260,10 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             log.info("%s", summary_table(record))
             train_scores = {k: trained.get(k) for k in ("val/J", "val/J_frames", "val/loss")}
             train_scores.update(minutes=trained.get("minutes"), epochs=trained.get("epochs"))
-            log.info("  (%s on %s: val/J %s)\n", cross, dataset, train_scores["val/J"])
+            per_sequence = sequence_j(cfg, node, trained["checkpoint"], target)
+            per_run[(cross, dataset)] = per_sequence["model"]
+            scores = segmentation_scores(per_sequence, resamples, int(cfg.seed))
+            log.info("  (%s on %s: %s)\n", cross, dataset, j_line(scores))
             runs.append(
                 {
                     "cross": cross,
@@ -171,6 +271,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                     "probe_dataset": target,
                     "checkpoint": trained["checkpoint"],
                     "train": train_scores,
+                    "segmentation": scores,
                     "num_clips": record["num_clips"],
                     "layers": record["layers"],
                 }
@@ -199,6 +300,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "lam": float(cfg.metric.lam),
         "seed": int(cfg.seed),
         "runs": runs,
+        "cross_effects": cross_effects(per_run, str(cfg.task.reference), resamples, int(cfg.seed)),
         "center_bias": {
             d: {k: v for k, v in e.items() if not isinstance(v, np.ndarray)}
             for d, e in centre.items()
@@ -217,6 +319,8 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     for r in runs:
         meta = {"cross": r["cross"], "dataset": r["dataset"], "probe_dataset": r["probe_dataset"]}
         meta["val_J"] = r["train"]["val/J"]
+        meta["J"] = r["segmentation"]["J"]
+        meta["J_all_foreground"] = r["segmentation"]["J_all_foreground"]
         rows += layer_rows(r["layers"], meta)
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figures = draw_study(folder)
@@ -238,11 +342,24 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return summary, {"figures": figures}
 
 
+def j_line(scores: dict[str, Any]) -> str:
+    """One run's J and all-foreground J with their intervals, for the log."""
+    lo, hi = scores["J_ci"]
+    blo, bhi = scores["J_all_foreground_ci"]
+    return (
+        f"val/J {scores['J']:.3f} [{lo:.3f}, {hi:.3f}], all-foreground J (the foreground "
+        f"fraction) {scores['J_all_foreground']:.3f} [{blo:.3f}, {bhi:.3f}] "
+        f"({scores['sequences']} sequences)"
+    )
+
+
 def study_table(summary: dict[str, Any]) -> str:
-    """One line per run: J, mean layer-wise dynamic % per stream, units of fusion layer 5."""
+    """One line per run: J with its interval beside the all-foreground J (the foreground
+    fraction), mean layer-wise dynamic % per stream, units of fusion layer 5; then each cross
+    connection's J minus the reference's on the same sequences."""
     lines = [
-        f"{'cross':<22} {'dataset':<12} {'val/J':>6}  dyn% mot/app/fusion   "
-        f"fusion5 units dyn/stat/joint/res"
+        f"{'cross':<22} {'dataset':<12} {'val/J [95% interval]':<21} {'fg frac.':>8}  "
+        f"dyn% mot/app/fusion   fusion5 units dyn/stat/joint/res"
     ]
     for r in summary["runs"]:
         layers = r["layers"]
@@ -252,11 +369,22 @@ def study_table(summary: dict[str, Any]) -> str:
             return float(np.mean(values)) if values else float("nan")
 
         u = layers.get("fusion5", {}).get("units", {})
-        j = r["train"].get("val/J")
+        seg = r.get("segmentation") or {}
+        if seg:
+            j = f"{seg['J']:.3f} [{seg['J_ci'][0]:.3f}, {seg['J_ci'][1]:.3f}]"
+            base = f"{seg['J_all_foreground']:.3f}"
+        else:  # a study written before J was measured per sequence
+            j, base = f"{r['train'].get('val/J')}", "–"
         lines.append(
-            f"{r['cross']:<22} {r['dataset']:<12} {j if j is None else f'{j:6.3f}':>6}  "
+            f"{r['cross']:<22} {r['dataset']:<12} {j:<21} {base:>8}  "
             f"{mean_dyn('mot_'):5.1f}/{mean_dyn('app_'):5.1f}/{mean_dyn('fusion'):5.1f}       "
             f"{u.get('dynamic')}/{u.get('static')}/{u.get('joint')}/{u.get('residual')}"
+        )
+    for e in summary.get("cross_effects") or []:
+        lo, hi = e["ci"]
+        lines.append(
+            f"J({e['cross']}) - J({e['reference']}) on {e['dataset']}: {e['delta_J']:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (paired over {e['sequences']} sequences)"
         )
     return "\n".join(lines)
 
