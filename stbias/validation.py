@@ -65,6 +65,11 @@ def boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
 
+def workers(value: Any) -> str | None:
+    """DataLoader worker processes: an integer >= 0 or auto."""
+    return None if value == "auto" or (_is_int(value) and value >= 0) else "an integer >= 0 or auto"
+
+
 def names(value: Any) -> str | None:
     """A list of names, one name, or null."""
     if value is None or isinstance(value, str):
@@ -85,7 +90,7 @@ CHECKS: dict[str, Check] = {
     "probe.num_clips": integer(1, allow_null=True),
     "probe.sampling": one_of("stratified", "random", "first"),
     "probe.batch_size": integer(1),
-    "probe.num_workers": integer(0),
+    "probe.num_workers": workers,
     "probe.bootstrap": integer(0),
     "probe.include_cls": boolean,
     "probe.save_every": integer(1),
@@ -100,6 +105,11 @@ CHECKS: dict[str, Check] = {
     "dataset.num_samples": integer(1),
     "dataset.temporal": one_of("uniform", "random", "centre", "center"),
     "dataset.crop": one_of("centre", "center", "random"),
+    "dataset.backend": one_of("auto", "decord", "pyav"),
+    "dataset.decode_threads": integer(0),
+    "dataset.num_workers": workers,
+    "dataset.prefetch_factor": integer(1, allow_null=True),
+    "dataset.pin_memory": one_of("auto", True, False),
     "train.batch_size": integer(1),
     "train.num_workers": integer(0),
     "train.num_classes": integer(2, allow_null=True),

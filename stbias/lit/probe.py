@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stbias.data import video_to_float
+from stbias.data.loading import loader_kwargs, resolve_workers
 from stbias.errors import StbiasError
 from stbias.io import load_tensors, torch_save
 from stbias.metrics import PairStatistics
@@ -263,14 +264,25 @@ class EvalData(pl.LightningDataModule):
     Args:
         dataset: a map-style dataset of sample dicts.
         batch_size: clips per process and step.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (``auto``: one per free core, at most 8).
+        prefetch_factor: batches each worker loads ahead (``None``: PyTorch's default).
+        pin_memory: page-locked batches; ``auto`` pins when the model runs on CUDA.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 8,
+        num_workers: int | str = 0,
+        prefetch_factor: int | None = None,
+        pin_memory: bool | str = "auto",
+    ) -> None:
         super().__init__()
         self.dataset = dataset
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_workers(num_workers)
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
 
     def test_dataloader(self) -> DataLoader:
         """Batches of this process's share not yet in the module's (resumed) sums."""
@@ -278,9 +290,10 @@ class EvalData(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         module = trainer.lightning_module if trainer else None
         skip = int(getattr(module, "clips_done", 0))
+        device = trainer.strategy.root_device.type if trainer else "cpu"
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
             sampler=UnrepeatedSampler(len(self.dataset), rank, world, skip),
-            num_workers=self.num_workers,
+            **loader_kwargs(self.num_workers, self.prefetch_factor, self.pin_memory, device),
         )
