@@ -688,3 +688,12 @@ def test_pfm_places365_and_lfw_folders(tmp_path):
         ]
         assert all(corner_ok)
         assert (np.abs(video - (0, 255, 0)).max(axis=-1) < 40).any(axis=(1, 2)).all()  # the face
+
+
+def test_video_folder_with_a_relative_root(tmp_path, monkeypatch):
+    write_video(tmp_path / "clips/a.mp4", n=10)
+    (tmp_path / "clips/train.csv").write_text("a.mp4,0\n")
+    (tmp_path / "clips/other.csv").write_text("a.mp4,1\n")
+    monkeypatch.chdir(tmp_path)
+    assert video_folder("clips", **CLIP)[0]["label"] == 0
+    assert video_folder("clips", annotation="other.csv", **CLIP)[0]["label"] == 1
