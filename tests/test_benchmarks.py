@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import av
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -50,3 +53,38 @@ def test_end_to_end_writes_real_videos_and_accounts_for_every_stage(tmp_path, ca
     printed = capsys.readouterr().out
     assert "num_workers 1" in printed and "waiting for data" in printed
     assert f"= {out['ratio']:.3f}" in printed.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_its_cpu_path_and_prints_one_table(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--cpu-smoke"],
+        env={**os.environ, "GPU_BENCH_LOGS": str(tmp_path), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    table = proc.stdout.splitlines()
+    assert table[0].split() == ["ratio", "setting", "value"]
+    rows = "\n".join(table[1:-1])
+    for what in (
+        "probe / bare forward",
+        "probe from files / bare forward",
+        "loop of single-clip masks / batched",
+        "authors' procedure (as released) / stbias",
+    ):
+        assert what in rows, what
+    # every row holds a measured ratio (a failed step would show "-")
+    assert all(float(line.split()[-1]) > 0 for line in table[1:-1])
+    assert table[-1] == f"full output: {tmp_path}"
+
+
+def test_gpu_script_refuses_unknown_options_and_a_machine_without_cuda(tmp_path):
+    env = {**os.environ, "GPU_BENCH_LOGS": str(tmp_path), "PYTHON": sys.executable}
+    script = str(ROOT / "benchmarks" / "gpu.sh")
+    proc = subprocess.run(["bash", script, "--fast"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown option '--fast'; valid: --cpu-smoke" in proc.stderr
+    if not torch.cuda.is_available():
+        proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+        assert proc.returncode == 2 and "no CUDA device here" in proc.stderr
