@@ -22,7 +22,9 @@ Per stage (clips per second, each clip = 3 views): decode (a worker's ``dataset[
 decode, resize, crop, timed inside the workers during the probe and alone in this process),
 stylize, pack, forward (with taps), statistics (the rest of the step), and the share of the probe
 run the model waited for data (the time between one step's end and the next step's start).
-The last line is the summary: ``end_to_end <model> ... ratio R``.
+With ``probe.stylize_on=loader`` the styles and the packing run in the workers (their time is
+then the "stylize + pack, in the workers" row). The last line is the summary:
+``end_to_end <model> <frames>x<size>: probe from files / bare forward = R ...``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from stbias.data import video_to_float  # noqa: E402
 from stbias.data.loading import resolve_workers  # noqa: E402
-from stbias.lit.probe import EvalData, ProbeModule, channels_last  # noqa: E402
+from stbias.lit.probe import EvalData, ProbeModule, ViewsInLoader, channels_last  # noqa: E402
 from stbias.models.inputs import InputSpec, pack_inputs  # noqa: E402
 from stbias.reporting import quiet_libraries  # noqa: E402
 from stbias.tasks.common import build_dataset, build_model, build_trainer, plain  # noqa: E402
@@ -137,6 +139,16 @@ class TimedClips(Dataset):
         return sample
 
 
+class TimedViews(ViewsInLoader):
+    """``probe.stylize_on=loader``: the views rendered in the workers, ``views_s`` their time."""
+
+    def __call__(self, samples: list[dict]) -> dict:
+        start = time.perf_counter()
+        batch = super().__call__(samples)
+        batch["views_s"] = torch.tensor(time.perf_counter() - start)
+        return batch
+
+
 class StageClock(pl.Callback):
     """Seconds per stage of the probe's steps, and how long each step waited for its batch."""
 
@@ -170,6 +182,8 @@ class StageClock(pl.Callback):
     def on_test_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
         self.seconds["wait"] = self.seconds.get("wait", 0.0) + time.perf_counter() - self.last_end
         self.seconds["load"] = self.seconds.get("load", 0.0) + float(batch["load_s"].sum())
+        if "views_s" in batch:
+            self.seconds["views"] = self.seconds.get("views", 0.0) + float(batch["views_s"])
         self.step_start = time.perf_counter()
 
     def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
@@ -191,6 +205,7 @@ def run_probe(cfg, model, spec, dataset, device: torch.device) -> dict[str, floa
     layers, channels = plain(cfg.model.layers), plain(cfg.model.channels)
     module = ProbeModule(model, layers, channels, spec, instantiate(cfg.stylization))
     clock = StageClock(device)
+    collate = TimedViews(module.sampler, spec) if cfg.probe.stylize_on == "loader" else None
     # the probe's own step, its stages timed from outside: the sampler calls pack inside
     module.features = clock.wrap("forward", module.features)
     module.pack = clock.wrap("pack", module.pack)
@@ -202,11 +217,14 @@ def run_probe(cfg, model, spec, dataset, device: torch.device) -> dict[str, floa
         task="benchmark",
     )
     loader = {k: cfg.dataset.get(k) for k in ("prefetch_factor", "pin_memory")}
+    loader["collate_fn"] = collate
     data = EvalData(TimedClips(dataset), int(cfg.probe.batch_size), cfg.probe.num_workers, **loader)
     trainer.test(module, datamodule=data, verbose=False)
-    s = clock.seconds
+    s = {"stylize+pack": 0.0, "pack": 0.0, "views": 0.0, **clock.seconds}
     s["stylize"] = s.pop("stylize+pack") - s["pack"]
     s["statistics"] = s["step"] - s["stylize"] - s["pack"] - s["forward"]
+    if s["views"]:  # rendered in the workers: styles and packing, beside the forward pass
+        s["stylize"], s["pack"] = s["views"], 0.0
     return s
 
 
@@ -306,12 +324,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"settings: backend {dataset.dataset.backend}, decode_threads {d.decode_threads}, "
         f"num_workers {workers}, prefetch_factor {d.prefetch_factor}, pin_memory "
-        f"{d.pin_memory}, stylization on {device.type}"
+        f"{d.pin_memory}, stylize_on {cfg.probe.stylize_on}"
     )
     rows = [
         ("decode, one worker alone", decode_alone),
         (f"decode, in the run ({workers} worker(s))", probe["load"]),
-        ("stylize (2 styles)", probe["stylize"]),
+        ("stylize + pack, in the workers" if probe["views"] else "stylize", probe["stylize"]),
         ("pack", probe["pack"]),
         ("forward (3 views, taps)", probe["forward"]),
         ("statistics", probe["statistics"]),

@@ -372,3 +372,30 @@ def test_the_terminal_shows_the_header_a_bar_the_table_and_no_noise(tmp_path):
         f"hydra.run.dir={tmp_path / 'run2'}",
     )
     assert "GPU available" in verbose.stdout + verbose.stderr  # the rest, on request
+
+
+def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(tmp_path, monkeypatch):
+    tiny = ["model.input.size=32", "model.input.frames=4", "probe.num_clips=6"]
+    on_device, _ = probe(tmp_path, monkeypatch, *tiny, out="device")
+    rendered = []  # whether each step's batch came with its views
+    step = ProbeModule.test_step
+
+    def test_step(module, batch, batch_idx):
+        rendered.append("views" in batch)
+        return step(module, batch, batch_idx)
+
+    monkeypatch.setattr(ProbeModule, "test_step", test_step)
+    in_loader, _ = probe(
+        tmp_path,
+        monkeypatch,
+        *tiny,
+        "probe.stylize_on=loader",
+        "probe.num_workers=1",
+        f"probe.cache_dir={tmp_path / 'other_cache'}",  # computed again, not read back
+        out="loader",
+    )
+    assert in_loader["cache"]["clips_run"] == 6 and rendered == [True, True]
+    assert in_loader["config"]["probe"]["stylize_on"] == "loader"
+    assert numbers(in_loader) == numbers(on_device)
+    for layer, entry in on_device["layers"].items():
+        assert in_loader["layers"][layer]["scores"] == entry["scores"]  # bit for bit

@@ -21,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from stbias.data import video_to_float
 from stbias.data.loading import loader_kwargs, resolve_workers
@@ -55,6 +55,44 @@ def stylizer_context(batch: Mapping[str, Any]) -> dict[str, Any]:
         if key in batch:
             context[key] = batch[key]
     return context
+
+
+def render_views(
+    sampler: Callable[..., dict[str, Any]],
+    pack: Callable[..., Any],
+    batch: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The packed pair views of a collated batch, rendered on ``device``."""
+    clip01 = video_to_float(batch["video"].to(device))
+    index = torch.as_tensor(batch["index"]).cpu()
+    context = stylizer_context(batch)
+    if "flow" in batch and getattr(sampler, "two_stream", False):
+        # precomputed flow images of two-stream (RGB + flow) pairs
+        context["flow_image"] = video_to_float(batch["flow"].to(device))
+    return sampler(clip01, index, pack=pack, **context)
+
+
+class ViewsInLoader:
+    """A ``collate_fn`` that renders the pair views in the DataLoader's workers, on the CPU.
+
+    ``probe.stylize_on=loader``: stylization and packing run beside the model's forward pass
+    instead of inside the probe's step. Each clip's styles and permutations are seeded by its
+    index, so the views, and the statistics, are those of ``stylize_on=device``.
+    """
+
+    def __init__(self, sampler: Callable[..., dict[str, Any]], spec: InputSpec) -> None:
+        self.sampler = sampler
+        self.spec = spec
+
+    def pack(self, clip01: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return pack_inputs(clip01, self.spec)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = default_collate(samples)
+        with torch.no_grad():
+            batch["views"] = render_views(self.sampler, self.pack, batch)
+        return batch
 
 
 class ProbeModule(pl.LightningModule):
@@ -187,14 +225,16 @@ class ProbeModule(pl.LightningModule):
         torch_save({"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}, path)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Add the static and dynamic pairs of one batch of clips to every layer's metric."""
-        clip01 = video_to_float(batch["video"].to(self.device))
+        """Add the static and dynamic pairs of one batch of clips to every layer's metric.
+
+        A batch that brings its ``views`` (rendered by :class:`ViewsInLoader` in the loader's
+        workers) is not stylized again.
+        """
         index = torch.as_tensor(batch["index"]).cpu()
-        context = stylizer_context(batch)
-        if "flow" in batch and getattr(self.sampler, "two_stream", False):
-            # precomputed flow images of two-stream (RGB + flow) pairs
-            context["flow_image"] = video_to_float(batch["flow"].to(self.device))
-        views = self.sampler(clip01, index, pack=self.pack, **context)
+        if "views" in batch:
+            views = batch["views"]
+        else:
+            views = render_views(self.sampler, self.pack, batch, self.device)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
@@ -213,8 +253,8 @@ class ProbeModule(pl.LightningModule):
                     )
         if "skipped" in batch:
             self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
-        self.clips_done += clip01.shape[0]
-        self.clips_run += clip01.shape[0]
+        self.clips_done += len(index)
+        self.clips_run += len(index)
         if (batch_idx + 1) % self.save_every == 0:
             self._save_partial()
 
@@ -267,6 +307,8 @@ class EvalData(pl.LightningDataModule):
         num_workers: DataLoader worker processes (``auto``: one per free core, at most 8).
         prefetch_factor: batches each worker loads ahead (``None``: PyTorch's default).
         pin_memory: page-locked batches; ``auto`` pins when the model runs on CUDA.
+        collate_fn: how samples become a batch (``None``: PyTorch's default; e.g.
+            :class:`ViewsInLoader`).
     """
 
     def __init__(
@@ -276,8 +318,10 @@ class EvalData(pl.LightningDataModule):
         num_workers: int | str = 0,
         prefetch_factor: int | None = None,
         pin_memory: bool | str = "auto",
+        collate_fn: Callable[[list], Any] | None = None,
     ) -> None:
         super().__init__()
+        self.collate_fn = collate_fn
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.num_workers = resolve_workers(num_workers)
@@ -295,5 +339,6 @@ class EvalData(pl.LightningDataModule):
             self.dataset,
             batch_size=self.batch_size,
             sampler=UnrepeatedSampler(len(self.dataset), rank, world, skip),
+            collate_fn=self.collate_fn,
             **loader_kwargs(self.num_workers, self.prefetch_factor, self.pin_memory, device),
         )
