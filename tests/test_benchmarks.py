@@ -31,6 +31,7 @@ def test_end_to_end_writes_real_videos_and_accounts_for_every_stage(tmp_path, ca
             "model.input.sampling_rate=2",
             "probe.batch_size=2",
             "dataset.num_workers=1",
+            "--variant=probe.stylize_on=loader",
         ]
     )
     # the files are what a dataset release holds: VP9 webm and H.264 mp4 at their sizes
@@ -52,6 +53,9 @@ def test_end_to_end_writes_real_videos_and_accounts_for_every_stage(tmp_path, ca
     assert out["ratio"] == pytest.approx(out["total"] / out["bare"])
     printed = capsys.readouterr().out
     assert "num_workers 1" in printed and "waiting for data" in printed
+    (variant,) = [line for line in printed.splitlines() if line.startswith("variant ")]
+    assert variant.startswith("variant probe.stylize_on=loader: probe from files")
+    assert float(variant.split("ratio ")[1]) > 0
     assert f"= {out['ratio']:.3f}" in printed.splitlines()[-1]
 
 
