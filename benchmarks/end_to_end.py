@@ -50,7 +50,13 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from stbias.data import video_to_float  # noqa: E402
 from stbias.data.loading import resolve_workers  # noqa: E402
-from stbias.lit.probe import EvalData, ProbeModule, ViewsInLoader, channels_last  # noqa: E402
+from stbias.lit.probe import (  # noqa: E402
+    EvalData,
+    ProbeModule,
+    ViewsInLoader,
+    channels_last,
+    resolve_stylize_on,
+)
 from stbias.models.inputs import InputSpec, pack_inputs  # noqa: E402
 from stbias.reporting import quiet_libraries  # noqa: E402
 from stbias.tasks.common import build_dataset, build_model, build_trainer, plain  # noqa: E402
@@ -205,7 +211,9 @@ def run_probe(cfg, model, spec, dataset, device: torch.device) -> dict[str, floa
     layers, channels = plain(cfg.model.layers), plain(cfg.model.channels)
     module = ProbeModule(model, layers, channels, spec, instantiate(cfg.stylization))
     clock = StageClock(device)
-    collate = TimedViews(module.sampler, spec) if cfg.probe.stylize_on == "loader" else None
+    workers = resolve_workers(cfg.probe.num_workers)
+    stylize_on = resolve_stylize_on(str(cfg.probe.stylize_on), device.type, workers)
+    collate = TimedViews(module.sampler, spec) if stylize_on == "loader" else None
     # the probe's own step, its stages timed from outside: the sampler calls pack inside
     module.features = clock.wrap("forward", module.features)
     module.pack = clock.wrap("pack", module.pack)
@@ -338,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"settings: backend {dataset.dataset.backend}, decode_threads {d.decode_threads}, "
         f"num_workers {workers}, prefetch_factor {d.prefetch_factor}, pin_memory "
-        f"{d.pin_memory}, stylize_on {cfg.probe.stylize_on}"
+        f"{d.pin_memory}, stylize_on {cfg.probe.stylize_on} "
+        f"({resolve_stylize_on(str(cfg.probe.stylize_on), device.type, workers)})"
     )
     rows = [
         ("decode, one worker alone", decode_alone),

@@ -91,7 +91,7 @@ CHECKS: dict[str, Check] = {
     "probe.sampling": one_of("stratified", "random", "first"),
     "probe.batch_size": integer(1),
     "probe.num_workers": workers,
-    "probe.stylize_on": one_of("device", "loader"),
+    "probe.stylize_on": one_of("auto", "device", "loader"),
     "probe.bootstrap": integer(0),
     "probe.include_cls": boolean,
     "probe.save_every": integer(1),

@@ -31,6 +31,7 @@ def test_end_to_end_writes_real_videos_and_accounts_for_every_stage(tmp_path, ca
             "model.input.sampling_rate=2",
             "probe.batch_size=2",
             "dataset.num_workers=1",
+            "probe.stylize_on=device",
             "--variant=probe.stylize_on=loader",
         ]
     )

@@ -399,3 +399,16 @@ def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(tmp_path, monke
     assert numbers(in_loader) == numbers(on_device)
     for layer, entry in on_device["layers"].items():
         assert in_loader["layers"][layer]["scores"] == entry["scores"]  # bit for bit
+
+
+def test_where_the_views_are_rendered():
+    from stbias.errors import StbiasError
+    from stbias.lit.probe import resolve_stylize_on
+
+    assert resolve_stylize_on("auto", "cpu", 1) == "loader"  # beside the forward pass
+    assert resolve_stylize_on("auto", "cpu", 0) == "device"  # no workers to put them in
+    assert resolve_stylize_on("auto", "cuda", 8) == "device"  # the accelerator is faster
+    assert resolve_stylize_on("loader", "cuda", 8) == "loader"
+    assert resolve_stylize_on("device", "cpu", 2) == "device"
+    with pytest.raises(StbiasError, match="unknown probe.stylize_on 'gpu'; valid: auto, device"):
+        resolve_stylize_on("gpu", "cpu", 1)

@@ -73,6 +73,23 @@ def render_views(
     return sampler(clip01, index, pack=pack, **context)
 
 
+STYLIZE_ON = ("auto", "device", "loader")
+
+
+def resolve_stylize_on(stylize_on: str, device_type: str, num_workers: int) -> str:
+    """Where the views are rendered: ``device`` or ``loader``; ``auto`` means the loader's
+    workers when the model runs on the CPU and there are workers (the styles then run beside
+    the forward pass instead of after it), the model's device otherwise (an accelerator renders
+    them in a fraction of the time a worker's CPU core would, and the workers are busy decoding).
+    """
+    if stylize_on not in STYLIZE_ON:
+        valid = ", ".join(STYLIZE_ON)
+        raise StbiasError(f"unknown probe.stylize_on {stylize_on!r}; valid: {valid}")
+    if stylize_on != "auto":
+        return stylize_on
+    return "loader" if device_type == "cpu" and num_workers > 0 else "device"
+
+
 class ViewsInLoader:
     """A ``collate_fn`` that renders the pair views in the DataLoader's workers, on the CPU.
 

@@ -27,7 +27,13 @@ from stbias import io
 from stbias.data.loading import LOADER_KEYS, SPEED_KEYS
 from stbias.data.subsets import choose_clips, clip_info, files_fingerprint
 from stbias.errors import StbiasError
-from stbias.lit.probe import EvalData, ProbeModule, ViewsInLoader, layer_state_path
+from stbias.lit.probe import (
+    EvalData,
+    ProbeModule,
+    ViewsInLoader,
+    layer_state_path,
+    resolve_stylize_on,
+)
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, check_pair_input, pack_inputs
 from stbias.models.taps import capture, channels_of, select_layers
@@ -361,9 +367,11 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             progress=f"probing {name}",
         )
         loader = {k: cfg.dataset[k] for k in LOADER_KEYS[1:] if k in cfg.dataset}
-        if str(cfg.probe.get("stylize_on", "device")) == "loader":
-            loader["collate_fn"] = ViewsInLoader(module.sampler, spec)
         data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers, **loader)
+        device = trainer.strategy.root_device.type
+        stylize_on = str(cfg.probe.get("stylize_on", "device"))
+        if resolve_stylize_on(stylize_on, device, data.num_workers) == "loader":
+            data.collate_fn = ViewsInLoader(module.sampler, spec)
         trainer.test(module, datamodule=data, verbose=False)
         objects.update(model=model, module=module, trainer=trainer)
         if not trainer.is_global_zero:
