@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ]
     print(f"{'stage':38s} {'seconds':>9s} {'clips/s':>9s}")
     for name, sec in rows:
-        print(f"{name:38s} {sec:9.2f} {n / sec if sec > 0 else float('inf'):9.2f}")
+        rate = f"{n / sec:9.2f}" if sec > 0 else f"{'-':>9s}"
+        print(f"{name:38s} {sec:9.2f} {rate}")
     wait = probe["wait"] / probe["total"]
     print(f"{'waiting for data':38s} {probe['wait']:9.2f} {100 * wait:8.1f}% of the probe run")
     for name, seconds in other.items():
