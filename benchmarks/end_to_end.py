@@ -3,7 +3,8 @@
 Run: ``python benchmarks/end_to_end.py [options] [overrides]``, e.g.
 ``python benchmarks/end_to_end.py dataset.num_workers=2 dataset.decode_threads=1``; the
 overrides are the probe's own config keys (``model=``, ``dataset.*``, ``probe.batch_size=``,
-``trainer=gpu``, ...). Defaults: ``i3d`` at 8x224x224 on this machine's CPU, 24 clips.
+``trainer=gpu``, ...). Defaults: ``i3d`` at 8x224x224 on this machine's CPU, 32 clips of 8
+files, batch 8 (``probe.batch_size``).
 
 The benchmark writes a folder of real encoded videos once (``--videos`` files of ``--frames``
 frames: half VP9 webm at Something-Something v2's 427x240 and 12 fps, half H.264 mp4 at a common
@@ -264,7 +265,7 @@ def bare_forward(
 
 def parse(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=24, help="clips probed (views of the files)")
+    parser.add_argument("--clips", type=int, default=32, help="clips probed (views of the files)")
     parser.add_argument("--videos", type=int, default=8, help="video files written")
     parser.add_argument("--frames", type=int, default=300, help="frames per video file")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each; the fastest counts")
