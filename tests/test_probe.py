@@ -412,3 +412,18 @@ def test_where_the_views_are_rendered():
     assert resolve_stylize_on("device", "cpu", 2) == "device"
     with pytest.raises(StbiasError, match="unknown probe.stylize_on 'gpu'; valid: auto, device"):
         resolve_stylize_on("gpu", "cpu", 1)
+
+
+def test_the_cache_key_ignores_loading_speed_settings(tmp_path):
+    from stbias.tasks.probe import cache_key
+
+    def key(*overrides):
+        base = ("dataset=video_folder", f"dataset.root={tmp_path}")
+        return cache_key(compose_cfg(tmp_path, tmp_path, *base, *overrides))
+
+    default = key()
+    for speed in ("dataset.num_workers=3", "dataset.decode_threads=2", "dataset.prefetch_factor=4"):
+        assert key(speed) == default, speed
+    assert key("dataset.pin_memory=true", "probe.stylize_on=device") == default
+    assert key("dataset.backend=pyav") != default  # another decoder: computed again
+    assert key("dataset.crop=random") != default
