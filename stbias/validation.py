@@ -70,6 +70,11 @@ def workers(value: Any) -> str | None:
     return None if value == "auto" or (_is_int(value) and value >= 0) else "an integer >= 0 or auto"
 
 
+def auto_or_boolean(value: Any) -> str | None:
+    """auto, true or false."""
+    return None if value == "auto" or isinstance(value, bool) else "auto, true or false"
+
+
 def names(value: Any) -> str | None:
     """A list of names, one name, or null."""
     if value is None or isinstance(value, str):
@@ -90,6 +95,12 @@ CHECKS: dict[str, Check] = {
     "probe.num_clips": integer(1, allow_null=True),
     "probe.sampling": one_of("stratified", "random", "first"),
     "probe.batch_size": integer(1),
+    # before probe.num_workers, which follows dataset.num_workers: the key the user set is named
+    "dataset.backend": one_of("auto", "decord", "pyav"),
+    "dataset.decode_threads": integer(0),
+    "dataset.num_workers": workers,
+    "dataset.prefetch_factor": integer(1, allow_null=True),
+    "dataset.pin_memory": auto_or_boolean,
     "probe.num_workers": workers,
     "probe.stylize_on": one_of("auto", "device", "loader"),
     "probe.bootstrap": integer(0),
@@ -106,11 +117,6 @@ CHECKS: dict[str, Check] = {
     "dataset.num_samples": integer(1),
     "dataset.temporal": one_of("uniform", "random", "centre", "center"),
     "dataset.crop": one_of("centre", "center", "random"),
-    "dataset.backend": one_of("auto", "decord", "pyav"),
-    "dataset.decode_threads": integer(0),
-    "dataset.num_workers": workers,
-    "dataset.prefetch_factor": integer(1, allow_null=True),
-    "dataset.pin_memory": one_of("auto", True, False),
     "train.batch_size": integer(1),
     "train.num_workers": integer(0),
     "train.num_classes": integer(2, allow_null=True),

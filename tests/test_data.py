@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import os
+import re
 import struct
 
 import av
@@ -697,3 +698,27 @@ def test_video_folder_with_a_relative_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert video_folder("clips", **CLIP)[0]["label"] == 0
     assert video_folder("clips", annotation="other.csv", **CLIP)[0]["label"] == 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.backend=ffmpeg", "dataset.backend takes one of auto, decord, pyav"),
+        ("dataset.num_workers=-1", "dataset.num_workers takes an integer >= 0 or auto"),
+        ("dataset.num_workers=many", "dataset.num_workers takes an integer >= 0 or auto"),
+        ("dataset.decode_threads=-2", "dataset.decode_threads takes an integer >= 0"),
+        ("dataset.prefetch_factor=0", "dataset.prefetch_factor takes an integer >= 1 or null"),
+        ("dataset.pin_memory=sometimes", "dataset.pin_memory takes auto, true or false"),
+        ("probe.stylize_on=gpu", "probe.stylize_on takes one of auto, device, loader"),
+    ],
+)
+def test_bad_loading_settings_stop_with_one_line(override, message):
+    from stbias.validation import validate
+
+    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
+        good = compose("config", overrides=["model=i3d", "dataset=kinetics"])
+        bad = compose("config", overrides=["model=i3d", "dataset=kinetics", override])
+    validate(good)
+    assert good.probe.num_workers == "auto"  # the probe's loader follows the dataset's
+    with pytest.raises(StbiasError, match=re.escape(message)):
+        validate(bad)
