@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from stbias.lit.probe import ProbeModule
+from stbias.lit.probe import ProbeModule, channels_last
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.tasks.common import build_model, plain
 
@@ -38,25 +39,57 @@ def clips(spec: InputSpec, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
 
 
-def time_probe(model, layers, channels, spec, sampler, videos, batch: int) -> float:
-    """Seconds for the probe's steps (stylization, packing, one forward, taps, statistics)."""
-    module = ProbeModule(model, layers, channels, spec, sampler)
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def time_probe(
+    model, layers, channels, spec, sampler, videos, batch: int, device=None, dtype=None
+) -> float:
+    """Seconds for the probe's steps (stylization, packing, one forward, taps, statistics).
+
+    On ``device`` (default CPU) under autocast to ``dtype`` (None: float32), as Lightning's mixed
+    precision runs it; the pair statistics stay float64 whatever the dtype.
+    """
+    device = torch.device(device or "cpu")
+    module = ProbeModule(model, layers, channels, spec, sampler).to(device)
+    _sync(device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(device, dtype):
         for i in range(0, len(videos), batch):
-            chunk = videos[i : i + batch]
+            chunk = videos[i : i + batch].to(device)
             module.test_step({"video": chunk, "index": torch.arange(i, i + len(chunk))}, i)
+    _sync(device)
     return time.perf_counter() - start
 
 
-def time_forward(model, spec, videos, batch: int) -> float:
-    """Seconds for the bare forward passes of the same 3 views per clip (no hooks, no styles)."""
+def time_forward(model, spec, videos, batch: int, device=None, dtype=None) -> float:
+    """Seconds for the bare forward passes of the same 3 views per clip (no hooks, no styles),
+    channels-last as the probe feeds them."""
     from stbias.data import video_to_float
 
+    device = torch.device(device or "cpu")
+    model.to(device)
+    _sync(device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(device, dtype):
         for i in range(0, len(videos), batch):
-            x = video_to_float(videos[i : i + batch])
+            x = video_to_float(videos[i : i + batch].to(device))
             x = torch.cat([x, x, x])
-            model(pack_inputs(x, spec))
+            packed = pack_inputs(x, spec)
+            if isinstance(packed, (list, tuple)):
+                model([channels_last(p) for p in packed])
+            else:
+                model(channels_last(packed))
+    _sync(device)
     return time.perf_counter() - start

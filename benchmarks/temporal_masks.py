@@ -1,6 +1,8 @@
 """Batched temporal-mask search against a loop of single-clip searches; I3D's time per clip.
 
-Run: ``python benchmarks/temporal_masks.py [--clips 16] [--iterations 20]``.
+Run: ``python benchmarks/temporal_masks.py [--clips 16] [--iterations 20] [--device cpu]``; on a
+GPU, ``--device cuda --models i3d_inception --native-input --native ''`` compares batched and
+looped searches on ``i3d_inception`` at its native 64x224x224.
 
 1. For ``i3d_tiny`` and ``clstm`` (each at its ``reduced`` input if the model declares one, else
    its native input; random weights): one search over ``--clips`` clips at once against a loop
@@ -32,31 +34,41 @@ from stbias.metrics.masks import TemporalMask  # noqa: E402
 from stbias.models.inputs import InputSpec  # noqa: E402
 from stbias.tasks.common import build_model  # noqa: E402
 
+DEVICE = torch.device("cpu")
+INPUT: dict[str, int] = {}  # frames / size replacing the model's (tiny smoke runs)
+
 
 def setup(name: str, native: bool = False):
-    """The model (eval, random weights, seeded) and its input spec (reduced unless native)."""
+    """The model (eval, random weights, seeded, on ``DEVICE``) and its input spec (reduced
+    unless native)."""
     node = option_node("model", name)
     spec = OmegaConf.to_container(node.input, resolve=True)
     reduced = node.get("reduced")
     if reduced and not native:
         spec.update(OmegaConf.to_container(reduced, resolve=True))
+    spec.update(INPUT)
     torch.manual_seed(0)
-    return build_model(node).eval(), InputSpec.from_dict(spec)
+    return build_model(node).eval().to(DEVICE), InputSpec.from_dict(spec)
 
 
 def clips_for(spec: InputSpec, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    return torch.rand(n, spec.channels, spec.frames, spec.size, spec.size, generator=g)
+    x = torch.rand(n, spec.channels, spec.frames, spec.size, spec.size, generator=g)
+    return x.to(DEVICE)
 
 
 def timed(fn) -> tuple[float, object]:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     start = time.perf_counter()
     out = fn()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter() - start, out
 
 
-def batched_vs_loop(name: str, clips: int, iterations: int) -> float:
-    model, spec = setup(name)
+def batched_vs_loop(name: str, clips: int, iterations: int, native: bool = False) -> float:
+    model, spec = setup(name, native)
     x = clips_for(spec, clips)
     search = TemporalMask(model, pack=packer(spec), iterations=iterations)
     search.run(x[:2])  # warm-up
@@ -64,7 +76,8 @@ def batched_vs_loop(name: str, clips: int, iterations: int) -> float:
     loop, singles = timed(lambda: [search.run(x[i : i + 1]) for i in range(clips)])
     worst = max(float((out["mask"][i] - s["mask"][0]).abs().max()) for i, s in enumerate(singles))
     print(
-        f"{name} ({spec.frames}x{spec.size}x{spec.size}, {iterations} iterations, {clips} clips): "
+        f"temporal_masks {name} ({spec.frames}x{spec.size}x{spec.size}, {iterations} iterations, "
+        f"{clips} clips, {DEVICE.type}): "
         f"batched {batched:.1f} s, loop of single-clip searches {loop:.1f} s, "
         f"speedup {loop / batched:.1f}x (largest mask difference {worst:.1e})",
         flush=True,
@@ -89,7 +102,8 @@ def native_time_per_clip(name: str, batch: int, short: int, long: int) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global DEVICE, INPUT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=20)
@@ -97,10 +111,16 @@ def main() -> None:
     parser.add_argument("--native", default="i3d_inception")
     parser.add_argument("--native-batch", type=int, default=1)
     parser.add_argument("--native-iterations", type=int, nargs=2, default=[1, 3])
-    args = parser.parse_args()
+    parser.add_argument("--native-input", action="store_true", help="--models at native input")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, help="replace the input's frames")
+    parser.add_argument("--size", type=int, help="replace the input's size")
+    args = parser.parse_args(argv)
+    DEVICE = torch.device(args.device)
+    INPUT = {k: v for k, v in (("frames", args.frames), ("size", args.size)) if v is not None}
     print(f"torch threads: {torch.get_num_threads()}")
     for name in args.models:
-        batched_vs_loop(name, args.clips, args.iterations)
+        batched_vs_loop(name, args.clips, args.iterations, args.native_input)
     if args.native:
         native_time_per_clip(args.native, args.native_batch, *args.native_iterations)
 

@@ -139,7 +139,9 @@ def stage_forward(model, path: str, x: torch.Tensor, layout: str = "cnn") -> tor
     return pool_features(tap.outputs["stage"], layout)
 
 
-def run_baseline(model, layers, spec, sampler, videos, pairs, batch, favoured, seed=0):
+def run_baseline(
+    model, layers, spec, sampler, videos, pairs, batch, favoured, seed=0, device="cpu"
+):
     """The authors' procedure: one run per stage, separate forward passes, stacked features."""
     from stbias.data import video_to_float
     from stbias.models.inputs import pack_inputs
@@ -153,7 +155,7 @@ def run_baseline(model, layers, spec, sampler, videos, pairs, batch, favoured, s
         factors = rng.permutation(np.repeat(np.arange(2), pairs))
         first, second = [], []
         for start in range(0, n, batch):
-            clip01 = video_to_float(videos[start : start + batch])
+            clip01 = video_to_float(videos[start : start + batch].to(device))
             code = torch.as_tensor(factors[start : start + batch])
             styles = [rng.choice(stylizer.num_styles, 2, replace=False) for _ in range(len(code))]
             a = torch.tensor([int(s[0]) for s in styles])
@@ -183,7 +185,7 @@ def run_baseline(model, layers, spec, sampler, videos, pairs, batch, favoured, s
     return results, kept
 
 
-def run_stbias(model, layers, channels, spec, sampler, videos, pairs, batch):
+def run_stbias(model, layers, channels, spec, sampler, videos, pairs, batch, device="cpu"):
     """One stbias probe over every stage, as ``task=probe`` runs it (``Trainer.test``)."""
     import pytorch_lightning as pl
 
@@ -198,7 +200,7 @@ def run_stbias(model, layers, channels, spec, sampler, videos, pairs, batch):
 
     module = ProbeModule(model, layers, channels, spec, sampler)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if torch.device(device).type == "cuda" else "cpu",
         devices=1,
         logger=False,
         enable_progress_bar=False,
@@ -220,6 +222,7 @@ def child(args) -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     model, layers, channels, spec, sampler, videos = setup(args.model, 2 * args.pairs)
+    model.to(args.device)
     # every import before the clock starts: only the procedures are timed
     import pytorch_lightning  # noqa: F401
 
@@ -230,7 +233,7 @@ def child(args) -> None:
 
     # warm-up, so that no procedure pays first-use costs: convolution kernels for both memory
     # layouts, with and without autograd, and the styles' photographs
-    clip01 = video_to_float(videos[: args.batch])
+    clip01 = video_to_float(videos[: args.batch].to(args.device))
     x = pack_inputs(clip01, spec)
     for grad in (False, True):
         with torch.set_grad_enabled(grad):
@@ -243,13 +246,21 @@ def child(args) -> None:
     with PeakRSS() as memory:
         if args.child == "stbias":
             results = run_stbias(
-                model, layers, channels, spec, sampler, videos, args.pairs, args.batch
+                model, layers, channels, spec, sampler, videos, args.pairs, args.batch, args.device
             )
             check = None
         else:
             favoured = args.child == "favoured"
             results, kept = run_baseline(
-                model, layers, spec, sampler, videos, args.pairs, args.batch, favoured
+                model,
+                layers,
+                spec,
+                sampler,
+                videos,
+                args.pairs,
+                args.batch,
+                favoured,
+                device=args.device,
             )
     seconds = time.perf_counter() - start
     if args.child != "stbias":
@@ -281,7 +292,9 @@ def child(args) -> None:
     )
 
 
-def measure(model: str, pairs: int, batch: int, threads: int, procedure: str) -> dict:
+def measure(
+    model: str, pairs: int, batch: int, threads: int, procedure: str, device: str = "cpu"
+) -> dict:
     command = [
         sys.executable,
         __file__,
@@ -295,6 +308,8 @@ def measure(model: str, pairs: int, batch: int, threads: int, procedure: str) ->
         str(batch),
         "--threads",
         str(threads),
+        "--device",
+        device,
     ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -303,11 +318,13 @@ def measure(model: str, pairs: int, batch: int, threads: int, procedure: str) ->
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(model: str, pairs: int, batch: int, threads: int, repeats: int) -> None:
+def report(
+    model: str, pairs: int, batch: int, threads: int, repeats: int, device: str = "cpu"
+) -> None:
     runs: dict[str, dict] = {}
     for _ in range(repeats):  # alternating; the fastest run of each counts (least disturbed)
         for procedure in ("stbias", "baseline", "favoured"):
-            run = measure(model, pairs, batch, threads, procedure)
+            run = measure(model, pairs, batch, threads, procedure, device)
             if procedure not in runs or run["seconds"] < runs[procedure]["seconds"]:
                 runs[procedure] = run
     ours, theirs, fav = runs["stbias"], runs["baseline"], runs["favoured"]
@@ -315,6 +332,7 @@ def report(model: str, pairs: int, batch: int, threads: int, repeats: int) -> No
     print(
         f"\n{model}: {len(stages)} stages ({', '.join(stages)}), {pairs} pairs per factor "
         f"(baseline {2 * pairs} clips, stbias {pairs}), batch {batch} clips, {threads} thread(s), "
+        f"{device}, "
         f"fastest of {repeats} runs each"
     )
     counts = {
@@ -366,6 +384,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="clips per step (authors: 2)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each procedure")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
         "--child", choices=("stbias", "baseline", "favoured"), help=argparse.SUPPRESS
     )
@@ -379,7 +398,7 @@ def main() -> None:
     elif args.pairs:
         settings = tuple((m, args.pairs) for m, _ in DEFAULT_SETTINGS)
     for model, pairs in settings:
-        report(model, pairs, args.batch, args.threads, args.repeats)
+        report(model, pairs, args.batch, args.threads, args.repeats, args.device)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ def roots(value: Any) -> str | None:
     return "a mapping of dataset option -> root folder, e.g. {davis: /data/DAVIS}, or null"
 
 
+def workers(value: Any) -> str | None:
+    """DataLoader worker processes: an integer >= 0 or auto."""
+    return None if value == "auto" or (_is_int(value) and value >= 0) else "an integer >= 0 or auto"
+
+
+def auto_or_boolean(value: Any) -> str | None:
+    """auto, true or false."""
+    return None if value == "auto" or isinstance(value, bool) else "auto, true or false"
+
+
 def names(value: Any) -> str | None:
     """A list of names, one name, or null."""
     if value is None or isinstance(value, str):
@@ -158,7 +168,14 @@ CHECKS: dict[str, Check] = {
     "probe.num_clips": integer(1, allow_null=True),
     "probe.sampling": one_of("stratified", "random", "first"),
     "probe.batch_size": integer(1),
-    "probe.num_workers": integer(0),
+    # before probe.num_workers, which follows dataset.num_workers: the key the user set is named
+    "dataset.backend": one_of("auto", "decord", "pyav"),
+    "dataset.decode_threads": integer(0),
+    "dataset.num_workers": workers,
+    "dataset.prefetch_factor": integer(1, allow_null=True),
+    "dataset.pin_memory": auto_or_boolean,
+    "probe.num_workers": workers,
+    "probe.stylize_on": one_of("auto", "device", "loader"),
     "probe.bootstrap": integer(0),
     "probe.include_cls": boolean,
     "probe.save_every": integer(1),

@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import os
+import re
 import struct
 
 import av
@@ -14,9 +15,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fixtures import moving_frames
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from skimage.morphology import skeletonize
 from torch.utils.data import DataLoader
 
@@ -35,6 +38,8 @@ from stbias.data import (
     video_to_float,
 )
 from stbias.data.brushmnist import TEMPLATES
+from stbias.data.loading import loader_kwargs, split_loader_options
+from stbias.data.readers import DecodeError, available_backends, open_video
 from stbias.data.sources import EMBEDDED_PLACES, mnist_digits
 from stbias.errors import StbiasError
 
@@ -267,7 +272,8 @@ def test_kth_person_split(tmp_path):
     check_clip(test[0])
 
 
-def test_video_folder_skips_corrupt_and_empty_files(tmp_path):
+@pytest.mark.parametrize("backend", available_backends())
+def test_video_folder_skips_corrupt_and_empty_files(tmp_path, backend):
     write_video(tmp_path / "a.mp4", n=10)
     write_video(tmp_path / "sub/b.avi", n=14)
     write_corrupt(tmp_path / "bad.mp4")
@@ -283,7 +289,7 @@ def test_video_folder_skips_corrupt_and_empty_files(tmp_path):
         "gone.mp4,dog",
     ]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    ds = video_folder(str(tmp_path), "train", **CLIP)
+    ds = video_folder(str(tmp_path), "train", backend=backend, **CLIP)
     assert ds.classes == ["cat", "dog"] and len(ds) == 5 and ds.num_skipped == 1
     loader = DataLoader(ds, batch_size=2, num_workers=2)
     batches = list(loader)
@@ -298,12 +304,95 @@ def test_video_folder_skips_corrupt_and_empty_files(tmp_path):
             np.testing.assert_array_equal(got, b["frame_indices"][k].numpy())
 
 
-def test_pyav_fallback_for_widths_decord_misreads(tmp_path):
+@pytest.mark.parametrize("backend", available_backends())
+def test_pyav_fallback_for_widths_decord_misreads(tmp_path, backend):
     write_video(tmp_path / "narrow.mp4", n=8, w=48, h=32)  # decord 0.6 cannot copy 48-wide frames
     (tmp_path / "train.csv").write_text("narrow.mp4,1\n")
-    s = video_folder(str(tmp_path), **CLIP)[0]
+    s = video_folder(str(tmp_path), backend=backend, **CLIP)[0]
     assert s["skipped"] == 0
     check_clip(s)
+
+
+def write_gop_video(path, frames: np.ndarray, gop: int, fps: int = 25) -> str:
+    """``frames`` encoded with a key frame every ``gop`` frames (so that reads must seek)."""
+    codec, pix = CODECS[os.path.splitext(path)[1]]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix
+        stream.codec_context.gop_size = gop
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return str(path)
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".webm", ".avi"])
+def test_backends_return_the_same_frames_at_the_same_numbers(tmp_path, ext):
+    if available_backends() != ["decord", "pyav"]:
+        pytest.skip(f"needs decord and PyAV; installed: {available_backends()}")
+    n = 60
+    # a moving texture over a background 3 levels brighter each frame: every frame differs
+    offset = 3 * np.arange(n, dtype=np.uint8)[:, None, None, None]
+    frames = moving_frames(n, 96, 64, seed=3) // 4 + offset
+    path = write_gop_video(tmp_path / f"v{ext}", frames, gop=16)
+    decord_reader, pyav_reader = open_video(path, "decord"), open_video(path, "pyav")
+    assert len(decord_reader) == len(pyav_reader) == n
+    assert decord_reader.fps == pyav_reader.fps == 25.0
+    for indices in ([0, 1, 2, 3], [5, 15, 16, 17, 40], list(range(20, 59, 8)), [n - 1]):
+        got = pyav_reader.read(np.array(indices))
+        np.testing.assert_array_equal(got, decord_reader.read(np.array(indices)))
+        # each decoded frame is closest to the source frame of its number (codec loss aside)
+        err = np.abs(got[:, None].astype(np.int16) - frames[None].astype(np.int16))
+        np.testing.assert_array_equal(err.mean(axis=(2, 3, 4)).argmin(axis=1), indices)
+    # a clip dataset over the file gives the same samples with either backend
+    (tmp_path / "train.csv").write_text(f"v{ext},0\n")
+    clip = dict(num_frames=8, sampling_rate=7, size=32, short_side=40)
+    a = video_folder(str(tmp_path), backend="decord", **clip)[0]
+    b = video_folder(str(tmp_path), backend="pyav", decode_threads=2, **clip)[0]
+    assert a["frame_indices"].tolist() == list(range(5, 55, 7))
+    assert torch.equal(a["video"], b["video"]) and a["frame_times"].equal(b["frame_times"])
+
+
+def test_backend_choice_and_errors(tmp_path, monkeypatch):
+    write_video(tmp_path / "a.webm", n=12)
+    (tmp_path / "train.csv").write_text("a.webm,0\n")
+    with pytest.raises(
+        StbiasError, match="unknown video backend 'ffmpeg'; valid: auto, decord, pyav"
+    ):
+        video_folder(str(tmp_path), backend="ffmpeg")
+    with pytest.raises(StbiasError, match="decode_threads must be >= 0, got -1"):
+        open_video("x.mp4", "pyav", threads=-1)
+    with pytest.raises(DecodeError, match="cannot decode"):
+        open_video(write_corrupt(tmp_path / "bad.mp4"), "pyav")
+    # where decord has no wheel (macOS on Apple silicon) auto means PyAV
+    import stbias.data.readers as readers
+
+    monkeypatch.setattr(readers, "_importable", lambda module: module != "decord")
+    assert readers.resolve_backend("auto") == "pyav"
+    with pytest.raises(StbiasError, match=r"'decord' is not installed \(pip install decord\)"):
+        readers.resolve_backend("decord")
+    ds = video_folder(str(tmp_path), **CLIP)
+    assert ds.backend == "pyav"
+    check_clip(ds[0])
+
+
+def test_loader_settings():
+    assert loader_kwargs(0, 4, "auto", "cpu") == {"num_workers": 0, "pin_memory": False}
+    assert loader_kwargs(2, 4, "auto", "cuda") == {
+        "num_workers": 2,
+        "pin_memory": True,
+        "prefetch_factor": 4,
+    }
+    workers = loader_kwargs("auto")["num_workers"]
+    assert workers == max(min(len(os.sched_getaffinity(0)) - 1, 8), 0)
+    with pytest.raises(StbiasError, match="num_workers must be an integer >= 0 or 'auto', got -2"):
+        loader_kwargs(-2)
+    with pytest.raises(StbiasError, match="pin_memory must be auto, true or false, got 'yes'"):
+        loader_kwargs(1, pin_memory="yes")
+    with pytest.raises(StbiasError, match="prefetch_factor must be >= 1, got 0"):
+        loader_kwargs(1, prefetch_factor=0)
 
 
 def test_frame_folder_stylized_layout(tmp_path):
@@ -413,7 +502,11 @@ def test_every_dataset_yaml_builds(tmp_path):
                 ds = instantiate(cfg.dataset, num_frames=4, size=32, num_samples=3)
                 assert ds[2]["video"].shape[:3] == (4, 32, 32)
             elif name == "video_folder":
-                ds = instantiate(cfg.dataset, root=str(tmp_path))
+                node, loader = split_loader_options(
+                    OmegaConf.to_container(cfg.dataset, resolve=True)
+                )
+                assert loader == {"num_workers": "auto", "prefetch_factor": 2, "pin_memory": "auto"}
+                ds = instantiate(node, root=str(tmp_path))
                 spec = cfg.model.input  # clip geometry follows the model
                 assert ds[0]["label"] == 2
                 assert ds[0]["video"].shape == (spec.frames, spec.size, spec.size, 3)
@@ -596,3 +689,36 @@ def test_pfm_places365_and_lfw_folders(tmp_path):
         ]
         assert all(corner_ok)
         assert (np.abs(video - (0, 255, 0)).max(axis=-1) < 40).any(axis=(1, 2)).all()  # the face
+
+
+def test_video_folder_with_a_relative_root(tmp_path, monkeypatch):
+    write_video(tmp_path / "clips/a.mp4", n=10)
+    (tmp_path / "clips/train.csv").write_text("a.mp4,0\n")
+    (tmp_path / "clips/other.csv").write_text("a.mp4,1\n")
+    monkeypatch.chdir(tmp_path)
+    assert video_folder("clips", **CLIP)[0]["label"] == 0
+    assert video_folder("clips", annotation="other.csv", **CLIP)[0]["label"] == 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.backend=ffmpeg", "dataset.backend takes one of auto, decord, pyav"),
+        ("dataset.num_workers=-1", "dataset.num_workers takes an integer >= 0 or auto"),
+        ("dataset.num_workers=many", "dataset.num_workers takes an integer >= 0 or auto"),
+        ("dataset.decode_threads=-2", "dataset.decode_threads takes an integer >= 0"),
+        ("dataset.prefetch_factor=0", "dataset.prefetch_factor takes an integer >= 1 or null"),
+        ("dataset.pin_memory=sometimes", "dataset.pin_memory takes auto, true or false"),
+        ("probe.stylize_on=gpu", "probe.stylize_on takes one of auto, device, loader"),
+    ],
+)
+def test_bad_loading_settings_stop_with_one_line(override, message):
+    from stbias.validation import validate
+
+    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
+        good = compose("config", overrides=["model=i3d", "dataset=kinetics"])
+        bad = compose("config", overrides=["model=i3d", "dataset=kinetics", override])
+    validate(good)
+    assert good.probe.num_workers == "auto"  # the probe's loader follows the dataset's
+    with pytest.raises(StbiasError, match=re.escape(message)):
+        validate(bad)

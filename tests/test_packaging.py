@@ -8,6 +8,12 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,3 +108,39 @@ def test_the_installed_command_runs_from_outside_the_checkout(tmp_path):
     record = json.loads((work / "run" / "results.json").read_text())
     assert record["model"] == "i3d_tiny" and record["num_clips"] == 4
     assert list(record["layers"]) == ["res2", "res3", "res4", "pool"]
+
+
+def _requirements() -> dict[str, Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {r.name: r for r in map(Requirement, project["dependencies"])}
+
+
+@pytest.mark.parametrize(
+    "system, machine, wants_decord",
+    [
+        ("Linux", "x86_64", True),
+        ("Windows", "AMD64", True),
+        ("Darwin", "x86_64", True),
+        ("Darwin", "arm64", False),  # no decord wheel: PyAV reads the videos there
+        ("Linux", "aarch64", False),
+    ],
+)
+def test_decord_only_where_it_has_wheels(system, machine, wants_decord):
+    requirements = _requirements()
+    where = {"platform_system": system, "platform_machine": machine, "sys_platform": "x"}
+    decord = requirements["decord"]
+    assert (decord.marker is None or decord.marker.evaluate(where)) == wants_decord
+    av = requirements["av"]  # the reader of every other platform is always installed
+    assert av.marker is None
+
+
+def test_metadata_names_the_project():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["authors"] == project["maintainers"] == [{"name": "stbias developers"}]
+    home = "https://github.com/stbias/stbias"
+    assert project["urls"] == {
+        "Homepage": home,
+        "Repository": home,
+        "Issues": f"{home}/issues",
+        "Documentation": f"{home}/tree/main/docs",
+    }

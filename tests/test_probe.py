@@ -379,3 +379,58 @@ def test_the_terminal_shows_the_header_a_bar_the_table_and_no_noise(tmp_path):
         f"hydra.run.dir={tmp_path / 'run2'}",
     )
     assert "GPU available" in verbose.stdout + verbose.stderr  # the rest, on request
+
+
+def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(tmp_path, monkeypatch):
+    tiny = ["model.input.size=32", "model.input.frames=4", "probe.num_clips=6"]
+    on_device, _ = probe(tmp_path, monkeypatch, *tiny, out="device")
+    rendered = []  # whether each step's batch came with its views
+    step = ProbeModule.test_step
+
+    def test_step(module, batch, batch_idx):
+        rendered.append("views" in batch)
+        return step(module, batch, batch_idx)
+
+    monkeypatch.setattr(ProbeModule, "test_step", test_step)
+    in_loader, _ = probe(
+        tmp_path,
+        monkeypatch,
+        *tiny,
+        "probe.stylize_on=loader",
+        "probe.num_workers=1",
+        f"probe.cache_dir={tmp_path / 'other_cache'}",  # computed again, not read back
+        out="loader",
+    )
+    assert in_loader["cache"]["clips_run"] == 6 and rendered == [True, True]
+    assert in_loader["config"]["probe"]["stylize_on"] == "loader"
+    assert numbers(in_loader) == numbers(on_device)
+    for layer, entry in on_device["layers"].items():
+        assert in_loader["layers"][layer]["scores"] == entry["scores"]  # bit for bit
+
+
+def test_where_the_views_are_rendered():
+    from stbias.errors import StbiasError
+    from stbias.lit.probe import resolve_stylize_on
+
+    assert resolve_stylize_on("auto", "cpu", 1) == "loader"  # beside the forward pass
+    assert resolve_stylize_on("auto", "cpu", 0) == "device"  # no workers to put them in
+    assert resolve_stylize_on("auto", "cuda", 8) == "device"  # the accelerator is faster
+    assert resolve_stylize_on("loader", "cuda", 8) == "loader"
+    assert resolve_stylize_on("device", "cpu", 2) == "device"
+    with pytest.raises(StbiasError, match="unknown probe.stylize_on 'gpu'; valid: auto, device"):
+        resolve_stylize_on("gpu", "cpu", 1)
+
+
+def test_the_cache_key_ignores_loading_speed_settings(tmp_path):
+    from stbias.tasks.probe import cache_key
+
+    def key(*overrides):
+        base = ("dataset=video_folder", f"dataset.root={tmp_path}")
+        return cache_key(compose_cfg(tmp_path, tmp_path, *base, *overrides))
+
+    default = key()
+    for speed in ("dataset.num_workers=3", "dataset.decode_threads=2", "dataset.prefetch_factor=4"):
+        assert key(speed) == default, speed
+    assert key("dataset.pin_memory=true", "probe.stylize_on=device") == default
+    assert key("dataset.backend=pyav") != default  # another decoder: computed again
+    assert key("dataset.crop=random") != default

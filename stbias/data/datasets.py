@@ -422,7 +422,8 @@ def video_folder(
     Labels may be integers or names; names are numbered in sorted order.
     """
     root = _check_root("video_folder", root)
-    ann = annotation or os.path.join(root, f"{split}.csv")
+    # an annotation path is taken relative to the root unless absolute; the default is in root
+    ann = os.path.expanduser(str(annotation)) if annotation else f"{split}.csv"
     ann = _first_existing("video_folder", [ann if os.path.isabs(ann) else os.path.join(root, ann)])
     with open(ann, newline="") as f:
         rows = [r for r in csv.reader(f) if r and r[0].strip()]

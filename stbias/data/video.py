@@ -1,4 +1,4 @@
-"""A clip dataset over a list of videos (files decoded by decord, or folders of frames)."""
+"""A clip dataset over a list of videos (files decoded by decord or PyAV, or folders of frames)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from stbias.data.clips import (
     resize_short_side,
     temporal_indices,
 )
+from stbias.data.readers import DecodeError, open_video, resolve_backend
 from stbias.errors import StbiasError
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,6 @@ NOT_ANNOTATED = 255  # mask value of pixels (frames) without ground truth
 MASK_FORMATS = {"png": ".png", "voc_xml": ".xml"}
 
 
-class DecodeError(RuntimeError):
-    """A video that cannot be read: missing, corrupt or without frames."""
-
-
 def list_frames(folder: str, pattern: str | None = None) -> list[str]:
     """Sorted image files of a frame folder (``pattern`` is a glob such as ``*.jpg``)."""
     if pattern:
@@ -90,7 +87,9 @@ def _read_image(path: str, grey: bool = False) -> np.ndarray:
 class _Source:
     """Random access to the frames of one record."""
 
-    def __init__(self, record: VideoRecord, pattern: str | None):
+    def __init__(
+        self, record: VideoRecord, pattern: str | None, backend: str = "auto", threads: int = 1
+    ):
         self.record = record
         if not os.path.exists(record.path):
             raise DecodeError(f"missing {record.path}")
@@ -100,14 +99,9 @@ class _Source:
             self.n = len(self.files)
             self.fps = record.fps or 30.0
         else:
-            import decord
-
-            try:
-                self.reader = decord.VideoReader(record.path, num_threads=1)
-                self.n = len(self.reader)
-                self.fps = float(self.reader.get_avg_fps() or 30.0)
-            except Exception as exc:  # decord raises its own error types for damaged files
-                raise DecodeError(f"cannot decode {record.path}: {exc}") from exc
+            self.reader = open_video(record.path, backend, threads)
+            self.n = len(self.reader)
+            self.fps = self.reader.fps
         if self.n == 0:
             raise DecodeError(f"no frames in {record.path}")
 
@@ -150,34 +144,10 @@ class _Source:
                 ]
             return np.stack(frames)
         unique, inverse = np.unique(indices, return_inverse=True)
-        try:
-            frames = self.reader.get_batch(unique.tolist()).asnumpy()
-        except Exception:
-            # decord 0.6 fails on some frame widths (e.g. 48 or 24 pixels) of otherwise sound
-            # files; PyAV decodes those, and a truly damaged file fails there as well
-            frames = _decode_with_pyav(self.record.path, unique)
+        frames = self.reader.read(unique)
         if frames.shape[0] != len(unique):
             raise DecodeError(f"cannot decode {self.record.path}: short read")
         return frames[inverse]
-
-
-def _decode_with_pyav(path: str, indices: np.ndarray) -> np.ndarray:
-    """Frames at sorted unique ``indices``, decoded sequentially with PyAV."""
-    import av
-
-    wanted, found = set(indices.tolist()), {}
-    try:
-        with av.open(path) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    found[i] = frame.to_ndarray(format="rgb24")
-                if i >= indices[-1]:
-                    break
-    except Exception as exc:  # PyAV raises several error types for damaged streams
-        raise DecodeError(f"cannot decode {path}: {exc}") from exc
-    if len(found) != len(wanted):
-        raise DecodeError(f"cannot decode {path}: frames {sorted(wanted - set(found))} missing")
-    return np.stack([found[i] for i in indices.tolist()])
 
 
 class VideoClipDataset(Dataset):
@@ -197,6 +167,9 @@ class VideoClipDataset(Dataset):
         frame_pattern: glob of frame files inside frame folders (default: any image).
         classes: class names, index = label (informational).
         max_retries: how many following videos to try when one cannot be read.
+        backend: video file reader, ``auto`` (decord where installed, else PyAV), ``decord`` or
+            ``pyav`` (see :mod:`stbias.data.readers`).
+        decode_threads: decoder threads per video read (``0``: the decoder's choice).
     """
 
     def __init__(
@@ -215,6 +188,8 @@ class VideoClipDataset(Dataset):
         classes: list[str] | None = None,
         max_retries: int = 50,
         skipped: list[str] | None = None,
+        backend: str = "auto",
+        decode_threads: int = 1,
     ):
         self.records = list(records)
         self.num_frames = int(num_frames)
@@ -233,6 +208,10 @@ class VideoClipDataset(Dataset):
         self.frame_pattern = frame_pattern
         self.classes = list(classes) if classes is not None else None
         self.max_retries = int(max_retries)
+        self.backend = resolve_backend(backend)
+        if int(decode_threads) < 0:
+            raise StbiasError(f"decode_threads must be >= 0, got {decode_threads}")
+        self.decode_threads = int(decode_threads)
         # what could not be read, as "path: reason"; filled at construction (missing files) and
         # by __getitem__ in this process (worker processes keep their own copy, hence "skipped")
         self.skipped: list[str] = list(skipped or [])
@@ -294,7 +273,7 @@ class VideoClipDataset(Dataset):
     def load(self, record: VideoRecord, index: int, view: int = 0) -> dict[str, Any]:
         """Read, sample and crop one clip of ``record`` (raises :class:`DecodeError`)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        source = _Source(record, self.frame_pattern)
+        source = _Source(record, self.frame_pattern, self.backend, self.decode_threads)
         start, end = source.frame_range()
         local = temporal_indices(
             end - start,

@@ -21,12 +21,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from stbias.data import video_to_float
+from stbias.data.loading import loader_kwargs, resolve_workers
 from stbias.errors import StbiasError
 from stbias.io import WriteError, load_tensors, torch_save
-from stbias.lit.skipped import batch_size, drop_skipped
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import pooled_features
@@ -56,6 +56,61 @@ def stylizer_context(batch: Mapping[str, Any]) -> dict[str, Any]:
         if key in batch:
             context[key] = batch[key]
     return context
+
+
+def render_views(
+    sampler: Callable[..., dict[str, Any]],
+    pack: Callable[..., Any],
+    batch: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The packed pair views of a collated batch, rendered on ``device``."""
+    clip01 = video_to_float(batch["video"].to(device))
+    index = torch.as_tensor(batch["index"]).cpu()
+    context = stylizer_context(batch)
+    if "flow" in batch and getattr(sampler, "two_stream", False):
+        # precomputed flow images of two-stream (RGB + flow) pairs
+        context["flow_image"] = video_to_float(batch["flow"].to(device))
+    return sampler(clip01, index, pack=pack, **context)
+
+
+STYLIZE_ON = ("auto", "device", "loader")
+
+
+def resolve_stylize_on(stylize_on: str, device_type: str, num_workers: int) -> str:
+    """Where the views are rendered: ``device`` or ``loader``; ``auto`` means the loader's
+    workers when the model runs on the CPU and there are workers (the styles then run beside
+    the forward pass instead of after it), the model's device otherwise (an accelerator renders
+    them in a fraction of the time a worker's CPU core would, and the workers are busy decoding).
+    """
+    if stylize_on not in STYLIZE_ON:
+        valid = ", ".join(STYLIZE_ON)
+        raise StbiasError(f"unknown probe.stylize_on {stylize_on!r}; valid: {valid}")
+    if stylize_on != "auto":
+        return stylize_on
+    return "loader" if device_type == "cpu" and num_workers > 0 else "device"
+
+
+class ViewsInLoader:
+    """A ``collate_fn`` that renders the pair views in the DataLoader's workers, on the CPU.
+
+    ``probe.stylize_on=loader``: stylization and packing run beside the model's forward pass
+    instead of inside the probe's step. Each clip's styles and permutations are seeded by its
+    index, so the views, and the statistics, are those of ``stylize_on=device``.
+    """
+
+    def __init__(self, sampler: Callable[..., dict[str, Any]], spec: InputSpec) -> None:
+        self.sampler = sampler
+        self.spec = spec
+
+    def pack(self, clip01: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return pack_inputs(clip01, self.spec)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = default_collate(samples)
+        with torch.no_grad():
+            batch["views"] = render_views(self.sampler, self.pack, batch)
+        return batch
 
 
 class ProbeModule(pl.LightningModule):
@@ -202,28 +257,29 @@ class ProbeModule(pl.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Add the static and dynamic pairs of one batch of clips to every layer's metric.
 
-        A sample whose own video could not be read (the dataset's replacement, ``skipped = 1``)
-        is counted in ``skipped_clips`` and adds no pairs: no clip is counted twice.
+        A batch that brings its ``views`` (rendered by :class:`ViewsInLoader` in the loader's
+        workers) is not stylized again. A sample whose own video could not be read (the
+        dataset's replacement, ``skipped = 1``) is counted in ``skipped_clips`` and adds no
+        pairs: no clip is counted twice.
         """
-        size = int(batch["video"].shape[0])
+        index = torch.as_tensor(batch["index"]).cpu()
+        read = torch.ones(len(index), dtype=torch.bool)
         if "skipped" in batch:
-            self.skipped += torch.as_tensor(batch["skipped"]).sum().double().cpu()
-        batch, _ = drop_skipped(batch)
-        if batch_size(batch) > 0:
-            self._add_pairs(batch)
-        self.clips_done += size
-        self.clips_run += size
+            skipped = torch.as_tensor(batch["skipped"]).reshape(-1).bool().cpu()
+            self.skipped += skipped.sum().double()
+            read = ~skipped
+        if bool(read.any()):
+            self._add_pairs(batch, index, read)
+        self.clips_done += len(index)
+        self.clips_run += len(index)
         if (batch_idx + 1) % self.save_every == 0:
             self._save_partial()
 
-    def _add_pairs(self, batch: Mapping[str, Any]) -> None:
-        clip01 = video_to_float(batch["video"].to(self.device))
-        index = torch.as_tensor(batch["index"]).cpu()
-        context = stylizer_context(batch)
-        if "flow" in batch and getattr(self.sampler, "two_stream", False):
-            # precomputed flow images of two-stream (RGB + flow) pairs
-            context["flow_image"] = video_to_float(batch["flow"].to(self.device))
-        views = self.sampler(clip01, index, pack=self.pack, **context)
+    def _add_pairs(self, batch: Mapping[str, Any], index: torch.Tensor, read: torch.Tensor) -> None:
+        if "views" in batch:
+            views = batch["views"]
+        else:
+            views = render_views(self.sampler, self.pack, batch, self.device)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
@@ -235,10 +291,11 @@ class ProbeModule(pl.LightningModule):
             )
             chunks = split_views(feat, names)
             for factor, (first, second) in views["pairs"].items():
-                mask = views["factor"][factor].to(feat.device)
+                mask = views["factor"][factor].cpu().bool() & read
                 if bool(mask.any()):
+                    on = mask.to(feat.device)
                     self.stats[alias].update(
-                        chunks[first][mask], chunks[second][mask], factor, ids=index[mask.cpu()]
+                        chunks[first][on], chunks[second][on], factor, ids=index[mask]
                     )
 
     def on_test_epoch_end(self) -> None:
@@ -290,14 +347,29 @@ class EvalData(pl.LightningDataModule):
     Args:
         dataset: a map-style dataset of sample dicts.
         batch_size: clips per process and step.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (``auto``: one per free core, at most 8).
+        prefetch_factor: batches each worker loads ahead (``None``: PyTorch's default).
+        pin_memory: page-locked batches; ``auto`` pins when the model runs on CUDA.
+        collate_fn: how samples become a batch (``None``: PyTorch's default; e.g.
+            :class:`ViewsInLoader`).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 8, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 8,
+        num_workers: int | str = 0,
+        prefetch_factor: int | None = None,
+        pin_memory: bool | str = "auto",
+        collate_fn: Callable[[list], Any] | None = None,
+    ) -> None:
         super().__init__()
+        self.collate_fn = collate_fn
         self.dataset = dataset
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_workers(num_workers)
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
 
     def test_dataloader(self) -> DataLoader:
         """Batches of this process's share not yet in the module's (resumed) sums."""
@@ -305,9 +377,11 @@ class EvalData(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         module = trainer.lightning_module if trainer else None
         skip = int(getattr(module, "clips_done", 0))
+        device = trainer.strategy.root_device.type if trainer else "cpu"
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
             sampler=UnrepeatedSampler(len(self.dataset), rank, world, skip),
-            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            **loader_kwargs(self.num_workers, self.prefetch_factor, self.pin_memory, device),
         )

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Dataset, Subset
 
+from stbias.data.loading import LOADER_KEYS
 from stbias.data.subsets import choose_clips
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
@@ -553,6 +554,9 @@ def build_dataset(
         for key, value in (("split", split), ("num_samples", num_samples)):
             if key in dataset_cfg and value is not None:
                 dataset_cfg[key] = value
+        # DataLoader settings (num_workers, ...) travel in the node but are not the dataset's
+        for key in LOADER_KEYS:
+            dataset_cfg.pop(key, None)
     dataset = instantiate(dataset_cfg)
     if num_samples is not None and "num_samples" not in dataset_cfg and num_samples < len(dataset):
         picks = np.random.default_rng(0).choice(len(dataset), int(num_samples), replace=False)

@@ -23,9 +23,16 @@ from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
+from stbias.data.loading import LOADER_KEYS, SPEED_KEYS
 from stbias.data.subsets import clip_info, files_fingerprint
 from stbias.errors import StbiasError
-from stbias.lit.probe import EvalData, ProbeModule, layer_state_path
+from stbias.lit.probe import (
+    EvalData,
+    ProbeModule,
+    ViewsInLoader,
+    layer_state_path,
+    resolve_stylize_on,
+)
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, check_pair_input
 from stbias.models.taps import infer_channels, select_layers
@@ -94,17 +101,18 @@ def cache_key(cfg: Any, data_fingerprint: str = "") -> str:
     The model config and its weights file, the model code of ``model=custom``, the dataset
     config, the files of the clips used (:func:`stbias.data.subsets.files_fingerprint`), the
     stylization, seed, clip count and sampling, bootstrap and pooling; not λ, the estimator or
-    the choice of layers.
+    the choice of layers, nor the loading speed settings (``num_workers``, ``decode_threads``, ...).
     """
     model = plain(cfg.model)
     for key in ("layers", "channels", "reduced"):
         model.pop(key, None)
+    dataset = {k: v for k, v in plain(cfg.dataset).items() if k not in SPEED_KEYS}
     described = {
         "version": _CACHE_VERSION,
         "model": model,
         "weights": _weights_fingerprint(cfg.model.get("checkpoint")),
         "code": _code_fingerprint(cfg.model),
-        "dataset": plain(cfg.dataset),
+        "dataset": dataset,
         "files": data_fingerprint,
         "stylization": plain(cfg.stylization),
         "seed": int(cfg.seed),
@@ -349,7 +357,12 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             task="task=probe",
             progress=f"probing {name}",
         )
-        data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers)
+        loader = {k: cfg.dataset[k] for k in LOADER_KEYS[1:] if k in cfg.dataset}
+        data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers, **loader)
+        device = trainer.strategy.root_device.type
+        stylize_on = str(cfg.probe.get("stylize_on", "device"))
+        if resolve_stylize_on(stylize_on, device, data.num_workers) == "loader":
+            data.collate_fn = ViewsInLoader(module.sampler, spec)
         trainer.test(module, datamodule=data, verbose=False)
         objects.update(model=model, module=module, trainer=trainer)
         if not trainer.is_global_zero:
