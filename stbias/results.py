@@ -46,6 +46,7 @@ import pandas as pd
 import yaml
 
 from stbias.errors import StbiasError
+from stbias.metrics.blobs import welch_ttest
 
 log = logging.getLogger(__name__)
 
@@ -513,3 +514,56 @@ def layer_rows(layers: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, A
                 row[f"{key}_{name}_lo"], row[f"{key}_{name}_hi"] = lo, hi
         rows.append(row)
     return rows
+
+
+# --- explanation runs: the samples of their t-tests, Tables 3 and 4 of several runs -------------
+
+
+def _welch(values: Mapping[str, np.ndarray], key: str) -> dict[str, Any]:
+    runs = list(values)
+    return welch_ttest(values[runs[0]][key], values[runs[1]][key])
+
+
+def mask_samples(run_dir: str) -> dict[str, np.ndarray]:
+    """The per-clip samples a temporal-mask run's t-tests use, from its ``masks.npz``."""
+    with np.load(os.path.join(run_dir, "masks.npz")) as data:
+        kept = data["drop_ratio_kept"].astype(bool)
+        return {
+            "mask_length": data["length"].astype(np.float64),
+            "drop_ratio": data["drop_ratio"][kept],
+            "drop_difference": data["drop_difference"],
+        }
+
+
+def blob_samples(run_dir: str) -> dict[str, np.ndarray]:
+    """Per-frame counts and per-blob sizes and distances of a Grad-CAM run, from ``blobs.npz``."""
+    with np.load(os.path.join(run_dir, "blobs.npz")) as data:
+        return {
+            "blob_count": data["counts"].ravel().astype(np.float64),
+            "blob_size": data["size"],
+            "center_distance": data["distance"],
+        }
+
+
+# the samples each explanation task's t-tests use, read from its run folder
+SAMPLES = {"temporal_mask": mask_samples, "gradcam": blob_samples}
+
+
+def explanation_statistics(
+    runs: Mapping[str, str], task: str, measures: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Tables 3 and 4 of Mänttäri et al. from run folders (label -> folder of a ``task`` run):
+    each run's summary (from its ``results.json``) and, for two runs, a Welch t-test per measure
+    on the runs' samples (``None`` otherwise).
+    """
+    if task not in SAMPLES:
+        raise StbiasError(
+            f"no explanation statistics for task {task!r}; valid: {', '.join(SAMPLES)}"
+        )
+    summaries = {
+        label: read_record(os.path.join(d, "results.json"))["summary"] for label, d in runs.items()
+    }
+    if len(runs) != 2:
+        return summaries, None
+    samples = {label: SAMPLES[task](d) for label, d in runs.items()}
+    return summaries, {key: _welch(samples, key) for key in measures}

@@ -608,7 +608,8 @@ def test_parity_options_reach_the_search_and_bad_values_stop_early(tmp_path):
 
 
 def test_tables_are_drawn_from_result_files(tmp_path):
-    from stbias.plotting.explain import table3_from_runs, table4_from_runs
+    from stbias.plotting.explain import TABLE3, TABLE4, table4
+    from stbias.results import explanation_statistics
 
     runs = {}
     for label, lengths in (("A", [2, 4, 6]), ("B", [8, 10, 12])):
@@ -633,7 +634,8 @@ def test_tables_are_drawn_from_result_files(tmp_path):
             )
         )
         runs[label] = str(folder)
-    fig, summaries, tests = table4_from_runs(runs)
+    summaries, tests = explanation_statistics(runs, "temporal_mask", [k for k, _ in TABLE4])
+    fig = table4(summaries, tests)
     texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
     assert "4.0 ± 1.0 (n = 3)" in texts and "10.0 ± 1.0 (n = 3)" in texts
     assert tests["mask_length"]["n"] == [3, 3] and tests["drop_ratio"]["n"] == [2, 2]
@@ -645,7 +647,7 @@ def test_tables_are_drawn_from_result_files(tmp_path):
             size=np.array([3.0, 4.0, 5.0]),
             distance=np.array([1.0, 2.0, 3.0]),
         )
-    fig, _, tests = table3_from_runs(runs)
+    _, tests = explanation_statistics(runs, "gradcam", [k for k, _ in TABLE3])
     assert tests["blob_count"]["n"] == [2, 2] and tests["blob_size"]["n"] == [3, 3]
 
 

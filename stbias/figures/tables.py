@@ -336,8 +336,8 @@ def manttari_fig4(
 ):
     """Fig. 4: normalised histograms of the Table 3 (Grad-CAM blobs at ``layer_set``) and
     Table 4 (temporal masks) measures per model and dataset."""
-    from stbias.plotting.explain import blob_samples, mask_samples
     from stbias.plotting.manttari import fig4
+    from stbias.results import blob_samples, mask_samples
 
     samples: dict[str, dict[str, np.ndarray]] = {}
     for record in _manttari_records(table):

@@ -8,8 +8,6 @@ Pure functions from arrays or result files to figures. The tables take the run s
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -229,68 +227,3 @@ def table1(
         for r in rows
     ]
     return draw_table(header, cells, title=title)
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def _welch(values: Mapping[str, np.ndarray], key: str) -> dict[str, Any] | None:
-    from stbias.metrics.blobs import welch_ttest
-
-    runs = list(values)
-    if len(runs) != 2:
-        return None
-    return welch_ttest(values[runs[0]][key], values[runs[1]][key])
-
-
-def mask_samples(run_dir: str) -> dict[str, np.ndarray]:
-    """The per-clip samples a temporal-mask run's t-tests use, from its ``masks.npz``."""
-    with np.load(os.path.join(run_dir, "masks.npz")) as data:
-        kept = data["drop_ratio_kept"].astype(bool)
-        return {
-            "mask_length": data["length"].astype(np.float64),
-            "drop_ratio": data["drop_ratio"][kept],
-            "drop_difference": data["drop_difference"],
-        }
-
-
-def blob_samples(run_dir: str) -> dict[str, np.ndarray]:
-    """Per-frame counts and per-blob sizes and distances of a Grad-CAM run, from ``blobs.npz``."""
-    with np.load(os.path.join(run_dir, "blobs.npz")) as data:
-        return {
-            "blob_count": data["counts"].ravel().astype(np.float64),
-            "blob_size": data["size"],
-            "center_distance": data["distance"],
-        }
-
-
-def table4_from_runs(runs: Mapping[str, str], title: str | None = "Table 4: temporal masks"):
-    """Table 4 from ``metric=temporal_mask`` run folders (label -> folder).
-
-    Returns:
-        ``(figure, summaries, tests)``; tests (Welch, per measure) only for two runs.
-    """
-    return _table_from_runs(runs, mask_samples, TABLE4, table4, title)
-
-
-def table3_from_runs(
-    runs: Mapping[str, str], title: str | None = "Table 3: Grad-CAM blob statistics"
-):
-    """Table 3 from ``metric=gradcam`` run folders (label -> folder).
-
-    Returns:
-        ``(figure, summaries, tests)``; tests (Welch, per measure) only for two runs.
-    """
-    return _table_from_runs(runs, blob_samples, TABLE3, table3, title)
-
-
-def _table_from_runs(runs, read_samples, measures, draw, title):
-    """Summaries from each run's results.json, per-run samples, Welch tests for two runs, drawn."""
-    summaries = {
-        label: _read_json(os.path.join(d, "results.json"))["summary"] for label, d in runs.items()
-    }
-    samples = {label: read_samples(d) for label, d in runs.items()}
-    tests = {key: _welch(samples, key) for key, _ in measures} if len(runs) == 2 else None
-    return draw(summaries, tests, title=title), summaries, tests

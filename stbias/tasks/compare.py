@@ -30,7 +30,7 @@ import pandas as pd
 from stbias import io
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
-from stbias.plotting.explain import TABLE3, TABLE4, table3_from_runs, table4_from_runs
+from stbias.plotting.explain import TABLE3, TABLE4, table3, table4
 from stbias.plotting.pairs import (
     DISTINGUISHING,
     _display,
@@ -43,7 +43,7 @@ from stbias.plotting.pairs import (
 )
 from stbias.plotting.training import fig5_right
 from stbias.plotting.weights import asdt_figure, channels_figure
-from stbias.results import load
+from stbias.results import explanation_statistics, load
 from stbias.tasks.common import build_logger, output_dir, plain
 from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import joined, write_results
@@ -155,8 +155,8 @@ def log_comparison(
 
 
 EXPLANATIONS = {
-    "gradcam": (table3_from_runs, TABLE3, "Grad-CAM blob statistics"),
-    "temporal_mask": (table4_from_runs, TABLE4, "temporal masks"),
+    "gradcam": (table3, TABLE3, "Grad-CAM blob statistics"),
+    "temporal_mask": (table4, TABLE4, "temporal masks"),
 }
 
 
@@ -184,7 +184,8 @@ def explanation_tables(
         if task not in set(table["task"]):
             continue
         runs = explanation_labels(table, task, labels)
-        fig, summaries, tests = draw(runs, title=f"{what}, {len(runs)} runs")
+        summaries, tests = explanation_statistics(runs, task, [key for key, _ in columns])
+        fig = draw(summaries, tests, title=f"{what}, {len(runs)} runs")
         figures[f"{task}_table"] = save_figure(fig, os.path.join(folder, f"{task}_table"))
         record[task] = {"runs": runs, "summaries": summaries, "tests": tests}
         for label, entry in summaries.items():

@@ -45,10 +45,10 @@ from stbias.plotting.explain import (
     TABLE3,
     TABLE4,
     table1,
-    table3_from_runs,
-    table4_from_runs,
+    table3,
+    table4,
 )
-from stbias.results import UnreadableRecord, read_record
+from stbias.results import UnreadableRecord, explanation_statistics, read_record
 from stbias.tasks.common import (
     apply_checkpoint_settings,
     build_dataset,
@@ -374,8 +374,8 @@ def write_tables(
     io.write_csv(os.path.join(folder, "table1.csv"), rows1)
     save_figure(table1(rows1), os.path.join(folder, "table1"))
     mask_dirs = {names[label]: r["temporal_mask"]["dir"] for label, r in runs.items()}
-    fig, summaries4, tests4 = table4_from_runs(mask_dirs)
-    save_figure(fig, os.path.join(folder, "table4"))
+    summaries4, tests4 = explanation_statistics(mask_dirs, "temporal_mask", [k for k, _ in TABLE4])
+    save_figure(table4(summaries4, tests4), os.path.join(folder, "table4"))
     io.write_csv(os.path.join(folder, "table4.csv"), _table_rows(summaries4, tests4, TABLE4))
     tables3 = []
     count = len(next(iter(runs.values()))["gradcam"])
@@ -386,8 +386,8 @@ def write_tables(
         }
         stem = "table3" if k == 0 else f"table3_{k + 1}"
         title = "Table 3: Grad-CAM blob statistics" + ("" if k == 0 else f", layer set {k + 1}")
-        fig, summaries3, tests3 = table3_from_runs(dirs, title=title)
-        save_figure(fig, os.path.join(folder, stem))
+        summaries3, tests3 = explanation_statistics(dirs, "gradcam", [k for k, _ in TABLE3])
+        save_figure(table3(summaries3, tests3, title=title), os.path.join(folder, stem))
         io.write_csv(os.path.join(folder, f"{stem}.csv"), _table_rows(summaries3, tests3, TABLE3))
         tables3.append({"stem": stem, "runs": dirs, "summaries": summaries3, "tests": tests3})
     kept = ("seed", "settings", "config", "environment")
