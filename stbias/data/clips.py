@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from stbias.errors import StbiasError
 
@@ -93,3 +94,21 @@ def crop_box(
         return (h - size) // 2, (w - size) // 2
     rng = rng if rng is not None else np.random.default_rng()
     return int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+
+
+def check_float_clip(clip01: object, what: str, channels: tuple[int, ...] = (1, 3)) -> None:
+    """Raise a StbiasError naming ``what`` unless ``clip01`` is a float ``(B, C, T, H, W)``
+    tensor (values in [0, 1]) with ``C`` in ``channels``."""
+    if not torch.is_tensor(clip01) or clip01.ndim != 5:
+        shape = tuple(clip01.shape) if torch.is_tensor(clip01) else type(clip01).__name__
+        raise StbiasError(f"{what} takes a float tensor (B, C, T, H, W) in [0, 1]; got {shape}")
+    if not clip01.is_floating_point():
+        raise StbiasError(
+            f"{what} takes float clips in [0, 1], got dtype {clip01.dtype}; "
+            "convert uint8 batches with stbias.data.video_to_float"
+        )
+    if channels and clip01.shape[1] not in channels:
+        valid = " or ".join(map(str, channels))
+        raise StbiasError(
+            f"{what} takes (B, C, T, H, W) with C = {valid}; got shape {tuple(clip01.shape)}"
+        )

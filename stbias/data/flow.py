@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stbias.data.clips import check_float_clip
 from stbias.errors import StbiasError
 
 # ITU-R BT.601 luma weights of R, G, B (grey images, saturation blends, flow on luma)
@@ -23,15 +24,6 @@ FARNEBACK = {
     "poly_sigma": 1.1,
     "flags": 0,
 }
-
-
-def _check_clip(clip01: torch.Tensor) -> None:
-    if not isinstance(clip01, torch.Tensor) or not clip01.is_floating_point():
-        raise StbiasError("optical flow takes a float tensor (B, C, T, H, W) in [0, 1]")
-    if clip01.dim() != 5 or clip01.shape[1] not in (1, 3):
-        raise StbiasError(
-            f"optical flow takes (B, C, T, H, W) with C = 1 or 3; got shape {tuple(clip01.shape)}"
-        )
 
 
 def _gray_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -56,7 +48,7 @@ def farneback_flow(clip01: torch.Tensor, **params: Any) -> torch.Tensor:
     """
     import cv2
 
-    _check_clip(clip01)
+    check_float_clip(clip01, "optical flow")
     unknown = set(params) - set(FARNEBACK)
     if unknown:
         raise StbiasError(

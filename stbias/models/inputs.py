@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from stbias.data.clips import check_float_clip
 from stbias.data.flow import farneback_flow, flow_to_image
 from stbias.errors import StbiasError
 
@@ -139,17 +140,6 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     return (x - x.new_tensor(mean).view(1, -1, 1, 1, 1)) / x.new_tensor(std).view(1, -1, 1, 1, 1)
 
 
-def _check_float_clip(video01: Any, what: str = "pack_inputs") -> None:
-    if not torch.is_tensor(video01) or video01.ndim != 5:
-        shape = tuple(video01.shape) if torch.is_tensor(video01) else type(video01).__name__
-        raise StbiasError(f"{what} needs a float tensor (B, C, T, H, W), got {shape}")
-    if not video01.is_floating_point():
-        raise StbiasError(
-            f"{what} needs float clips in [0, 1], got dtype {video01.dtype}; "
-            "convert uint8 batches with stbias.data.video_to_float"
-        )
-
-
 def _rgb_channels(video01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     channels = video01.shape[1]
     if channels == spec.channels:
@@ -220,7 +210,7 @@ def pack_inputs(
             )
         rgb, flow = video01
         for part, what in ((rgb, "the RGB stream"), (flow, "the flow stream")):
-            _check_float_clip(part, f"pack_inputs ({what})")
+            check_float_clip(part, f"pack_inputs ({what})", channels=())
         if flow.shape[1] != 3 or rgb.shape[0] != flow.shape[0] or rgb.shape[2:] != flow.shape[2:]:
             raise StbiasError(
                 f"RGB stream {tuple(rgb.shape)} and flow image {tuple(flow.shape)} do not pair: "
@@ -230,7 +220,7 @@ def pack_inputs(
             _normalise(_rgb_channels(rgb, spec), spec.mean, spec.std),
             _normalise(flow, spec.flow_mean, spec.flow_std),
         ]
-    _check_float_clip(video01)
+    check_float_clip(video01, "pack_inputs", channels=())
     if spec.flow:
         rgb = _rgb_channels(video01, spec)
         flow = flow_to_image(farneback_flow(rgb))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from stbias.data.clips import check_float_clip
 from stbias.errors import StbiasError
 
 StyleRef = int | str
@@ -70,9 +71,4 @@ class Stylizer(ABC):
 
 def check_clip(clip01: torch.Tensor) -> None:
     """Raise a StbiasError unless ``clip01`` is a float ``(B, C, T, H, W)`` tensor, C in {1, 3}."""
-    if not isinstance(clip01, torch.Tensor) or not clip01.is_floating_point():
-        raise StbiasError("stylizers take a float tensor (B, C, T, H, W) in [0, 1]")
-    if clip01.dim() != 5 or clip01.shape[1] not in (1, 3):
-        raise StbiasError(
-            f"stylizers take (B, C, T, H, W) with C = 1 or 3; got shape {tuple(clip01.shape)}"
-        )
+    check_float_clip(clip01, "a stylizer")
