@@ -6,7 +6,8 @@ For every seed of ``task.seeds`` and mode of ``task.modes`` (``none`` = no dropo
 way for every mode (:func:`stbias.lit.static_dropout.final_report`: the re-probed split, top-1 /
 top-5, motion-only and shuffled-frame accuracy, the static units zeroed). Runs of one seed start
 from the same initial weights (checked). Writes ``static_dropout.csv`` (one row per run),
-``static_dropout.md`` (the table over seeds) and ``static_dropout.{png,pdf}``.
+``static_dropout.md`` (the table over seeds, and every mode against ``none`` paired by seed,
+also in ``static_dropout_vs_none.csv``) and ``static_dropout.{png,pdf}``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.static_dropout import final_report
 from stbias.plotting import save_figure
-from stbias.plotting.static_dropout import MODES, figure, summarize, table
+from stbias.plotting.static_dropout import MODES, figure, paired_differences, summarize, table
 from stbias.tasks import train, train_extras
 from stbias.tasks.common import (
     build_logger,
@@ -133,9 +134,14 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 f"{units['residual']}"
             )
     summary = summarize(rows)
-    text = table(summary)
+    differences = paired_differences(rows)
+    text = table(summary + differences)
+    if differences:
+        text += "; rows 'mode − none': the difference to no dropout, seed by seed"
     io.write_csv(os.path.join(folder, "static_dropout.csv"), rows)
     io.write_csv(os.path.join(folder, "static_dropout_summary.csv"), summary)
+    if differences:
+        io.write_csv(os.path.join(folder, "static_dropout_vs_none.csv"), differences)
     io.write_text(os.path.join(folder, "static_dropout.md"), text + "\n")
     title = (
         f"StaticDropout, {choice(cfg, 'model')} on {choice(cfg, 'dataset')}, "
