@@ -338,6 +338,53 @@ def test_table2_heat_map_rows_are_places_and_columns_motions():
     assert "| 4 | 0.27 (0.96) | 0.33 (0.97) | 0.41 (0.97) |" in table2_markdown(rows)
 
 
+def test_table2_cells_give_the_mean_and_t_interval_over_seeds_and_chance():
+    from scipy import stats
+
+    from stbias.plotting.byvshev import table2_cells, table2_interval_markdown
+
+    accs = {0: 0.90, 1: 0.80, 2: 0.95}
+    rows = [{"places": 8, "motions": 2, "seed": s, "acc": a} for s, a in accs.items()]
+    rows.append({"places": 2, "motions": 2, "seed": 0, "acc": 1.0})
+    one, many = table2_cells(rows)
+    assert (one["places"], one["seeds"]) == (2, 1) and np.isnan(one["acc_lo"])
+    x = np.array(list(accs.values()))
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    assert many["acc"] == pytest.approx(x.mean())
+    assert (many["acc_lo"], many["acc_hi"]) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert many["chance"] == pytest.approx(1 / 16)
+    text = table2_interval_markdown(rows)
+    assert f"| 8 | {x.mean():.2f} ± {half:.2f} (chance 0.062, paper 0.89) |" in text
+
+
+def test_table2_trend_recovers_the_slopes_of_a_known_plane_per_seed():
+    from stbias.plotting.byvshev import PAPER_TABLE2, PAPER_TABLE2_CLASSES, table2_trend
+
+    # acc = 1 - b log2(places) - c log2(motions) + seed offset: every seed's fit is exact
+    slopes = {0: (-0.10, -0.01), 1: (-0.12, -0.03), 2: (-0.08, 0.02)}
+    rows = [
+        {"places": p, "motions": m, "seed": s, "acc": 0.9 + b * np.log2(p) + c * np.log2(m) + s}
+        for s, (b, c) in slopes.items()
+        for p in (2, 4, 8)
+        for m in (2, 8)
+    ]
+    trend = table2_trend(rows)
+    assert trend["seeds"] == 3
+    assert trend["places"] == pytest.approx(-0.10) and trend["motions"] == pytest.approx(-0.02 / 3)
+    gaps = [b - c for b, c in slopes.values()]
+    assert trend["gap"] == pytest.approx(np.mean(gaps))
+    assert trend["gap_lo"] < np.mean(gaps) < trend["gap_hi"]
+    # the paper's own grid shows its trend: place classes cost more than motion classes
+    assert trend["paper_gap"] < -0.05
+    i = [PAPER_TABLE2_CLASSES.index(v) for v in (2, 8)]
+    assert trend["paper_motions"] == pytest.approx(
+        np.mean([(PAPER_TABLE2[j, i[1]] - PAPER_TABLE2[j, i[0]]) / 2 for j in range(3)]), abs=1e-9
+    )
+    # one value on an axis: no trend, never a made-up one
+    flat = table2_trend([r for r in rows if r["motions"] == 2])
+    assert np.isnan(flat["motions"]) and np.isnan(flat["places"])
+
+
 # --- Table 2: the multirun -------------------------------------------------------------------
 
 

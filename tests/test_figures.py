@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
@@ -151,10 +152,14 @@ def test_embedded_static_dropout_shows_every_mode_of_the_study(embedded):
     (study,) = {p.parent for p in Path(figure["runs"][0]).rglob("static_dropout.csv")}
     with open(study / "static_dropout.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["mode"] for r in rows] == ["none", "static", "all", "random"]
-    for row in rows:  # one seed: the table shows each run's own top-1
-        at = table.index(row["mode"])
-        assert table[at + 1] == "1" and table[at + 2] == f"{float(row['acc']):.3f}"
+    modes = ["none", "static", "all", "random"]
+    assert [(r["mode"], r["seed"]) for r in rows] == [(m, s) for s in "012" for m in modes]
+    for mode in modes:  # three seeds: the table shows the mean over them, then ±
+        at = table.index(mode)
+        mean = np.mean([float(r["acc"]) for r in rows if r["mode"] == mode])
+        assert table[at + 1] == "3" and table[at + 2].startswith(f"{mean:.3f} ± ")
+    for mode in modes[1:]:  # and every mode against no dropout, seed by seed
+        assert f"{mode} − none" in table
     assert any(t.startswith("top-1 motion-only") for t in figure["texts"])
 
 
@@ -236,15 +241,19 @@ def test_embedded_byvshev_table2_draws_the_grid_of_its_runs(embedded):
 
     record = embedded("byvshev-table2")
     rows = table2_rows(load_records(f"{record['runs'][0]}/*/")[0])
-    assert {(r["places"], r["motions"]) for r in rows} == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    grid = [(p, m, s) for p in (2, 8) for m in (2, 8) for s in (0, 1, 2)]
+    assert sorted((r["places"], r["motions"], r["seed"]) for r in rows) == grid
     # the sweep's own callback tabulated the same runs
     with open(Path(record["runs"][0]) / "table2.csv", newline="") as fh:
         written = {
-            (int(r["places"]), int(r["motions"])): float(r["acc"]) for r in csv.DictReader(fh)
+            (int(r["places"]), int(r["motions"]), int(r["seed"])): float(r["acc"])
+            for r in csv.DictReader(fh)
         }
-    assert written == {(r["places"], r["motions"]): r["acc"] for r in rows}
-    for row in rows:  # the heat map's cells are the runs' accuracies
-        assert f"{row['acc']:.2f}" in record["texts"]
+    assert written == {(r["places"], r["motions"], r["seed"]): r["acc"] for r in rows}
+    for p, m in {(r["places"], r["motions"]) for r in rows}:  # a cell: the mean over seeds
+        mean = np.mean([r["acc"] for r in rows if (r["places"], r["motions"]) == (p, m)])
+        assert any(t.startswith(f"{mean:.2f} ± ") for t in record["texts"])
+    assert any("per doubling of place classes" in t for t in record["texts"])
 
 
 def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch):

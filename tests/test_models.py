@@ -32,6 +32,13 @@ from stbias.tasks.common import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL_YAMLS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# the CNNs of Kowal et al. Fig. 3 (and their tiny stand-ins): stage 1, the stem, is a layer
+STEMS = {
+    **{n: ["stem"] for n in ("c2d", "i3d", "slow", "fast", "x3d_xs", "x3d_s", "x3d_m")},
+    **{n: ["stem"] for n in ("c2d_tiny", "i3d_tiny")},
+    "slowfast": ["slow_stem", "fast_stem"],
+    "slowfast_tiny": ["slow_stem", "fast_stem"],
+}
 # fixed input size (no `reduced` option) or heavy even when reduced: > 5 s on one core
 SLOW_MODELS = {"mvit_v2_s"}
 CUSTOM = [
@@ -105,6 +112,31 @@ def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(name):
         assert logits.shape == (2, m.num_classes)
     # hooks are gone after the context
     assert all(not mod._forward_hooks for mod in model.modules())
+    # the taps a probe reports by default: declared, and none the same numbers as another
+    default = list(m.get("probe_layers") or layers)
+    assert set(default) <= set(layers), f"{name}: probe_layers not in layers"
+    pooled = {a: pool_features(tap.outputs[a], layout) for a in default}
+    for i, a in enumerate(default):
+        for b in default[i + 1 :]:
+            same = pooled[a].shape == pooled[b].shape and torch.allclose(pooled[a], pooled[b])
+            assert not same, f"{name}: probe taps {a} and {b} report the same features"
+    stems = STEMS.get(name)
+    if stems:  # stage 1 of Kowal Fig. 3: the stem, the input of the first residual stage
+        first = {"slow_stem": "slow_res2", "fast_stem": "fast_res2"}
+        for stem in stems:
+            assert stem in layers and stem in default, f"{name} declares no {stem}"
+            res2 = first.get(stem, "res2")
+            if "fused_res2" in layers and stem == "slow_stem":
+                continue  # the slow pathway's res2 reads the stem after the fast-to-slow fusion
+            seen = {}
+            module = model.get_submodule(layers[res2])
+            handle = module.register_forward_pre_hook(lambda _, a, s=seen: s.setdefault("x", a))
+            with torch.no_grad(), LayerTap(model, {stem: layers[stem]}) as again:
+                model(pack_inputs(clip(spec), spec))  # fresh: SlowFast's fusion edits its input
+            handle.remove()
+            x = seen["x"][0]
+            x = x[0 if stem == "slow_stem" else 1] if isinstance(x, (list, tuple)) else x
+            assert torch.equal(again.outputs[stem], x), f"{name}: {stem} is not {res2}'s input"
 
 
 # ---- layer taps ---------------------------------------------------------------------------

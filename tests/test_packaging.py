@@ -107,7 +107,7 @@ def test_the_installed_command_runs_from_outside_the_checkout(tmp_path):
     assert probe.returncode == 0, probe.stderr[-2000:]
     record = json.loads((work / "run" / "results.json").read_text())
     assert record["model"] == "i3d_tiny" and record["num_clips"] == 4
-    assert list(record["layers"]) == ["res2", "res3", "res4", "pool"]
+    assert list(record["layers"]) == ["stem", "res2", "res3", "res4"]
 
 
 def _requirements() -> dict[str, Requirement]:

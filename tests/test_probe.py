@@ -64,13 +64,23 @@ def numbers(record):
     }
 
 
+def test_pool_is_left_out_by_default_and_probed_by_name_as_the_last_stage(tmp_path, monkeypatch):
+    """i3d_tiny's head.pool only averages res4: by name it gives res4's numbers exactly, which
+    is why its probe_layers leave it out of the default table."""
+    record, _ = probe(tmp_path, monkeypatch, "probe.layers=[res4,pool]", out="named")
+    assert list(record["layers"]) == ["res4", "pool"]
+    res4, pool = record["layers"]["res4"], record["layers"]["pool"]
+    assert pool["units"] == res4["units"] and pool["dims"] == res4["dims"]
+    assert pool["scores"] == pytest.approx(res4["scores"], rel=1e-6)
+
+
 def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
     record, folder = probe(tmp_path, monkeypatch)
     stored = json.loads((folder / "results.json").read_text())
     assert stored["task"] == "probe" and stored["model"] == "i3d_tiny"
     assert stored["dataset"] == "pfm" and stored["stylization"] == "texture"
     assert stored["num_clips"] == 8 and stored["skipped_clips"] == 0
-    assert list(stored["layers"]) == ["res2", "res3", "res4", "pool"]
+    assert list(stored["layers"]) == ["stem", "res2", "res3", "res4"]
     for entry in stored["layers"].values():
         assert set(entry) >= {"scores", "dims", "percent", "lam", "units", "n_pairs"}
         assert entry["n_pairs"] == {"dynamic": 8, "static": 8}

@@ -322,7 +322,7 @@ def train_cfg(tmp_path, *overrides):
         ("train.static_dropout.p=-0.1", "train.static_dropout.p=-0.1 is outside [0, 1)"),
         (
             "train.static_dropout.layer=res9",
-            "layer='res9' is not a layer of i3d_tiny; layers: res2",
+            "layer='res9' is not a layer of i3d_tiny; layers: stem, res2",
         ),
         ("train.static_dropout.refresh_every=0", "refresh_every=0; give a number of epochs >= 1"),
         ("train.static_dropout.mode=some", "mode='some' is not valid; valid: static, all, random"),
@@ -453,17 +453,17 @@ def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["step"], r["epoch"], r["layer"]) for r in rows][:5] == [
+        ("0", "0", "stem"),
         ("0", "0", "res2"),
         ("0", "0", "res3"),
         ("0", "0", "res4"),
-        ("0", "0", "pool"),
-        ("4", "0", "res2"),
+        ("4", "0", "stem"),
     ]
     assert len(rows) == 12 and {r["progress"] for r in rows} == {"0.0", "0.5", "1.0"}
     assert all(float(r["scores_dynamic_lo"]) <= float(r["scores_dynamic_hi"]) for r in rows)
     assert (out / "bias_over_training.png").stat().st_size > 5000
     stored = json.loads((out / "results.json").read_text())
-    assert [s["layer"] for s in stored["settling"]] == ["res2", "res3", "res4", "pool"]
+    assert [s["layer"] for s in stored["settling"]] == ["stem", "res2", "res3", "res4"]
     # the training weights differ from step to step
     assert len({e["weights_sha256"] for e in first["series"]}) == 3
 
@@ -527,7 +527,13 @@ def test_the_static_dropout_experiment_reduced(tmp_path, monkeypatch, hydra_rese
         assert r["acc"] == pytest.approx(r["val/acc"])  # the report measures what training did
         assert 0 <= r["acc_motion_only"] <= 1 and r["units_dynamic"] >= 0
         report = json.loads((tmp_path / f"{r['mode']}-seed3" / "final_report.json").read_text())
-        assert report["layer"] == "pool" and len(report["probe"]) == 4
+        assert report["layer"] == "pool" and list(report["probe"]) == [
+            "stem",
+            "res2",
+            "res3",
+            "res4",
+            "pool",
+        ]
     static = json.loads((tmp_path / "static-seed3" / "results.json").read_text())
     refreshes = static["static_dropout"]["refreshes"]
     assert len(refreshes) == 1 and refreshes[0]["dropped_set"] == refreshes[0]["static_set"]
@@ -745,3 +751,28 @@ def test_the_cuda_stream_is_restored_and_the_dropout_draws_privately_on_the_devi
     again = drop(torch.ones(4, 6, device="cuda"))
     drop.load_generator_states(state)
     assert torch.equal(drop(torch.ones(4, 6, device="cuda")), again)
+
+
+def test_modes_are_compared_with_no_dropout_seed_by_seed():
+    from scipy import stats
+
+    from stbias.plotting.static_dropout import paired_differences, table
+
+    # seed effects shared by both arms cancel in the paired differences
+    base = {0: 0.60, 1: 0.90, 2: 0.75}
+    gains = {0: 0.05, 1: 0.07, 2: 0.03}
+    rows = [{"mode": "none", "seed": s, "acc": a, "units_dynamic": 2.0} for s, a in base.items()]
+    rows += [
+        {"mode": "static", "seed": s, "acc": base[s] + gains[s], "units_dynamic": 5.0 + s}
+        for s in base
+    ]
+    rows.append({"mode": "random", "seed": 7, "acc": 0.1})  # no baseline for seed 7: left out
+    (static,) = paired_differences(rows)
+    assert static["mode"] == "static − none" and static["seeds"] == 3
+    x = np.array(list(gains.values()))
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    assert static["acc"] == pytest.approx(x.mean())
+    assert (static["acc_lo"], static["acc_hi"]) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert static["units_dynamic"] == pytest.approx(4.0)
+    assert f"| static − none | 3 | {x.mean():.3f} ± {half:.3f} |" in table([static])
+    assert paired_differences([r for r in rows if r["mode"] != "none"]) == []

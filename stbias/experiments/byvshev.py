@@ -155,18 +155,29 @@ def write_table1(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> 
 
 
 def write_table2(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> list[str]:
-    """``table2.csv``, ``table2.md`` and the heat map ``table2.{png,pdf}`` in ``out_dir``."""
+    """``table2.csv`` (one row per run), ``table2_summary.csv`` (per cell: mean and interval over
+    seeds, chance), ``table2_trend.json`` (accuracy per doubling of place and of motion classes),
+    ``table2.md`` and the heat map ``table2.{png,pdf}`` in ``out_dir``."""
     from stbias.plotting import save_figure
-    from stbias.plotting.byvshev import table2_figure, table2_markdown
+    from stbias.plotting.byvshev import (
+        table2_cells,
+        table2_interval_figure,
+        table2_interval_markdown,
+        table2_trend,
+    )
 
     out_dir = os.fspath(out_dir)
     if not rows:
         raise StbiasError(f"no P+F+M training runs (task=train results) to tabulate in {out_dir}")
     io.write_csv(os.path.join(out_dir, "table2.csv"), rows)
-    _write_text(os.path.join(out_dir, "table2.md"), table2_markdown(rows) + "\n")
+    io.write_csv(os.path.join(out_dir, "table2_summary.csv"), table2_cells(rows))
+    trend = table2_trend(rows)  # undefined (one seed, one value on an axis): null, never NaN
+    trend = {k: None if isinstance(v, float) and v != v else v for k, v in trend.items()}
+    io.write_json(os.path.join(out_dir, "table2_trend.json"), trend)
+    _write_text(os.path.join(out_dir, "table2.md"), table2_interval_markdown(rows) + "\n")
     model = rows[0]["model"]
     figures = save_figure(
-        table2_figure(rows, f"Byvshev et al. Table 2 with {model} on P+F+M (accuracy)"),
+        table2_interval_figure(rows, f"Byvshev et al. Table 2 with {model} on P+F+M (accuracy)"),
         os.path.join(out_dir, "table2"),
     )
     return [os.path.join(out_dir, "table2.csv"), os.path.join(out_dir, "table2.md"), *figures]
@@ -306,8 +317,8 @@ class Table2Sweep(Callback):
             log.warning("no P+F+M training results under %s: no Table 2 written", sweep_dir)
             return
         paths = write_table2(rows, sweep_dir)
-        from stbias.plotting.byvshev import table2_markdown
+        from stbias.plotting.byvshev import table2_interval_markdown
 
-        log.info("%s", table2_markdown(rows))
+        log.info("%s", table2_interval_markdown(rows))
         note = f" ({skipped} unreadable results skipped)" if skipped else ""
         log.info("Table 2: %s, %s%s", paths[0], paths[2], note)

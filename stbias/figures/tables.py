@@ -143,12 +143,13 @@ def static_dropout_figure(table: pd.DataFrame, title: str | None = None):
 
 
 def static_dropout_table(table: pd.DataFrame, title: str | None = None):
-    """The StaticDropout table (``static_dropout.md``'s cells) drawn as a figure."""
+    """The StaticDropout table (``static_dropout.md``'s cells) drawn as a figure: every mode over
+    seeds, then every mode against ``none`` paired by seed."""
     from stbias.plotting.explain import draw_table
-    from stbias.plotting.static_dropout import table_cells
+    from stbias.plotting.static_dropout import paired_differences, table_cells
 
-    _, summary = _static_dropout(table)
-    header, rows = table_cells(summary)
+    runs, summary = _static_dropout(table)
+    header, rows = table_cells(summary + paired_differences(runs))
     return draw_table(header, rows, title=title)
 
 
@@ -288,15 +289,16 @@ def byvshev_table1(table: pd.DataFrame, title: str | None = None):
 
 
 def byvshev_table2(table: pd.DataFrame, title: str | None = None):
-    """Table 2: accuracy on P+F+M over place classes (rows) and motion classes (columns)."""
+    """Table 2: accuracy on P+F+M over place classes (rows) and motion classes (columns), the
+    interval over seeds in every cell and the trend (accuracy per doubling of each) beneath."""
     from stbias.experiments.byvshev import load_records, table2_rows
-    from stbias.plotting.byvshev import table2_figure
+    from stbias.plotting.byvshev import table2_interval_figure
 
     records, _ = load_records(run_dirs(table, "train"))
     rows = table2_rows(records)
     if not rows:
         raise StbiasError("no P+F+M training runs with a validation accuracy to tabulate")
-    return table2_figure(rows, title)
+    return table2_interval_figure(rows, title)
 
 
 # Mänttäri et al. Table 2 and Fig. 4 (task=manttari) ------------------------------------------

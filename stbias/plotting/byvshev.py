@@ -240,3 +240,190 @@ def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     fig.tight_layout()
     note = "accuracy, mean over seeds; the paper's value in brackets"
     return attach_table(fig, *markdown_cells(table2_markdown(rows)), note=note)
+
+
+def table2_cells(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Per (places, motions): seeds, mean accuracy, its Student-t interval over seeds and chance.
+
+    One seed gives ``nan`` bounds; the interval is of the mean over the seeds' final accuracies.
+    """
+    from stbias.plotting.static_dropout import interval
+
+    cells: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for row in rows:
+        cells[(int(row["places"]), int(row["motions"]))].append(float(row["acc"]))
+    out = []
+    for (p, m), accs in sorted(cells.items()):
+        mean, lo, hi = interval(accs, level)
+        out.append(
+            {
+                "places": p,
+                "motions": m,
+                "seeds": len(accs),
+                "acc": mean,
+                "acc_lo": lo,
+                "acc_hi": hi,
+                "chance": 1.0 / (p * m),
+            }
+        )
+    return out
+
+
+def _slopes(cells: Mapping[tuple[int, int], float]) -> tuple[float, float]:
+    """Least-squares plane ``acc = a + b log2(places) + c log2(motions)`` over the cells: (b, c)."""
+    keys = sorted(cells)
+    design = np.array([[1.0, np.log2(p), np.log2(m)] for p, m in keys])
+    if np.linalg.matrix_rank(design) < 3:
+        return float("nan"), float("nan")
+    coef, *_ = np.linalg.lstsq(design, np.array([cells[k] for k in keys]), rcond=None)
+    return float(coef[1]), float(coef[2])
+
+
+def table2_trend(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> dict[str, Any]:
+    """The paper's trend in numbers: accuracy change per doubling of place and of motion classes.
+
+    For every seed a plane ``acc = a + b log2(places) + c log2(motions)`` is fitted to its cells
+    (least squares); ``places`` = b, ``motions`` = c and ``gap`` = b − c are given as mean and
+    Student-t interval over seeds, beside the same fit to the paper's Table 2 on the same cells.
+    The paper's trend (more appearance classes cost more than more motion classes) is ``gap < 0``.
+    A grid with fewer than two values on either axis has no trend (``nan``).
+    """
+    from stbias.plotting.static_dropout import interval
+
+    by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
+    for row in rows:
+        by_seed[int(row["seed"])][(int(row["places"]), int(row["motions"]))] = float(row["acc"])
+    fits = [_slopes(cells) for cells in by_seed.values()]
+    out: dict[str, Any] = {"seeds": len(fits)}
+    for name, values in (
+        ("places", [b for b, _ in fits]),
+        ("motions", [c for _, c in fits]),
+        ("gap", [b - c for b, c in fits]),
+    ):
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = interval(values, level)
+    grid = {k for cells in by_seed.values() for k in cells}
+    if all(p in PAPER_TABLE2_CLASSES and m in PAPER_TABLE2_CLASSES for p, m in grid):
+        paper = {
+            (p, m): float(
+                PAPER_TABLE2[PAPER_TABLE2_CLASSES.index(p), PAPER_TABLE2_CLASSES.index(m)]
+            )
+            for p, m in grid
+        }
+        b, c = _slopes(paper)
+        out.update(paper_places=b, paper_motions=c, paper_gap=b - c)
+    return out
+
+
+def _pm(mean: float, lo: float, hi: float, digits: int = 2) -> str:
+    if np.isnan(mean):
+        return "–"
+    if np.isnan(lo):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+
+
+def table2_trend_text(trend: Mapping[str, Any]) -> str:
+    """One line: accuracy change per doubling of place / motion classes, and the paper's."""
+
+    def part(key: str) -> str:
+        return _pm(trend[key], trend[f"{key}_lo"], trend[f"{key}_hi"], 3)
+
+    text = (
+        f"accuracy per doubling of place classes {part('places')}, of motion classes "
+        f"{part('motions')}, difference {part('gap')}"
+    )
+    if "paper_places" in trend:
+        text += (
+            f" (paper on these cells: {trend['paper_places']:.3f}, {trend['paper_motions']:.3f}, "
+            f"{trend['paper_gap']:.3f})"
+        )
+    return text
+
+
+def table2_interval_markdown(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> str:
+    """Table 2 as Markdown: mean ± half-width of the interval over seeds, chance and the paper's
+    value in brackets, then the trend line (:func:`table2_trend`)."""
+    cells = {(c["places"], c["motions"]): c for c in table2_cells(rows, level)}
+    places = sorted({p for p, _ in cells})
+    motions = sorted({m for _, m in cells})
+    lines = [
+        "| places \\ motions | " + " | ".join(str(m) for m in motions) + " |",
+        "|---" * (len(motions) + 1) + "|",
+    ]
+    for p in places:
+        texts = []
+        for m in motions:
+            cell = cells.get((p, m))
+            if cell is None:
+                texts.append("–")
+                continue
+            text = _pm(cell["acc"], cell["acc_lo"], cell["acc_hi"])
+            extra = [f"chance {cell['chance']:.3f}"]
+            if p in PAPER_TABLE2_CLASSES and m in PAPER_TABLE2_CLASSES:
+                paper = PAPER_TABLE2[PAPER_TABLE2_CLASSES.index(p), PAPER_TABLE2_CLASSES.index(m)]
+                extra.append(f"paper {paper:.2f}")
+            texts.append(f"{text} ({', '.join(extra)})")
+        lines.append(f"| {p} | " + " | ".join(texts) + " |")
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines += [
+        "",
+        f"mean ± half-width of the {100 * level:.0f} % Student-t interval over seeds "
+        f"{', '.join(map(str, seeds))}; {table2_trend_text(table2_trend(rows, level))}",
+    ]
+    return "\n".join(lines)
+
+
+def table2_interval_figure(
+    rows: Sequence[Mapping[str, Any]], title: str | None = None, level: float = 0.95
+) -> plt.Figure:
+    """Table 2's heat map with the interval over seeds in every cell and the trend beneath.
+
+    Left: stbias (mean ± half-width, chance under it); right: the paper's grid on the same cells;
+    beneath: accuracy per doubling of place and of motion classes (:func:`table2_trend`).
+    """
+    cells = {(c["places"], c["motions"]): c for c in table2_cells(rows, level)}
+    places = sorted({p for p, _ in cells})
+    motions = sorted({m for _, m in cells})
+    grid = np.full((len(places), len(motions)), np.nan)
+    for (p, m), cell in cells.items():
+        grid[places.index(p), motions.index(m)] = cell["acc"]
+    ip = [PAPER_TABLE2_CLASSES.index(p) if p in PAPER_TABLE2_CLASSES else None for p in places]
+    im = [PAPER_TABLE2_CLASSES.index(m) if m in PAPER_TABLE2_CLASSES else None for m in motions]
+    paper = np.array(
+        [[np.nan if a is None or b is None else PAPER_TABLE2[a, b] for b in im] for a in ip]
+    )
+    fig, axes = paper_subplots(1, 2, figsize=(4.5 + 1.5 * len(motions), 2.2 + 0.6 * len(places)))
+    for ax, values, name in ((axes[0], grid, "stbias"), (axes[1], paper, "paper (I3D)")):
+        ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        for i, p in enumerate(places):
+            for j, m in enumerate(motions):
+                if np.isnan(values[i, j]):
+                    continue
+                colour = "black" if values[i, j] > 0.6 else "white"
+                if values is grid:
+                    cell = cells[(p, m)]
+                    text = _pm(cell["acc"], cell["acc_lo"], cell["acc_hi"])
+                    text += f"\nchance {cell['chance']:.3f}"
+                else:
+                    text = f"{values[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
+        ax.set_xticks(range(len(motions)), [str(m) for m in motions])
+        ax.set_yticks(range(len(places)), [str(p) for p in places])
+        ax.set_xlabel("motion classes (M)")
+        ax.set_ylabel("place classes (A)")
+        ax.set_title(name, fontsize=10)
+    seeds = len({int(r["seed"]) for r in rows})
+    fig.text(
+        0.5,
+        0.01,
+        f"{seeds} seed(s); " + table2_trend_text(table2_trend(rows, level)),
+        ha="center",
+        fontsize=7,
+        wrap=True,
+    )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    # the cells (mean ± half-width over seeds, chance, the paper's value) also as a LaTeX table
+    cells = markdown_cells(table2_interval_markdown(rows, level))
+    return attach_table(fig, *cells, note=table2_trend_text(table2_trend(rows, level)))

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from stbias.plotting.explain import TABLE3, TABLE4, draw_table  # noqa: E402
+from stbias.plotting.style import paper_subplots  # noqa: E402
 
 # the paper's colours: I3D orange, C-LSTM blue; further models take the next default colours
 COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:red")
@@ -38,7 +39,7 @@ def fig4(
     Args:
         samples: model -> measure key (``blob_count``, ..., ``drop_difference``) -> values.
     """
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6.2))
+    fig, axes = paper_subplots(2, 3, figsize=(11, 6.2))
     for ax, (key, name) in zip(axes.ravel(), FIG4):
         values = {m: np.asarray(s.get(key, []), dtype=np.float64) for m, s in samples.items()}
         values = {m: v[np.isfinite(v)] for m, v in values.items()}

@@ -138,3 +138,33 @@ def figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def paired_differences(
+    rows: Sequence[Mapping[str, Any]], baseline: str = "none", level: float = 0.95
+) -> list[dict[str, Any]]:
+    """Every other mode against ``baseline``, paired by seed: mean difference and its interval.
+
+    Runs of one seed share the initial weights and the data order, so the per-seed difference
+    ``mode − baseline`` removes what seeds change in both; the Student-t interval is of the mean of
+    those differences. Entries are shaped as :func:`summarize`'s (``mode`` reads
+    ``"static − none"``), so :func:`table` prints them beside it. Empty without ``baseline`` runs.
+    """
+    base = {r["seed"]: r for r in rows if r["mode"] == baseline}
+    out = []
+    for mode in [m for m in MODES if m != baseline and any(r["mode"] == m for r in rows)]:
+        pairs = [(r, base[r["seed"]]) for r in rows if r["mode"] == mode and r["seed"] in base]
+        if not pairs:
+            continue
+        entry: dict[str, Any] = {"mode": f"{mode} − {baseline}", "seeds": len(pairs)}
+        for key in MEASURES:
+            values = [
+                float(a[key]) - float(b[key])
+                for a, b in pairs
+                if a.get(key) not in (None, "") and b.get(key) not in (None, "")
+            ]
+            if values:
+                mean, lo, hi = interval(values, level)
+                entry[key], entry[f"{key}_lo"], entry[f"{key}_hi"] = mean, lo, hi
+        out.append(entry)
+    return out

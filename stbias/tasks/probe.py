@@ -286,7 +286,9 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             f"model {name} declares no layers to probe; set model.layers={{alias: module.path}} "
             f"(python run.py task=layers model={name} lists the module paths)"
         )
-    layers = select_layers(declared, plain(cfg.probe.layers) or None, name)
+    # probe.layers, else the model's own choice (probe_layers: no tap repeating another), else all
+    chosen = plain(cfg.probe.layers) or plain(cfg.model.get("probe_layers")) or None
+    layers = select_layers(declared, chosen, name)
     channels = dict(plain(cfg.model.get("channels")) or {})
     spec = InputSpec.from_dict(plain(cfg.model.input))
     check_pair_input(spec, bool(cfg.stylization.get("two_stream", False)), f"model {name}")

@@ -7,7 +7,8 @@ way for every mode (:func:`stbias.lit.static_dropout.final_report`: the re-probe
 top-5, motion-only and shuffled-frame accuracy, the static units zeroed). Runs of one seed start
 from the same initial weights and see the same training clips in the same order (both checked:
 the static set is estimated without drawing from the training's random streams). Writes
-``static_dropout.csv`` (one row per run), ``static_dropout.md`` (the table over seeds) and
+``static_dropout.csv`` (one row per run), ``static_dropout.md`` (the table over seeds, and every
+mode against ``none`` paired by seed, also in ``static_dropout_vs_none.csv``) and
 ``static_dropout.{png,pdf}``.
 """
 
@@ -27,7 +28,14 @@ from stbias.errors import StbiasError
 from stbias.lit.static_dropout import final_report
 from stbias.plotting import save_figure
 from stbias.plotting.latex import latex_table
-from stbias.plotting.static_dropout import MODES, figure, summarize, table, table_cells
+from stbias.plotting.static_dropout import (
+    MODES,
+    figure,
+    paired_differences,
+    summarize,
+    table,
+    table_cells,
+)
 from stbias.tasks import train, train_extras
 from stbias.tasks.common import (
     build_logger,
@@ -149,9 +157,14 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 f"{units['residual']}"
             )
     summary = summarize(rows)
-    text = table(summary)
+    differences = paired_differences(rows)
+    text = table(summary + differences)
+    if differences:
+        text += "; rows 'mode − none': the difference to no dropout, seed by seed"
     io.write_csv(os.path.join(folder, "static_dropout.csv"), rows)
     io.write_csv(os.path.join(folder, "static_dropout_summary.csv"), summary)
+    if differences:
+        io.write_csv(os.path.join(folder, "static_dropout_vs_none.csv"), differences)
     io.write_text(os.path.join(folder, "static_dropout.md"), text + "\n")
     note = "mean ± half-width of the 95 % Student-t interval over seeds"
     io.write_text(
