@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
 from typing import Any
@@ -10,6 +12,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from stbias.io import write_json
 
 
 class ClassificationData(pl.LightningDataModule):
@@ -117,16 +121,21 @@ def set_random_streams(state: dict[str, Any]) -> None:
 
 
 class ResumeState(pl.Callback):
-    """What a checkpoint needs beyond Lightning's own state for a resumed run to end exactly where
-    an uninterrupted one does: the random streams as they were when it was written (the next
-    epoch's data order, loader-worker seeds and dropout draws come from them) and the minutes
-    trained so far.
+    """What a resumed run needs beyond Lightning's own state to end exactly where an uninterrupted
+    one does: the random streams as they were when a checkpoint was written (the next epoch's
+    data order, loader-worker seeds and dropout draws come from them), kept in the checkpoint;
+    and the minutes trained so far, kept beside it in ``clock`` (a JSON file), so that the
+    checkpoint's bytes, and its sha256, repeat from run to run.
 
     A run resumed from it restores the streams just before its first epoch starts, so that epoch
     draws what the uninterrupted run drew after writing the checkpoint.
+
+    Args:
+        clock: the file of the minutes trained (rewritten with every checkpoint), or None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: str | None = None) -> None:
+        self.clock = clock
         self.minutes_before = 0.0  # trained before this process started (resumed runs)
         self.resumed_epochs: int | None = None  # epochs the checkpoint had finished
         self._pending: dict[str, Any] | None = None
@@ -137,14 +146,26 @@ class ResumeState(pl.Callback):
         return self.minutes_before + (time.time() - self._start) / 60.0
 
     def state_dict(self) -> dict[str, Any]:
-        """The random streams and the minutes trained, written into every checkpoint."""
-        return {"random_streams": random_streams(), "minutes": float(self.minutes())}
+        """The random streams, written into every checkpoint."""
+        return {"random_streams": random_streams()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep the streams for the first epoch of the resumed run."""
+        """Keep the streams for the first epoch of the resumed run; read the minutes so far."""
         self._pending = state_dict.get("random_streams")
-        self.minutes_before = float(state_dict.get("minutes", 0.0))
         self._start = time.time()
+        if self.clock and os.path.isfile(self.clock):
+            try:
+                with open(self.clock) as fh:
+                    self.minutes_before = float(json.load(fh)["minutes"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self.minutes_before = 0.0  # a torn clock: the minutes of this segment only
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Keep the minutes trained beside the checkpoint."""
+        if self.clock and trainer.is_global_zero:
+            write_json(self.clock, {"minutes": self.minutes()})
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Note how many epochs the checkpoint resumed from had finished."""

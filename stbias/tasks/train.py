@@ -285,7 +285,8 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     extras = train_extras.training_callbacks(
         cfg, model, module.spec, train_set, val_set, os.path.join(folder, "checkpoints")
     )
-    resume_state = ResumeState()  # random streams and minutes: a resumed run ends exactly
+    # random streams and minutes trained: a resumed run ends exactly where one run does
+    resume_state = ResumeState(os.path.join(folder, "train_minutes.json"))
     # best before last: last.ckpt then holds the best checkpoint's state of the same epoch
     callbacks: list[pl.Callback] = [resume_state, *([best] if best else []), last, EpochSetter()]
     callbacks += extras
