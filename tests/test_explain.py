@@ -552,7 +552,7 @@ def test_metric_gradcam_takes_a_layer_alias_and_writes_maps_blobs_and_overlays(t
 
 def test_gradcam_refuses_an_unknown_layer_naming_the_valid_ones(tmp_path):
     cfg = compose_cfg(tmp_path, "metric=gradcam", "layer=res9")
-    with pytest.raises(StbiasError, match="unknown layer 'res9'; layers of i3d_tiny: res2"):
+    with pytest.raises(StbiasError, match="unknown layer 'res9'; layers of i3d_tiny: stem, res2"):
         run_task(cfg)
 
 
