@@ -56,6 +56,12 @@ def number(low: float, high: float, closed: bool = False, allow_null: bool = Fal
     return check
 
 
+def drop_probability(value: Any) -> str | None:
+    """A drop probability: a number in [0, 1), 0 turning StaticDropout off."""
+    ok = number(0.0, 1.0, closed=True)(value) is None and value < 1
+    return None if ok else "a number in [0, 1) (0 turns StaticDropout off)"
+
+
 def positive(value: Any) -> str | None:
     """A finite number > 0."""
     return number(0.0, math.inf)(value) and "a finite number > 0"
@@ -234,7 +240,7 @@ CHECKS: dict[str, Check] = {
     "train.shuffle_frames": boolean,
     "train.optimizer.lr": positive,
     "train.optimizer.weight_decay": non_negative,
-    "train.static_dropout.p": number(0.0, 1.0, closed=True),
+    "train.static_dropout.p": drop_probability,
     "train.static_dropout.units": one_of("static", "static_joint"),
     "train.static_dropout.refresh_every": integer(1),
     "train.static_dropout.probe_clips": integer(2),

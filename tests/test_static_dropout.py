@@ -351,7 +351,8 @@ def test_a_bad_setting_is_one_line_on_the_command_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "stbias: error: train.static_dropout.p=1.5 is outside [0, 1); 0 turns StaticDropout off"
+        "stbias: error: train.static_dropout.p=1.5 is not valid; train.static_dropout.p takes a "
+        "number in [0, 1) (0 turns StaticDropout off)"
     ]
 
 
