@@ -17,11 +17,17 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   `pathways`, `alpha`.
 * `reduced` (optional) — `{size, frames}` small enough for quick CPU checks
   (`task=layers task.reduced=true`, the tests); left out when the size is fixed.
+* `probe_layers` (optional) — the aliases a probe reports unless `probe.layers` says; `gradcam_layer`
+  (optional) — the alias Grad-CAM explains unless `layer=` says.
 * `requires` (optional) — a module an optional extra provides (`transformers`); the tests skip
   the model when it is missing.
+
+`create(name, **overrides)` builds one of them from Python (see `stbias.models.registry`);
+`list_models(pattern)` lists the names.
 """
 
 from stbias.models.inputs import InputSpec, pack_inputs, slow_indices, spec_shapes
+from stbias.models.registry import ModelInfo, create, list_models, model_info
 from stbias.models.taps import (
     LAYOUTS,
     LayerTap,
@@ -43,13 +49,17 @@ __all__ = [
     "slowfast_tiny",
     "LAYOUTS",
     "InputSpec",
+    "ModelInfo",
     "LayerTap",
     "LoadReport",
     "capture",
     "channels_of",
+    "create",
     "download_state",
     "get_module",
+    "list_models",
     "load_checkpoint",
+    "model_info",
     "pack_inputs",
     "parse_path",
     "pool_features",

@@ -20,6 +20,7 @@ from stbias.data.loading import LOADER_KEYS
 from stbias.data.subsets import choose_clips
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
+from stbias.models.registry import attach, build
 from stbias.tasks.loggers import build_logger, finish_logger, log_run  # noqa: F401 - tasks import build_logger from here
 
 log = logging.getLogger(__name__)
@@ -387,13 +388,7 @@ def build_model(
     """
     if checkpoint_settings:
         model_cfg = model_config_for_checkpoint(model_cfg)
-    model = instantiate(model_cfg.builder)
-    checkpoint = model_cfg.get("checkpoint")
-    if checkpoint:
-        from stbias.models.weights import load_checkpoint
-
-        load_checkpoint(model, str(checkpoint), new_head=new_head)
-    return model
+    return attach(build(model_cfg, new_head=new_head), model_cfg)
 
 
 def device_label(trainer_cfg: Any) -> str:
