@@ -17,8 +17,8 @@ Model YAML schema (`conf/model/<name>.yaml`, package `model`):
   `pathways`, `alpha`.
 * `reduced` (optional) — `{size, frames}` small enough for quick CPU checks
   (`task=layers task.reduced=true`, the tests); left out when the size is fixed.
-* `probe_layers` (optional) — the aliases a probe reports unless `probe.layers` says; `gradcam_layer`
-  (optional) — the alias Grad-CAM explains unless `layer=` says.
+* `probe_layers` (optional) — the aliases a probe reports unless `probe.layers` says;
+  `gradcam_layer` (optional) — the alias Grad-CAM explains unless `layer=` says.
 * `requires` (optional) — a module an optional extra provides (`transformers`); the tests skip
   the model when it is missing.
 

@@ -21,6 +21,7 @@ from stbias.data.subsets import choose_clips
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
 from stbias.models.registry import attach, build
+from stbias.record import check_results  # noqa: F401 - the tasks import it from here
 from stbias.tasks.loggers import build_logger, finish_logger, log_run  # noqa: F401 - tasks import build_logger from here
 
 log = logging.getLogger(__name__)
@@ -637,14 +638,6 @@ def clip_by_index(dataset: Any, index: int) -> dict[str, Any]:
     """The sample whose base-dataset index is ``index``."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     return base[int(index)]
-
-
-def check_results(record: Any, task: str) -> None:
-    """Stop with one line, before anything is written, when a task's results hold NaN or inf."""
-    from stbias.validation import require_finite
-
-    advice = "nothing was written (a model or checkpoint that computes NaN?)"
-    require_finite(record, f"the results of {task}", advice)
 
 
 def skipped_note(record: Mapping[str, Any]) -> str:
