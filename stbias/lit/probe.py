@@ -28,9 +28,9 @@ from stbias.data.loading import loader_kwargs, resolve_workers
 from stbias.errors import StbiasError
 from stbias.io import WriteError, load_tensors, torch_save
 from stbias.metrics import PairStatistics
-from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.models.taps import pooled_features
-from stbias.stylization.pairs import split_views, stack_views, view_names
+from stbias.models.inputs import InputSpec, pack_inputs, spec_shapes
+from stbias.models.taps import LayerTap, infer_channels, pool_outputs
+from stbias.stylization.pairs import shuffled_views, split_views, stack_views, view_names
 from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
@@ -58,20 +58,35 @@ def stylizer_context(batch: Mapping[str, Any]) -> dict[str, Any]:
     return context
 
 
+def pathway_frames(spec: InputSpec) -> list[int]:
+    """The frame count of each pathway of the model's input (what the shuffles permute)."""
+    return [shape[2] for shape in spec_shapes(spec)]
+
+
 def render_views(
     sampler: Callable[..., dict[str, Any]],
-    pack: Callable[..., Any],
+    spec: InputSpec,
     batch: Mapping[str, Any],
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """The packed pair views of a collated batch, rendered on ``device``."""
+    """The model-input pair views of a collated batch, rendered on ``device``.
+
+    The sampler returns float views (one way: it is told the pathways' frame counts, never
+    handed the packing); the probe packs them and then forms the shuffled views from the packed
+    anchor, each pathway's frames reordered (:func:`~stbias.stylization.pairs.shuffled_views`).
+    """
     clip01 = video_to_float(batch["video"].to(device))
     index = torch.as_tensor(batch["index"]).cpu()
     context = stylizer_context(batch)
     if "flow" in batch and getattr(sampler, "two_stream", False):
         # precomputed flow images of two-stream (RGB + flow) pairs
         context["flow_image"] = video_to_float(batch["flow"].to(device))
-    return sampler(clip01, index, pack=pack, **context)
+    if getattr(sampler, "two_stream", False):
+        views = sampler(clip01, index, **context)
+    else:
+        views = sampler(clip01, index, frames=pathway_frames(spec), **context)
+    views.update({name: pack_inputs(views[name], spec) for name in view_names(views)})
+    return shuffled_views(views)
 
 
 STYLIZE_ON = ("auto", "device", "loader")
@@ -103,13 +118,10 @@ class ViewsInLoader:
         self.sampler = sampler
         self.spec = spec
 
-    def pack(self, clip01: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        return pack_inputs(clip01, self.spec)
-
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = default_collate(samples)
         with torch.no_grad():
-            batch["views"] = render_views(self.sampler, self.pack, batch)
+            batch["views"] = render_views(self.sampler, self.spec, batch)
         return batch
 
 
@@ -121,7 +133,7 @@ class ProbeModule(pl.LightningModule):
         layers: alias -> module path of every probed layer.
         channels: alias -> unit count of every probed layer.
         spec: the model's input spec (normalisation, pathways).
-        sampler: ``sampler(clip01, index, pack=...)`` -> pair views (``PairSampler``).
+        sampler: ``sampler(clip01, index, frames=...)`` -> float pair views (``PairSampler``).
         layout: how the tapped outputs are laid out (see ``stbias.models.taps``).
         include_cls: average the class token with the patch tokens.
         bootstrap: bootstrap replicates per layer.
@@ -174,6 +186,10 @@ class ProbeModule(pl.LightningModule):
             }
         )
         self.skipped = torch.zeros((), dtype=torch.float64)
+        # the layers' hooks: registered at the first forward pass, removed at the run's end
+        self.tap = LayerTap(self.model, self.layers, model_name=model_name, stop_early=True)
+        # each layer's sums summed over processes at the end of the run (what is reported)
+        self.final: dict[str, PairStatistics] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.skipped_clips = 0
         self.clips_done = 0  # clips of this process already in the sums (resumed or run)
@@ -186,22 +202,28 @@ class ProbeModule(pl.LightningModule):
         self.model.eval()
         return self
 
-    def pack(self, clip01: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """Normalise and split float clips ``(B, C, T, H, W)`` into the model's input."""
-        return pack_inputs(clip01, self.spec)
-
     def features(self, x: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Pooled ``(N, C)`` features of every probed layer from one forward pass."""
+        """Pooled ``(N, C)`` features of every probed layer from one forward pass.
+
+        The layers' hooks are registered once, at the first pass, and stay until
+        :meth:`close` (the end of the test loop).
+        """
         # channels-last clips run 3D convolutions markedly faster (oneDNN on CPU, cuDNN on GPU)
         x = [channels_last(p) for p in x] if isinstance(x, (list, tuple)) else channels_last(x)
-        return pooled_features(
-            self.model,
-            self.layers,
-            x,
-            layout=self.layout,
-            include_cls=self.include_cls,
-            model_name=self.model_name,
-        )
+        outputs = self.tap.attach().run(x)
+        return pool_outputs(outputs, self.layout, include_cls=self.include_cls)
+
+    def close(self) -> None:
+        """Remove the layers' hooks from the model."""
+        self.tap.remove()
+
+    def on_test_end(self) -> None:
+        """The run is over: the model goes back without hooks."""
+        self.close()
+
+    def teardown(self, stage: str) -> None:
+        """Also when the run stopped on an error."""
+        self.close()
 
     def _partial_path(self) -> str | None:
         if self.state_dir is None or self.trainer is None:
@@ -220,7 +242,7 @@ class ProbeModule(pl.LightningModule):
             if sorted(layers) != sorted(self.stats):
                 raise StbiasError(f"it holds layers {sorted(layers)}, not {sorted(self.stats)}")
             for alias, metric in self.stats.items():
-                expected = {k: tuple(v.shape) for k, v in metric._states.items()}
+                expected = {k: tuple(v.shape) for k, v in metric.sums().items()}
                 found = {k: tuple(v.shape) for k, v in layers[alias].items()}
                 if found != expected:
                     raise StbiasError(f"layer {alias} has other unit counts than the model's")
@@ -229,18 +251,14 @@ class ProbeModule(pl.LightningModule):
             log.warning("ignoring the partial sums %s (%s); starting this share over", path, err)
             return
         for alias, metric in self.stats.items():
-            metric._set_states(layers[alias])
-            metric._update_count += 1
+            metric.load_sums(layers[alias])
         self.skipped, self.clips_done = skipped, clips_done
 
     def _save_partial(self) -> None:
         path = self._partial_path()
         if path is None:
             return
-        layers = {
-            alias: {k: v.detach().cpu() for k, v in metric._states.items()}
-            for alias, metric in self.stats.items()
-        }
+        layers = {alias: metric.sums() for alias, metric in self.stats.items()}
         state = {"clips_done": self.clips_done, "skipped": self.skipped, "layers": layers}
         self._cache(lambda: torch_save(state, path))
 
@@ -279,7 +297,7 @@ class ProbeModule(pl.LightningModule):
         if "views" in batch:
             views = batch["views"]
         else:
-            views = render_views(self.sampler, self.pack, batch, self.device)
+            views = render_views(self.sampler, self.spec, batch, self.device)
         names = view_names(views)
         feats = self.features(stack_views(views, names))
         for alias, feat in feats.items():
@@ -304,24 +322,56 @@ class ProbeModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             skipped = self.all_gather(skipped).sum()
         self.skipped_clips = int(round(float(skipped)))
-        results = {}
         self.cache_failed = False  # the final sums are worth another try
         for alias, metric in self.stats.items():
             with metric.sync_context(should_unsync=True):
-                if self.state_dir is not None and self.trainer.is_global_zero:
-                    self._cache(
-                        lambda m=metric, a=alias: m.save_state(
-                            layer_state_path(self.state_dir, a),
-                            meta={**self.state_meta, "skipped_clips": self.skipped_clips},
-                        )
+                self.final[alias] = metric.snapshot()
+            self.final[alias].meta = {**self.state_meta, "skipped_clips": self.skipped_clips}
+            if self.state_dir is not None and self.trainer.is_global_zero:
+                self._cache(
+                    lambda m=self.final[alias], a=alias: m.save_state(
+                        layer_state_path(self.state_dir, a), meta=m.meta
                     )
-                results[alias] = metric.report(lam=self.lam)
-        self.results = results
+                )
+        self.results = {a: layer_report(m, self.lam) for a, m in self.final.items()}
         partial = self._partial_path()
         if partial is not None:
             self.trainer.strategy.barrier()
             if os.path.exists(partial):
                 os.remove(partial)
+
+
+def layer_report(metric: PairStatistics, lam: float, estimator: str | None = None) -> dict:
+    """A layer's entry of ``results.json`` (plus ``unit_scores``) from its summed pair
+    statistics: the one place a report is made, for sums just computed and cached ones alike."""
+    return metric.report(lam=lam, estimator=estimator)
+
+
+def build_probe_module(
+    model: nn.Module,
+    layers: Mapping[str, str],
+    spec: InputSpec,
+    sampler: Callable[..., dict[str, Any]],
+    *,
+    channels: Mapping[str, int] | None = None,
+    layout: str = "cnn",
+    model_name: str = "model",
+    **settings: Any,
+) -> ProbeModule:
+    """The probe's Lightning module: the one place a :class:`ProbeModule` is made.
+
+    Channel counts not given (``channels``) come from one forward pass of a clip at ``spec``
+    (:func:`~stbias.models.taps.infer_channels`). ``settings`` are :class:`ProbeModule`'s
+    (``include_cls``, ``bootstrap``, ``seed``, ``lam``, ``estimator``, ``state_dir``,
+    ``save_every``, ``state_meta``).
+    """
+    counts = {a: int(c) for a, c in dict(channels or {}).items() if a in layers}
+    missing = {a: p for a, p in layers.items() if a not in counts}
+    if missing:
+        counts.update(infer_channels(model, missing, spec, layout, model_name))
+    return ProbeModule(
+        model, layers, counts, spec, sampler, layout=layout, model_name=model_name, **settings
+    )
 
 
 class UnrepeatedSampler(Sampler[int]):

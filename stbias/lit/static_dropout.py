@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
 from stbias.lit.classifier import shuffle_clips
-from stbias.lit.probe import ProbeModule
+from stbias.lit.probe import build_probe_module, layer_report
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.models.taps import get_module, parse_path
 
@@ -357,12 +357,12 @@ def _probe_units(
     device: torch.device,
 ) -> dict[str, dict[str, Any]]:
     """The probe pass of :func:`probe_units` (its caller restores the model and streams)."""
-    module = ProbeModule(
+    module = build_probe_module(
         model,
         layers,
-        {a: setup.channels[a] for a in layers},
         setup.spec,
         setup.sampler,
+        channels={a: setup.channels[a] for a in layers},
         layout=setup.layout,
         include_cls=setup.include_cls,
         seed=setup.seed,
@@ -372,10 +372,13 @@ def _probe_units(
     loader = DataLoader(
         setup.probe_clips, setup.batch_size, shuffle=False, num_workers=setup.num_workers
     )
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            module.test_step(batch, i)
-    return {alias: module.stats[alias].report(lam=lam) for alias in layers}
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                module.test_step(batch, i)
+    finally:
+        module.close()  # the layers' hooks off the network before it trains on
+    return {alias: layer_report(module.stats[alias], lam) for alias in layers}
 
 
 def evaluate(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -440,6 +440,36 @@ class PairStatistics(Metric):
     def _set_states(self, states: dict[str, torch.Tensor]) -> None:
         for key, value in states.items():
             setattr(self, key, value.to(device=self.shift.device, dtype=torch.float64))
+
+    def sums(self) -> dict[str, torch.Tensor]:
+        """The running sums as detached CPU tensors (what :meth:`load_sums` takes back)."""
+        return {k: v.detach().cpu() for k, v in self._states.items()}
+
+    def load_sums(self, sums: Mapping[str, torch.Tensor]) -> PairStatistics:
+        """Replace the running sums with ``sums`` (from :meth:`sums` of a metric of the same
+        units and replicates); returns ``self``."""
+        expected = {k: tuple(v.shape) for k, v in self._states.items()}
+        found = {k: tuple(torch.as_tensor(v).shape) for k, v in dict(sums).items()}
+        if found != expected:
+            raise StbiasError(
+                f"the sums hold other shapes than this metric's ({self.num_units} units, "
+                f"{self.bootstrap} bootstrap replicates)"
+            )
+        self._set_states({k: torch.as_tensor(v) for k, v in sums.items()})
+        self._update_count += 1
+        return self
+
+    def snapshot(self) -> PairStatistics:
+        """A new metric holding these sums as they are now (e.g. synchronised over processes)."""
+        copy = PairStatistics(
+            self.num_units,
+            bootstrap=self.bootstrap,
+            seed=self.seed,
+            level=self.level,
+            estimator=self.estimator,
+        )
+        copy.meta = dict(self.meta)
+        return copy.load_sums(self.sums())
 
     @property
     def n_pairs(self) -> dict[str, int]:

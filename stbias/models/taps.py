@@ -176,8 +176,14 @@ class LayerTap:
                 message += f" ({', '.join(others)})"
         return message
 
-    def __enter__(self) -> LayerTap:
-        self.outputs = {}
+    def attach(self) -> LayerTap:
+        """Register the hooks (once: a tap already attached keeps its hooks); returns self.
+
+        A tap attached for a whole run (the probe's) serves every forward pass through
+        :meth:`run`; :meth:`remove` takes the hooks off again.
+        """
+        if self._handles:
+            return self
         try:
             for alias, path, module, indices in self._targets:
                 self._handles.append(module.register_forward_hook(self._hook(alias, path, indices)))
@@ -185,6 +191,36 @@ class LayerTap:
             self.remove()
             raise
         return self
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are registered."""
+        return bool(self._handles)
+
+    def run(self, inputs: Any) -> dict[str, torch.Tensor]:
+        """One forward pass of ``inputs`` through the attached hooks: every layer's output.
+
+        With ``stop_early`` the forward ends once every layer is captured.
+        """
+        if not self._handles:
+            raise StbiasError("LayerTap.run needs attached hooks: call attach() first")
+        self.outputs = {}
+        try:
+            self.model(inputs)
+        except _StopForward:
+            pass
+        missing = [a for a in self.layers if a not in self.outputs]
+        if missing:
+            raise StbiasError(
+                f"layer(s) {', '.join(missing)} of {self.model_name} never ran in the forward pass"
+            )
+        outputs = {alias: self.outputs[alias] for alias in self.layers}
+        self.outputs = {}
+        return outputs
+
+    def __enter__(self) -> LayerTap:
+        self.outputs = {}
+        return self.attach()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.remove()
@@ -235,15 +271,11 @@ def capture(
     With `stop_early` the forward is cut as soon as every requested layer has been seen, so
     classifier heads that come after the last tap are never run.
     """
-    tap = LayerTap(model, layers, model_name=model_name, stop_early=stop_early)
-    with tap:
-        model(inputs)
-    missing = [a for a in tap.layers if a not in tap.outputs]
-    if missing:
-        raise StbiasError(
-            f"layer(s) {', '.join(missing)} of {model_name} never ran in the forward pass"
-        )
-    return {alias: tap.outputs[alias] for alias in tap.layers}
+    tap = LayerTap(model, layers, model_name=model_name, stop_early=stop_early).attach()
+    try:
+        return tap.run(inputs)
+    finally:
+        tap.remove()
 
 
 def pooled_features(
@@ -254,8 +286,19 @@ def pooled_features(
     include_cls: bool = False,
     model_name: str = "model",
 ) -> dict[str, torch.Tensor]:
-    """One forward pass; every tapped layer pooled to `(B, C)`."""
+    """One forward pass; every tapped layer pooled to `(B, C)`.
+
+    Registers and removes the hooks around the pass; a loop over many batches attaches one
+    :class:`LayerTap` for all of them instead (see :func:`pool_outputs`).
+    """
     outputs = capture(model, layers, inputs, model_name=model_name)
+    return pool_outputs(outputs, layout, include_cls)
+
+
+def pool_outputs(
+    outputs: Mapping[str, torch.Tensor], layout: str = "cnn", include_cls: bool = False
+) -> dict[str, torch.Tensor]:
+    """Every captured layer output pooled to `(B, C)`."""
     return {a: pool_features(x, layout, include_cls=include_cls) for a, x in outputs.items()}
 
 

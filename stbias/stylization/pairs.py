@@ -4,13 +4,15 @@ Three views per clip share the anchor ``x_a = style_a(v)``: the static pair is `
 shuffle(x_a))`` (same frames, another order) and the dynamic pair is ``(x_a, style_b(v))`` (same
 frames and order, another style). Every random choice of clip ``i`` comes from a generator seeded
 by ``(seed, index_i)``, so a clip gets the same styles and permutations whatever batch it is in.
-Shuffling acts on what the model receives: views can be packed first (``pack``) and each
-pathway's frames are then reordered, never re-sampled.
+Shuffling acts on what the model receives: with ``frames`` (the frame count of each of the
+model's pathways) the shuffled views are left to the caller, who packs the rendered float views
+and reorders each pathway's frames by the drawn permutations (:func:`shuffled_views`), never
+re-sampling them. Views go one way: float clips out, nothing of the model's packing in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -103,13 +105,26 @@ def shuffle_frames(
     return permute_frames(x, draw_permutations(x, generator))
 
 
+def shuffled_views(views: dict[str, Any]) -> dict[str, Any]:
+    """``views`` (changed in place and returned) with its ``shuffled`` views added.
+
+    ``views["shuffled"]`` maps a view name to ``(source view, permutations)``: the view is the
+    source's frames reordered, pathway by pathway (:func:`permute_frames`). Views that are
+    already there are left as they are.
+    """
+    for name, (source, perms) in views.get("shuffled", {}).items():
+        if name not in views:
+            views[name] = permute_frames(views[source], perms)
+    return views
+
+
 def make_pair_views(
     clip01: torch.Tensor,
     stylizer: Stylizer,
     index: int | Sequence[int] | torch.Tensor,
     seed: int = 0,
     *,
-    pack: Callable[[torch.Tensor], Frames] | None = None,
+    frames: Sequence[int] | None = None,
     shuffle: str = "one",
     balanced: bool = True,
     **context: Any,
@@ -121,8 +136,10 @@ def make_pair_views(
         stylizer: renders a clip in one of its ``styles``.
         index: the dataset index of each clip (an int ``i`` means ``i, i + 1, ...``).
         seed: with the index, seeds every random choice of a clip.
-        pack: turns stylized float clips into model input (a Tensor or a list of per-pathway
-            tensors, e.g. ``lambda v: pack_inputs(v, spec)``); identity when ``None``.
+        frames: the frame count of each pathway of the model's input (``[T_slow, T_fast]`` for
+            SlowFast) the shuffles permute; the shuffled views are then left out (the caller
+            packs ``anchor`` and adds them with :func:`shuffled_views`). ``None``: the clip's
+            own ``T``, and the shuffled float views are included.
         shuffle: ``"one"`` — static pair is (anchor, shuffled anchor); ``"both"`` — two
             independently shuffled copies of the anchor (view ``static_anchor`` is the first).
         balanced: every clip gives one static and one dynamic pair; otherwise each clip gives
@@ -130,8 +147,9 @@ def make_pair_views(
         **context: passed to the stylizer (``ids``, ``frame_indices`` for precomputed styles).
 
     Returns:
-        ``anchor``, ``static``, ``dynamic`` (and ``static_anchor`` when ``shuffle="both"``): model
-        inputs of the same structure as ``pack``'s output; ``pairs``: factor -> the two view
+        ``anchor``, ``dynamic`` (float clips like ``clip01``) and, without ``frames``,
+        ``static`` (and ``static_anchor`` when ``shuffle="both"``); ``shuffled``: view name ->
+        ``(source view, permutations)`` of the shuffled views; ``pairs``: factor -> the two view
         names forming that factor's pairs; ``factor``: factor -> ``(B,)`` bool mask of the clips
         whose pair counts; ``styles``: ``(B, 2)`` style indices ``a, b``; ``perms``: the
         permutations of the static view, one ``(B, T_p)`` per pathway.
@@ -142,22 +160,31 @@ def make_pair_views(
     generators = [clip_generator(seed, i) for i in clip_indices(index, batch)]
     styles = torch.tensor([draw_styles(stylizer.num_styles, g) for g in generators])
     coins = torch.tensor([bool(torch.rand(1, generator=g) < 0.5) for g in generators])
-    pack = pack if pack is not None else (lambda v: v)
-    anchor = pack(stylizer(clip01, styles[:, 0], **context))
-    dynamic = pack(stylizer(clip01, styles[:, 1], **context))
-    perms = draw_permutations(anchor, generators)
-    views: dict[str, Any] = {"anchor": anchor, "static": permute_frames(anchor, perms)}
+    anchor = stylizer(clip01, styles[:, 0], **context)
+    dynamic = stylizer(clip01, styles[:, 1], **context)
+    lengths = [clip01.shape[2]] if frames is None else [int(t) for t in frames]
+    perms = _draw_orders(lengths, generators)
+    shuffled = {"static": ("anchor", perms)}
     pairs = {"static": ("anchor", "static"), "dynamic": ("anchor", "dynamic")}
     if shuffle == "both":
-        views["static_anchor"] = permute_frames(anchor, draw_permutations(anchor, generators))
+        shuffled["static_anchor"] = ("anchor", _draw_orders(lengths, generators))
         pairs["static"] = ("static_anchor", "static")
-    views["dynamic"] = dynamic
+    views: dict[str, Any] = {"anchor": anchor, "dynamic": dynamic, "shuffled": shuffled}
     if balanced:
         factor = {"static": torch.ones(batch, dtype=torch.bool), "dynamic": torch.ones_like(coins)}
     else:
         factor = {"static": coins, "dynamic": ~coins}
     views.update(pairs=pairs, factor=factor, styles=styles, perms=perms)
-    return views
+    return shuffled_views(views) if frames is None else views
+
+
+def _draw_orders(
+    lengths: Sequence[int], generators: Sequence[torch.Generator]
+) -> list[torch.Tensor]:
+    """One non-identity permutation per clip and pathway of ``lengths`` frames, ``(B, T_p)``
+    per pathway (clip by clip, pathway by pathway, as :func:`draw_permutations` draws)."""
+    rows = [[random_permutation(t, g) for t in lengths] for g in generators]
+    return [torch.stack([row[k] for row in rows]) for k in range(len(lengths))]
 
 
 def view_names(views: dict[str, Any]) -> list[str]:
@@ -241,17 +268,19 @@ class PairSampler:
         self,
         clip01: torch.Tensor,
         index: int | Sequence[int] | torch.Tensor,
-        pack: Callable[[torch.Tensor], Frames] | None = None,
+        frames: Sequence[int] | None = None,
         **context: Any,
     ) -> dict[str, Any]:
-        """The views of ``clip01`` (``(B, C, T, H, W)`` in [0, 1]) for clips ``index``.
+        """The float views of ``clip01`` (``(B, C, T, H, W)`` in [0, 1]) for clips ``index``.
 
-        ``pack`` turns each view into model input: a stylized clip (frame shuffling) or the
-        ``[rgb, flow image]`` pair of a two-stream view. ``context`` goes to the stylizer
-        (``ids``, ``frame_indices``) and, for two-stream pairs, may hold ``flow_image``.
+        Frame-shuffled pairs: see :func:`make_pair_views` (``frames``: the model's pathway
+        frame counts, the shuffled views then left to the caller); two-stream pairs: every
+        view is ``[rgb, flow image]`` (:func:`~stbias.stylization.flow.make_flow_pair_views`).
+        ``context`` goes to the stylizer (``ids``, ``frame_indices``) and, for two-stream pairs,
+        may hold ``flow_image``.
         """
         if self.two_stream:
-            views = make_flow_pair_views(
+            return make_flow_pair_views(
                 clip01,
                 self.stylizer,
                 index,
@@ -261,16 +290,12 @@ class PairSampler:
                 jitter_settings=self.jitter_settings,
                 **context,
             )
-            # [rgb, flow image] of every view through the model's packing (normalisation)
-            if pack is not None:
-                views.update({name: pack(views[name]) for name in view_names(views)})
-            return views
         return make_pair_views(
             clip01,
             self.stylizer,
             index,
             self.seed,
-            pack=pack,
+            frames=frames,
             shuffle=self.shuffle,
             balanced=self.balanced,
             **context,
