@@ -287,7 +287,7 @@ def _one_layer(model: nn.Module, layer: Any, info: ModelInfo | None, what: str) 
             f"unknown layer {layer!r}: neither a layer alias nor a module path of the model "
             f"({aliases}python run.py task=layers lists the module paths)"
         ) from None
-    return layer, layer
+    return next((a for a, p in declared.items() if p == layer), layer), layer
 
 
 def resolve_layers(
@@ -307,7 +307,7 @@ def resolve_layers(
         for alias, layer in layers.items():
             if not isinstance(alias, str):
                 raise _type_error(f"a key of {what}", alias, "a layer alias (str)")
-            if isinstance(layer, str) and (info is None or layer not in info.layers):
+            if isinstance(layer, str):
                 out[alias] = layer  # a module path, checked when the model runs
             else:
                 out[alias] = _one_layer(model, layer, info, f"{what}[{alias!r}]")[1]

@@ -1,4 +1,5 @@
-"""The Python API: Probe(...).run(clips) and WeightTemporality(...).run(), against the CLI."""
+"""The Python API: models by name, Probe / GradCAM / TemporalMask on the same clips, saved runs
+read back as the command line's, and WeightTemporality."""
 
 import json
 
@@ -6,23 +7,33 @@ import pandas as pd
 import pytest
 import torch
 
-from stbias import Probe, WeightTemporality
+import stbias
+from stbias import GradCAM, Probe, TemporalMask, WeightTemporality
 from stbias.config import compose
 from stbias.data import PlacesFacesMNIST
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
-from stbias.tasks.common import build_model, plain
 
 
-def test_probe_api_gives_the_numbers_of_the_command_line(tmp_path, monkeypatch):
+def _pfm_clips(spec: InputSpec, count: int) -> torch.Tensor:
+    """The first clips of dataset=pfm (``probe.sampling=first``) at the model's geometry."""
+    data = PlacesFacesMNIST(
+        num_frames=spec.frames, sampling_rate=spec.sampling_rate, size=spec.size, num_samples=2000
+    )
+    return torch.stack([data[i]["video"] for i in range(count)])
+
+
+NUMBERS = ("scores_", "dims_", "percent_", "units_", "n_pairs_")
+
+
+def test_probe_api_gives_the_rows_of_the_command_line(tmp_path, monkeypatch):
     from stbias.tasks import run_task
 
     torch.manual_seed(0)
-    cfg = compose(["model=i3d_tiny"])
-    model = build_model(cfg.model)
     weights = tmp_path / "i3d_tiny.pt"
-    torch.save(model.state_dict(), weights)
-    monkeypatch.chdir(tmp_path)
+    torch.save(stbias.models.create("i3d_tiny").state_dict(), weights)
+    (tmp_path / "cli").mkdir()
+    monkeypatch.chdir(tmp_path / "cli")  # the command line's run directory
     cli_cfg = compose(
         [
             "model=i3d_tiny",
@@ -37,46 +48,94 @@ def test_probe_api_gives_the_numbers_of_the_command_line(tmp_path, monkeypatch):
     )
     cli, _ = run_task(cli_cfg)
 
-    spec = InputSpec.from_dict(plain(cfg.model.input))
-    data = PlacesFacesMNIST(
-        num_frames=spec.frames, sampling_rate=spec.sampling_rate, size=spec.size, num_samples=2000
-    )
-    clips = torch.stack([data[i]["video"] for i in range(6)])
-    # the layers the command line probes by default (the model's probe_layers)
-    layers = {a: p for a, p in plain(cfg.model.layers).items() if a in cfg.model.probe_layers}
-    probe = Probe(model, layers=layers, input_spec=spec, batch_size=3)
-    res = probe.run(clips)
-    assert list(res) == list(cli["layers"])
-    for layer, entry in cli["layers"].items():
-        for factor in ("dynamic", "static"):
-            assert res[layer]["scores"][factor] == pytest.approx(
-                entry["scores"][factor], rel=1e-9, abs=1e-12
-            )
-        assert res[layer]["units"] == entry["units"] and res[layer]["dims"] == entry["dims"]
+    # plain Python: the same model by name, the same six clips
+    model = stbias.models.create("i3d_tiny", checkpoint=weights)
+    clips = _pfm_clips(model.stbias.spec, 6)
+    res = Probe(model, batch_size=3).run(clips)
+    assert list(res) == list(cli["layers"])  # the model's probe_layers, as on the command line
+    folder = res.save(tmp_path / "api", dataset="pfm", sampling="first")
+    api_rows = stbias.results.load(folder)
+    cli_rows = stbias.results.load(tmp_path / "cli")
+    columns = [c for c in cli_rows if c.startswith(NUMBERS)]
+    columns += ["model", "weights", "weights_sha256", "lam", "layer", "num_clips", "channels"]
+    columns += ["estimator", "metric", "stylization", "seed", "skipped_clips"]
+    assert len(columns) > 20 and set(columns) <= set(api_rows)
+    pd.testing.assert_frame_equal(api_rows[columns], cli_rows[columns])
+    assert set(api_rows["dataset"]) == {"pfm"}  # what save() was told
+
     table = res.table()
     assert isinstance(table, pd.DataFrame) and list(table["layer"]) == list(cli["layers"])
-    assert (
-        table.set_index("layer").loc["res2", "units_static"]
-        == cli["layers"]["res2"]["units"]["static"]
-    )
     assert res.plot().axes
     strict = res.at(lam=0.9)
     assert sum(strict["res4"]["units"][c] for c in ("static", "joint")) <= sum(
         res["res4"]["units"][c] for c in ("static", "joint")
     )
+    # task=compare reads the saved run as it reads a command-line run
+    monkeypatch.chdir(tmp_path)
+    compared, _ = run_task(
+        compose(["task=compare", f"runs=[{folder},{tmp_path / 'cli'}]", "logger=none"])
+    )
+    assert compared
 
 
-def test_probe_api_refuses_what_it_cannot_read():
-    model = torch.nn.Conv3d(3, 4, 1)
-    with pytest.raises(StbiasError, match="uint8 clips"):
-        Probe(model, {"x": ""}, InputSpec(frames=4, size=8)).run(torch.rand(2, 4, 8, 8, 3))
-    with pytest.raises(StbiasError, match="unknown stylizer"):
-        Probe(model, {"x": ""}, InputSpec(frames=4, size=8), stylizer="cubist")
+def test_gradcam_and_temporal_mask_take_the_probe_clips(tmp_path):
+    torch.manual_seed(0)
+    model = stbias.models.create("i3d_tiny", frames=8, size=32)
+    clips = _pfm_clips(model.stbias.spec, 3)
+    for given in (clips, clips.float() / 255):  # uint8, or float in [0, 1]: one layout
+        res = GradCAM(model, layer="res3", batch_size=2).run(given)
+        assert res.record["layer"] == "res3" and res.record["layer_path"] == "stages.1"
+        assert len(res.table()) == 3 and res.plot().axes
+    # a module object is a layer too; the alias is found from the model's declared layers
+    assert GradCAM(model, layer=model.stages[1]).layer == "res3"
+    with pytest.raises(StbiasError, match="not a module of the model"):
+        GradCAM(model, layer=torch.nn.Conv3d(1, 1, 1))
+    folder = res.save(tmp_path / "gradcam", dataset="pfm")
+    assert stbias.results.load(folder)["task"].tolist() == ["gradcam"]
+    masks = TemporalMask(model, iterations=2, batch_size=3).run(
+        PlacesFacesMNIST(num_frames=8, size=32, num_samples=3, seed=0)
+    )
+    assert len(masks.table()) == 3 and masks.plot().axes
+    assert stbias.results.load(masks.save(tmp_path / "masks"))["task"].tolist() == ["temporal_mask"]
+
+
+def test_models_by_name():
+    assert (
+        "i3d_tiny" in stbias.models.list_models()
+        and "quickstart" not in stbias.models.list_models()
+    )
+    assert stbias.models.list_models("i3d*") == ["i3d", "i3d_inception", "i3d_tiny"]
+    model = stbias.models.create("i3d_tiny", num_classes=5, frames=8, size=16)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 8, 16, 16)).shape == (1, 5)
+    assert model.stbias.spec.frames == 8 and model.stbias.layers["res3"] == "stages.1"
+    cfg = compose(["model=i3d_tiny"])
+    assert model.stbias.probe_layers == tuple(cfg.model.probe_layers)
+    with pytest.raises(StbiasError, match="unknown setting 'depth' of model i3d_tiny; valid: "):
+        stbias.models.create("i3d_tiny", depth=3)
+    with pytest.raises(StbiasError, match="unknown model 'i3d_huge'; valid: .*i3d_tiny"):
+        stbias.models.create("i3d_huge")
+    with pytest.raises(StbiasError, match="no published weights"):
+        stbias.models.create("i3d_tiny", pretrained=True)
+
+
+def test_probe_layers_by_alias_path_or_module():
+    torch.manual_seed(0)
+    model = stbias.models.create("i3d_tiny", frames=4, size=16)
+    by_alias = Probe(model, layers=["res3"]).layers
+    assert Probe(model, layers="stages.1").layers == {"res3": "stages.1"}  # the path's alias
+    assert by_alias == {"res3": "stages.1"}
+    assert Probe(model, layers=[model.stages[1]]).layers == {"res3": "stages.1"}
+    assert Probe(model, layers={"mine": model.stages[0]}).layers == {"mine": "stages.0"}
+    with pytest.raises(StbiasError, match="not a module of the model"):
+        Probe(model, layers=[torch.nn.Linear(2, 2)])
+    with pytest.raises(StbiasError, match="unknown layer 'res9'"):
+        Probe(model, layers="res9")
 
 
 def test_weight_temporality_twin_has_table_and_plot(tmp_path):
     torch.manual_seed(0)
-    model = build_model(compose(["model=i3d_tiny"]).model)
+    model = stbias.models.create("i3d_tiny")
     res = WeightTemporality(model).run()
     table = res.table()
     assert list(table["layer"]) == list(res) and {"asdt", "temporal_fraction"} <= set(table)

@@ -27,8 +27,10 @@ from stbias.stylization import (
     make_pair_views,
     permute_frames,
     shuffle_frames,
+    shuffled_views,
     split_views,
     stack_views,
+    view_names,
 )
 from stbias.stylization.adain import adain_decoder, vgg19_relu4_1
 from stbias.stylization.check import acceptance_table, end_point_error, moving_square_clip
@@ -221,7 +223,13 @@ def test_pairs_two_pathways_permute_each_pathway(texture):
         return [v[:, :, ::4].clone(), v.clone()]  # SlowFast-like [slow, fast], alpha = 4
 
     for shuffle in ("one", "both"):
-        views = make_pair_views(clip, texture, index=[0, 1], seed=2, pack=pack, shuffle=shuffle)
+        views = make_pair_views(clip, texture, index=[0, 1], seed=2, frames=[2, 8], shuffle=shuffle)
+        # one way: float views out; the caller packs them and forms the shuffled views
+        assert "static" not in views and torch.equal(
+            views["anchor"], texture(clip, views["styles"][:, 0])
+        )
+        views.update({name: pack(views[name]) for name in view_names(views)})
+        shuffled_views(views)
         first, second = (views[n] for n in views["pairs"]["static"])
         anchor = views["anchor"]
         for k, length in enumerate([2, 8]):
@@ -254,8 +262,9 @@ def test_unbalanced_sampling_draws_one_factor_per_clip(texture):
 
 def test_stack_and_split_views(texture):
     clip = torch.rand(2, 3, 4, 8, 8)
-    views = make_pair_views(clip, texture, index=0, pack=lambda v: [v[:, :, ::2], v])
-    stacked = stack_views(views)
+    views = make_pair_views(clip, texture, index=0, frames=[2, 4])
+    views.update({name: [views[name][:, :, ::2], views[name]] for name in view_names(views)})
+    stacked = stack_views(shuffled_views(views))
     assert [p.shape[0] for p in stacked] == [6, 6]
     parts = split_views(stacked[1], ["anchor", "static", "dynamic"])
     for name, part in parts.items():

@@ -98,15 +98,14 @@ def test_flow_jitter_pairs_keep_rgb_static_and_flow_dynamic_after_packing(textur
     clip = moving_clips(batch=3, frames=3)
     sampler = PairSampler(texture, seed=2, two_stream=True)
     raw = sampler(clip, [0, 1, 2])
-    views = sampler(clip, [0, 1, 2], pack=lambda v: pack_inputs(v, SPEC))
+    views = {name: pack_inputs(raw[name], SPEC) for name in ("anchor", "static", "dynamic")}
     # static pair: identical RGB input, jittered flow; dynamic pair: identical flow, new style
     assert torch.equal(views["static"][0], views["anchor"][0])
     assert not torch.equal(views["static"][1], views["anchor"][1])
     assert torch.equal(views["dynamic"][1], views["anchor"][1])
     assert not torch.equal(views["dynamic"][0], views["anchor"][0])
-    for name in ("anchor", "static", "dynamic"):  # every view goes through the model's packing
-        for packed, plain in zip(views[name], pack_inputs(raw[name], SPEC)):
-            torch.testing.assert_close(packed, plain)
+    for name in ("anchor", "static", "dynamic"):  # float [rgb, flow image] views: one way
+        assert all(0 <= float(p.min()) and float(p.max()) <= 1 for p in raw[name])
 
 
 def test_precomputed_flow_images_are_jittered_like_computed_flow(texture):
@@ -168,9 +167,8 @@ def test_cross_connections_decide_which_stream_sees_the_other(
 ):
     torch.manual_seed(0)
     model = twostream_seg(backbone="test_resnet", cross=cross, decoder_channels=8).eval()
-    views = PairSampler(texture, seed=0, two_stream=True)(
-        moving_clips(batch=2, size=64), [0, 1], pack=lambda v: pack_inputs(v, SPEC)
-    )
+    raw = PairSampler(texture, seed=0, two_stream=True)(moving_clips(batch=2, size=64), [0, 1])
+    views = {name: pack_inputs(raw[name], SPEC) for name in ("anchor", "static", "dynamic")}
     feats = _tap_outputs(model, {n: views[n] for n in ("anchor", "static", "dynamic")})
     for k in (2, 3, 4, 5):
         # the static pair differs only in the flow, the dynamic pair only in the RGB frame

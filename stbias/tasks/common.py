@@ -591,9 +591,15 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
 
 
 def run_explanation(
-    cfg: Any, module: Any, dataset: Any, metric: str, detail: str = "", progress: str | None = None
-) -> Any:
-    """Run an explanation module over ``dataset`` with Lightning's test loop; the Trainer.
+    cfg: Any,
+    explainer: Any,
+    dataset: Any,
+    metric: str,
+    detail: str = "",
+    progress: str | None = None,
+) -> tuple[Any, Any]:
+    """Run an explanation method (``stbias.api.Explanation``) over ``dataset`` with the
+    config's Trainer; returns the Trainer and the results (None on the other ranks).
 
     A header line says what runs, as the probe's does (``temporal_mask: i3d_tiny (random
     weights) | brushmnist_small, split test: 4 clips | 300 iterations per clip | cpu, 1
@@ -616,8 +622,8 @@ def run_explanation(
     trainer = build_trainer(
         cfg.trainer, fixed=EXPLAIN_TRAINER, task=f"metric={metric}", progress=progress
     )
-    trainer.test(module, datamodule=EvalData(dataset, m.batch_size, m.num_workers), verbose=False)
-    return trainer
+    data = EvalData(dataset, m.batch_size, m.num_workers)
+    return trainer, explainer.run(data, trainer=trainer)
 
 
 def base_dataset(dataset: Any) -> Any:

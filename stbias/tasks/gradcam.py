@@ -27,27 +27,22 @@ import torch
 from omegaconf import OmegaConf
 
 from stbias import io
+from stbias.api import GradCAM, GradCAMResults
 from stbias.data import video_to_float
-from stbias.data.subsets import clip_info
 from stbias.errors import StbiasError
-from stbias.lit.explain import GradCAMModule, packer
-from stbias.metrics.gradcam import GradCAM
 from stbias.plotting import save_animation, save_figure
-from stbias.plotting.explain import gradcam_strip, overlay, table3
+from stbias.plotting.explain import gradcam_strip, overlay
 from stbias.tasks.common import (
     check_results,
     choice,
     clip_by_index,
-    dataset_indices,
     explanation_setup,
     output_dir,
     plain,
     report_explanation,
     run_explanation,
     skipped_note,
-    weights_record,
 )
-from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
@@ -69,44 +64,13 @@ def resolve_layer(cfg: Any, name: str) -> tuple[str, str]:
     return alias, declared[alias]
 
 
-def _rows(record: dict[str, Any], clips: dict[str, np.ndarray], blobs: dict[str, Any], infos):
-    counts = blobs["counts"]
-    rows = []
-    for k, index in enumerate(clips["index"]):
-        label = int(clips["labels"][k])
-        rows.append(
-            {
-                "index": int(index),
-                "id": infos[int(index)].get("id"),
-                "label": label if label >= 0 else None,
-                "target": int(clips["target"][k]),
-                "predicted": int(clips["predicted"][k]),
-                "score": float(clips["score"][k]),
-                "probability": float(clips["probability"][k]),
-                "blob_count_mean": float(counts[k].mean()),
-                "blob_counts": " ".join(str(int(c)) for c in counts[k]),
-            }
-        )
-    return rows
-
-
 def write_outputs(
-    folder: str,
-    record: dict[str, Any],
-    clips: dict[str, np.ndarray],
-    blobs: dict[str, Any],
-    dataset: Any,
-    figures: int,
-    fps: float,
+    folder: str, results: GradCAMResults, header: dict[str, Any], figures: int, fps: float
 ) -> list[str]:
-    """results.json / csv, blobs.csv, gradcam.npz, blobs.npz, overlays and the Table 3 layout."""
-    arrays = {k: v for k, v in clips.items()}
-    io.write_npz(os.path.join(folder, "gradcam.npz"), arrays)
-    b = blobs["blobs"]
-    io.write_npz(
-        os.path.join(folder, "blobs.npz"),
-        {"index": blobs["index"], "counts": blobs["counts"], **b},
-    )
+    """The run directory (``GradCAMResults.save``: results.json / csv, gradcam.npz,
+    blobs.npz), blobs.csv, the overlays and the Table 3 layout."""
+    results.save(folder, **header)
+    record, clips, b = results.record, results.arrays["gradcam"], results.arrays["blobs"]
     io.write_csv(
         os.path.join(folder, "blobs.csv"),
         [
@@ -122,15 +86,13 @@ def write_outputs(
         ]
         or [{"index": None, "frame": None, "x": None, "y": None, "size": None, "distance": None}],
     )
-    io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    write_results(folder, record)
-    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
-    paths = save_figure(table3({label: record["summary"]}), os.path.join(folder, "table3"))
+    label = results.label()
+    paths = save_figure(results.plot(), os.path.join(folder, "table3"))
     if "maps" not in clips:
         return paths
     for k in range(min(int(figures), len(clips["index"]))):
         index = int(clips["index"][k])
-        video = torch.as_tensor(clip_by_index(dataset, index)["video"])
+        video = torch.as_tensor(clip_by_index(results.dataset, index)["video"])
         frames = video_to_float(video[None])[0].permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
         maps = clips["maps"][k].astype(np.float32)
         row = record["clips"][k]
@@ -155,70 +117,42 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
     """
     m = cfg.metric
     name = choice(cfg, "model")
-    alias, path = resolve_layer(cfg, name)
+    alias, _ = resolve_layer(cfg, name)
     name, spec, dataset, model = explanation_setup(cfg, "gradcam")
-    token_order = m.get("token_order") or cfg.model.get("token_order") or "thw"
-    explainer = GradCAM(
+    gradcam = GradCAM(
         model,
-        path,
-        pack=packer(spec),
-        layout=str(cfg.model.get("layout", "cnn")),
+        alias,
+        spec,
         weights=str(m.weights),
         target=str(m.target),
         time=str(m.time),
         normalize=str(m.normalize),
         grid=plain(m.get("grid")),
-        token_order=str(token_order),
+        token_order=m.get("token_order") or None,
         eps=m.eps,  # checked by GradCAM: a relative tolerance in [0, 1)
-        model_name=name,
-    )
-    module = GradCAMModule(
-        explainer,
-        label_key=str(m.label_key),
-        target_class=str(m.target_class),
         blob_params=plain(m.get("blobs")) or {},
         keep_maps=bool(m.save_maps),
+        target_class=str(m.target_class),
+        label_key=str(m.label_key),
+        batch_size=int(m.batch_size),
+        model_name=name,
     )
-    trainer = run_explanation(
-        cfg, module, dataset, "gradcam", detail=f"layer {alias}", progress=f"Grad-CAM of {name}"
+    trainer, results = run_explanation(
+        cfg, gradcam, dataset, "gradcam", detail=f"layer {alias}", progress=f"Grad-CAM of {name}"
     )
-    objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
-    if not trainer.is_global_zero:
+    objects = {"model": model, "module": gradcam.last_module, "trainer": trainer}
+    objects.update(dataset=dataset, results=results)
+    if results is None:
         return {}, objects
-    clips, blobs = module.results["clips"], module.results["blobs"]
-    infos = {i: clip_info(dataset, k) for k, i in enumerate(dataset_indices(dataset))}
-    labelled = clips["labels"] >= 0
-    record = {
-        "task": "gradcam",
-        "model": name,
-        **weights_record(cfg.model),
+    header = {
         "dataset": choice(cfg, "dataset"),
         "split": plain(cfg.dataset.get("split")),
         "seed": int(cfg.seed),
-        "layer": alias,
-        "layer_path": path,
-        "num_clips": int(len(clips["index"])),
-        "skipped_clips": int(module.skipped_clips),
-        "layer_shape": list(clips["raw"].shape[1:]),
-        "map_shape": list(clips["maps"].shape[1:]) if "maps" in clips else None,
-        "target_class": str(m.target_class),
-        "label_key": str(m.label_key),
-        "accuracy": float((clips["predicted"] == clips["labels"])[labelled].mean())
-        if labelled.any()
-        else None,
-        "settings": explainer.settings(),
-        "blob_params": blobs["params"],
-        "summary": blobs["summary"],
-        "clips": [],
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": io.environment(),
     }
-    record["clips"] = _rows(record, clips, blobs, infos)
-    check_results(record, "metric=gradcam")
-    objects["figures"] = write_outputs(
-        folder, record, clips, blobs, dataset, int(m.figures), float(m.fps)
-    )
-    return record, objects
+    check_results(results.record, "metric=gradcam")
+    objects["figures"] = write_outputs(folder, results, header, int(m.figures), float(m.fps))
+    return results.record, objects
 
 
 def summary_line(record: dict[str, Any]) -> str:

@@ -23,19 +23,14 @@ from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from stbias import io
+from stbias.api import Probe, ProbeResults
 from stbias.data.loading import LOADER_KEYS, SPEED_KEYS
 from stbias.data.subsets import clip_info, files_fingerprint
 from stbias.errors import StbiasError
-from stbias.lit.probe import (
-    EvalData,
-    ProbeModule,
-    ViewsInLoader,
-    layer_state_path,
-    resolve_stylize_on,
-)
+from stbias.lit.probe import EvalData, ViewsInLoader, layer_state_path, resolve_stylize_on
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, check_pair_input
-from stbias.models.taps import infer_channels, select_layers
+from stbias.models.taps import select_layers
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
@@ -326,28 +321,26 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             f"; probing {', '.join(missing)}" if missing else " (no forward pass)",
         )
     objects: dict[str, Any] = {"dataset": dataset}
-    results: dict[str, Any] = {}
+    stats: dict[str, PairStatistics] = dict(cached)
     clips_run = 0
     skipped = None
     if missing:
         run_dir = os.path.join(state_dir, "run-" + "-".join(sorted(missing)))
         os.makedirs(run_dir, exist_ok=True)
         model = build_model(cfg.model)
-        undeclared = {a: p for a, p in missing.items() if a not in channels}
-        if undeclared:
-            channels.update(infer_channels(model, undeclared, spec, layout, name))
-        module = ProbeModule(
+        probe = Probe(
             model,
             missing,
-            channels,
             spec,
             instantiate(cfg.stylization),
+            channels={a: c for a, c in channels.items() if a in missing},
             layout=layout,
             include_cls=bool(cfg.probe.include_cls),
             bootstrap=int(cfg.probe.bootstrap),
             seed=int(cfg.seed),
             lam=lam,
             estimator=estimator,
+            batch_size=int(cfg.probe.batch_size),
             model_name=name,
             state_dir=run_dir,
             save_every=int(cfg.probe.save_every),
@@ -364,26 +357,25 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
         device = trainer.strategy.root_device.type
         stylize_on = str(cfg.probe.get("stylize_on", "device"))
         if resolve_stylize_on(stylize_on, device, data.num_workers) == "loader":
-            data.collate_fn = ViewsInLoader(module.sampler, spec)
-        trainer.test(module, datamodule=data, verbose=False)
-        objects.update(model=model, module=module, trainer=trainer)
+            data.collate_fn = ViewsInLoader(probe.sampler, spec)
+        fresh = probe.run(data, trainer=trainer)
+        objects.update(model=model, module=probe.last_module, trainer=trainer, probe=probe)
         if not trainer.is_global_zero:
             return {}, {}, objects
         for alias, path in missing.items():
             written = layer_state_path(run_dir, alias)
             if os.path.exists(written):  # not when the cache could not be written (disk full)
                 os.replace(written, _layer_file(state_dir, alias, path))
-        results.update(module.results)
-        clips_run, skipped = module.clips_run, module.skipped_clips
-    for alias, metric in cached.items():
-        results[alias] = metric.report(lam=lam, estimator=estimator)
+        stats.update(fresh.stats)
+        clips_run, skipped = fresh.clips_run, fresh.skipped_clips
+    for metric in cached.values():
         skipped = int(metric.meta["skipped_clips"]) if skipped is None else skipped
-    ordered = {alias: results[alias] for alias in layers}
-    unit_scores = {
-        f"{alias}/{factor}": scores
-        for alias, entry in ordered.items()
-        for factor, scores in entry.pop("unit_scores").items()
-    }
+    # fresh and cached sums scored by the one report of the API's results
+    results = ProbeResults(
+        {alias: stats[alias] for alias in layers}, lam, estimator, name, len(dataset)
+    )
+    ordered = {alias: dict(entry) for alias, entry in results.items()}
+    unit_scores = results.unit_score_arrays()
     record = {
         "task": "probe",
         "model": name,

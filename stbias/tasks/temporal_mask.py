@@ -20,73 +20,42 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from stbias import io
+from stbias.api import TemporalMask, TemporalMaskResults
 from stbias.data import video_to_float
-from stbias.data.subsets import clip_info
-from stbias.lit.explain import TemporalMaskModule, packer
-from stbias.metrics.masks import SEARCH_SETTINGS, TemporalMask, freeze
+from stbias.metrics.masks import SEARCH_SETTINGS, freeze
 from stbias.plotting import save_figure
-from stbias.plotting.explain import mask_strip, table4
+from stbias.plotting.explain import mask_strip
 from stbias.tasks.common import (
     check_results,
     choice,
     clip_by_index,
-    dataset_indices,
     explanation_setup,
     output_dir,
     plain,
     report_explanation,
     run_explanation,
     skipped_note,
-    weights_record,
 )
-from stbias.tasks.record import random_note, write_results
 
 log = logging.getLogger(__name__)
 
 
-def _row(clips: dict[str, np.ndarray], k: int, info: dict[str, Any]) -> dict[str, Any]:
-    label = int(clips["labels"][k])
-    kept = bool(clips["drop_ratio_kept"][k])
-    correct = label < 0 or int(clips["predicted"][k]) == label
-    return {
-        "index": int(clips["index"][k]),
-        "id": info.get("id"),
-        "label": label if label >= 0 else None,
-        "target": int(clips["target"][k]),
-        "predicted": int(clips["predicted"][k]),
-        "os": float(clips["os"][k]),
-        "fs": float(clips["fs"][k]),
-        "rs": float(clips["rs"][k]),
-        # the paper's CS: the ground-truth class's score where the prediction is wrong
-        "cs": None if correct else float(clips["label_score"][k]),
-        "length": int(clips["length"][k]),
-        "initial_length": int(clips["initial_length"][k]),
-        "drop_ratio": float(clips["drop_ratio"][k]) if kept else None,
-        "drop_ratio_kept": kept,
-        "drop_difference": float(clips["drop_difference"][k]),
-        "loss": float(clips["loss"][k]),
-        "mask": " ".join(f"{v:.3f}" for v in clips["mask"][k]),
-    }
-
-
 def write_outputs(
-    folder: str, record: dict[str, Any], clips: dict[str, np.ndarray], dataset: Any, figures: int
+    folder: str, results: TemporalMaskResults, header: dict[str, Any], figures: int
 ) -> list[str]:
-    """results.json, results.csv, masks.npz, mask strips and the Table 4 layout."""
-    io.write_npz(os.path.join(folder, "masks.npz"), clips)
-    io.write_csv(os.path.join(folder, "results.csv"), record["clips"])
-    write_results(folder, record)
-    label = f"{record['model']} ({record['dataset']}{random_note(record)})"
-    paths = save_figure(table4({label: record["summary"]}), os.path.join(folder, "table4"))
+    """The run directory (``TemporalMaskResults.save``: results.json / csv, masks.npz), mask
+    strips and the Table 4 layout."""
+    results.save(folder, **header)
+    record, clips = results.record, results.arrays["masks"]
+    label = results.label()
+    paths = save_figure(results.plot(), os.path.join(folder, "table4"))
     for k in range(min(int(figures), len(clips["index"]))):
         index = int(clips["index"][k])
-        video = clip_by_index(dataset, index)["video"]
+        video = clip_by_index(results.dataset, index)["video"]
         frames01 = video_to_float(torch.as_tensor(video)[None])  # (1, C, T, H, W)
         frozen = freeze(frames01, torch.as_tensor(clips["mask"][k])[None].float())
         row = record["clips"][k]
@@ -114,47 +83,37 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
     m = cfg.metric
     name, spec, dataset, model = explanation_setup(cfg, "temporal_mask")
     settings = {k: plain(m[k]) for k in SEARCH_SETTINGS}
-    explainer = TemporalMask(model, pack=packer(spec), **settings)
-    module = TemporalMaskModule(
-        explainer, label_key=str(m.label_key), target_class=str(m.target_class)
+    masks = TemporalMask(
+        model,
+        spec,
+        target_class=str(m.target_class),
+        label_key=str(m.label_key),
+        batch_size=int(m.batch_size),
+        model_name=name,
+        **settings,
     )
     iterations = int(settings["iterations"])
-    trainer = run_explanation(
+    trainer, results = run_explanation(
         cfg,
-        module,
+        masks,
         dataset,
         "temporal_mask",
         detail=f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips",
         progress=f"searching masks of {name}",
     )
-    objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
-    if not trainer.is_global_zero:
+    objects = {"model": model, "module": masks.last_module, "trainer": trainer}
+    objects.update(dataset=dataset, results=results)
+    if results is None:
         return {}, objects
-    results = module.results
-    clips = results["clips"]
-    infos = {i: clip_info(dataset, k) for k, i in enumerate(dataset_indices(dataset))}
-    record = {
-        "task": "temporal_mask",
-        "model": name,
-        **weights_record(cfg.model),
+    header = {
         "dataset": choice(cfg, "dataset"),
         "split": plain(cfg.dataset.get("split")),
         "seed": int(cfg.seed),
-        "num_clips": int(len(clips["index"])),
-        "skipped_clips": int(module.skipped_clips),
-        "frames": int(clips["mask"].shape[1]),
-        "target_class": str(m.target_class),
-        "label_key": str(m.label_key),
-        "settings": explainer.settings(),
-        "summary": results["summary"],
-        "clips": [_row(clips, k, infos[int(i)]) for k, i in enumerate(clips["index"])],
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": io.environment(),
     }
-    check_results(record, "metric=temporal_mask")
-    figures = write_outputs(folder, record, clips, dataset, int(m.figures))
-    objects["figures"] = figures
-    return record, objects
+    check_results(results.record, "metric=temporal_mask")
+    objects["figures"] = write_outputs(folder, results, header, int(m.figures))
+    return results.record, objects
 
 
 def summary_line(record: dict[str, Any]) -> str:
