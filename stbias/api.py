@@ -36,21 +36,31 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from stbias import io
+from stbias.data import video_to_float
 from stbias.data.subsets import clip_info
 from stbias.errors import StbiasError
-from stbias.lit.explain import GradCAMModule, TemporalMaskModule, packer
+from stbias.lit.explain import BatchExplainModule, GradCAMModule, TemporalMaskModule, packer
 from stbias.lit.probe import EvalData, build_probe_module, layer_report
 from stbias.metrics import PairStatistics
 from stbias.metrics.gradcam import DEFAULT_EPS as GRADCAM_EPS
 from stbias.metrics.gradcam import GradCAM as GradCAMExplainer
-from stbias.metrics.masks import SEARCH_SETTINGS, TARGET_CLASSES
+from stbias.metrics.masks import SEARCH_SETTINGS, TARGET_CLASSES, freeze, summarize
 from stbias.metrics.masks import TemporalMask as MaskExplainer
 from stbias.metrics.pairs import ESTIMATORS
 from stbias.metrics.weights import TemporalConv, check_rule, temporal_convs, weight_temporality
 from stbias.models.inputs import InputSpec
 from stbias.models.registry import ModelInfo, model_info
 from stbias.models.taps import LAYOUTS, get_module, parse_path
-from stbias.plotting.explain import table3, table4
+from stbias.plotting import save_animation, save_figure
+from stbias.plotting.explain import (
+    draw_table,
+    gradcam_strip,
+    mask_strip,
+    overlay,
+    table3,
+    table4,
+    table_rows,
+)
 from stbias.plotting.pairs import fig3
 from stbias.plotting.weights import plot_asdt, plot_temporal_channels
 from stbias.record import random_note, write_results
@@ -610,9 +620,11 @@ class ExplanationResults:
             ``summary``, ``clips``: one row per clip, ...), before the header of a run.
         arrays: name -> the npz files' arrays (``masks.npz``; ``gradcam.npz`` and ``blobs.npz``).
         dataset: the clips' dataset (for figures of single clips).
+        figures: the figure files the last :meth:`save` wrote.
     """
 
-    figure_name = "explanation"
+    # the summary figure's file name (without suffix) in a run directory
+    figure_name = "summary"
 
     def __init__(
         self, record: dict[str, Any], arrays: Mapping[str, Mapping[str, Any]], dataset: Any
@@ -620,6 +632,7 @@ class ExplanationResults:
         self.record = record
         self.arrays = {k: dict(v) for k, v in arrays.items()}
         self.dataset = dataset
+        self.figures: list[str] = []
 
     def table(self) -> Any:
         """A pandas DataFrame, one row per clip (the columns of ``results.csv``)."""
@@ -633,42 +646,132 @@ class ExplanationResults:
         return f"{self.record['model']} ({dataset}{random_note(self.record)})"
 
     def plot(self, title: str | None = None) -> Any:
-        """The run's summary table as a figure."""
-        raise NotImplementedError
+        """The run's summary (mean ± std (n) of every per-clip number) as a table figure."""
+        summary = self.record["summary"]
+        columns = [(k, k) for k, v in summary.items() if isinstance(v, Mapping) and "mean" in v]
+        method = self.record.get("method", self.record["task"])
+        return draw_table(*table_rows({self.label(): summary}, columns), title=title or method)
 
-    def save(self, folder: str | os.PathLike, **header: Any) -> str:
+    def clip_figures(self, folder: str, count: int, **options: Any) -> list[str]:
+        """Figures of the first ``count`` clips (none by default); returns the files."""
+        return []
+
+    def save(self, folder: str | os.PathLike, *, figures: int = 0, **header: Any) -> str:
         """Write a run directory: ``results.json`` (the one writer of every run), ``results.csv``
-        (one row per clip) and the arrays (``<name>.npz``); returns the folder.
+        (one row per clip), the arrays (``<name>.npz``), the summary figure and figures of the
+        first ``figures`` clips; returns the folder (the figure files: :attr:`figures`).
 
         ``header`` sets what a command-line run takes from its config (``dataset``, ``split``,
         ``seed``, ``config``).
         """
+        options = {k: header.pop(k) for k in list(header) if k in self.figure_options}
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
         _save_header(self.record, header)
         for name, arrays in self.arrays.items():
             io.write_npz(os.path.join(folder, f"{name}.npz"), arrays)
         io.write_csv(os.path.join(folder, "results.csv"), self.record["clips"] or [{"index": None}])
+        self.write_files(folder)
         write_results(folder, self.record)
+        paths = save_figure(self.plot(), os.path.join(folder, self.figure_name))
+        self.figures = paths + self.clip_figures(folder, int(figures), **options)
         return folder
+
+    # save() keywords that go to clip_figures
+    figure_options: tuple[str, ...] = ()
+
+    def write_files(self, folder: str) -> None:
+        """Further data files of the run directory (none by default)."""
 
 
 class GradCAMResults(ExplanationResults):
     """Grad-CAM maps of one layer and their blob statistics (Mänttäri et al.'s Table 3)."""
+
+    figure_name = "table3"
+    figure_options = ("fps",)
 
     def plot(self, title: str | None = None) -> Any:
         """The run in Table 3's layout (blob count, size, centre distance)."""
         kwargs = {} if title is None else {"title": title}
         return table3({self.label(): self.record["summary"]}, **kwargs)
 
+    def write_files(self, folder: str) -> None:
+        """``blobs.csv``: one row per blob."""
+        b = self.arrays["blobs"]
+        rows = [
+            {
+                "index": int(b["clip"][i]),
+                "frame": int(b["frame"][i]),
+                "x": float(b["xy"][i, 0]),
+                "y": float(b["xy"][i, 1]),
+                "size": float(b["size"][i]),
+                "distance": float(b["distance"][i]),
+            }
+            for i in range(len(b["clip"]))
+        ]
+        empty = {"index": None, "frame": None, "x": None, "y": None, "size": None, "distance": None}
+        io.write_csv(os.path.join(folder, "blobs.csv"), rows or [empty])
+
+    def clip_figures(self, folder: str, count: int, fps: float = 4.0) -> list[str]:
+        """Frames over their maps (PNG, PDF) and an animation (GIF) of the first clips."""
+        clips, record, paths = self.arrays["gradcam"], self.record, []
+        if "maps" not in clips:
+            return paths
+        for k in range(min(count, len(clips["index"]))):
+            index = int(clips["index"][k])
+            frames = video_to_float(torch.as_tensor(_clip(self.dataset, index))[None])
+            frames = frames[0].permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
+            maps = clips["maps"][k].astype("float32")
+            row = record["clips"][k]
+            title = (
+                f"{self.label()}, layer {record['layer']}, clip {index}: class {row['target']} "
+                f"(predicted {row['predicted']}), {row['blob_count_mean']:.1f} blobs per frame"
+            )
+            paths += save_figure(
+                gradcam_strip(frames, maps, title), os.path.join(folder, f"gradcam_{index}")
+            )
+            gif = os.path.join(folder, f"gradcam_{index}.gif")
+            paths.append(save_animation(overlay(frames, maps), gif, float(fps)))
+        return paths
+
 
 class TemporalMaskResults(ExplanationResults):
     """Temporal masks of every clip and their summary (Mänttäri et al.'s Table 4)."""
+
+    figure_name = "table4"
 
     def plot(self, title: str | None = None) -> Any:
         """The run in Table 4's layout (mask length, drop ratio, drop difference)."""
         kwargs = {} if title is None else {"title": title}
         return table4({self.label(): self.record["summary"]}, **kwargs)
+
+    def clip_figures(self, folder: str, count: int) -> list[str]:
+        """Frame strips with the frozen frames and the mask under them, of the first clips."""
+        clips, record, paths = self.arrays["masks"], self.record, []
+        for k in range(min(count, len(clips["index"]))):
+            index = int(clips["index"][k])
+            frames01 = video_to_float(torch.as_tensor(_clip(self.dataset, index))[None])
+            frozen = freeze(frames01, torch.as_tensor(clips["mask"][k])[None].float())
+            row = record["clips"][k]
+            title = (
+                f"{self.label()}, clip {index}: class {row['target']}, OS {row['os']:.3f}, "
+                f"FS {row['fs']:.3f}, RS {row['rs']:.3f}, mask length {row['length']}"
+            )
+            figure = mask_strip(
+                frames01[0].permute(1, 2, 3, 0).numpy(),
+                clips["mask"][k],
+                perturbed=frozen[0].permute(1, 2, 3, 0).numpy(),
+                title=title,
+                threshold=record["settings"]["length_threshold"],
+            )
+            paths += save_figure(figure, os.path.join(folder, f"mask_{index}"))
+        return paths
+
+
+def _clip(dataset: Any, index: int) -> Any:
+    """The video of the clip whose base-dataset index is ``index``."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base[int(index)]["video"]
 
 
 class Explanation:
@@ -679,12 +782,18 @@ class Explanation:
     method explains one, and the method's settings, apart from the call; :meth:`run` takes the
     clips a :class:`Probe` takes (:data:`CLIPS`) and returns :class:`ExplanationResults`.
 
-    A subclass sets ``task`` (the record's task name) and implements :meth:`module` (a
-    LightningModule whose test loop fills ``results``) and :meth:`results`.
+    A new method subclasses it with ``outputs`` (the names of its per-clip arrays) and
+    :meth:`explain_batch`; the generic test loop
+    (:class:`~stbias.lit.explain.BatchExplainModule`) runs it and :meth:`results` summarises
+    every scalar output (mean, std, n, interval). ``python run.py metric=<name>`` runs it with
+    ``conf/metric/<name>.yaml`` naming the class under ``method._target_`` (``task=explain``).
+    Grad-CAM and the temporal masks bring their own test loops (:meth:`module`, :meth:`results`).
     """
 
-    task = "explanation"
+    task = "explain"
     needs_layer = False
+    # the per-clip arrays explain_batch returns (a method of the generic kind)
+    outputs: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -739,13 +848,63 @@ class Explanation:
         """Float clips ``(B, C, T, H, W)`` in [0, 1] -> the model's input."""
         return packer(self.spec)
 
+    def explain_batch(
+        self, clips: torch.Tensor, target: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> Mapping[str, torch.Tensor]:
+        """Per-clip arrays ``{name: (B, ...)}`` (the names :attr:`outputs`) of float clips
+        ``(B, C, T, H, W)`` in [0, 1]; ``target``: the classes to explain (None: predicted)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no explain_batch")
+
+    def settings(self) -> dict[str, Any]:
+        """The method's settings as plain values (``results.json``'s ``settings``)."""
+        return {}
+
     def module(self) -> pl.LightningModule:
         """The Lightning module whose test loop explains the clips."""
-        raise NotImplementedError
+        return BatchExplainModule(
+            self.explain_batch,
+            self.model,
+            self.outputs,
+            label_key=self.label_key,
+            target_class=self.target_class,
+            what=type(self).__name__,
+        )
 
     def results(self, module: Any, dataset: Any) -> ExplanationResults:
-        """The results of a finished test loop."""
-        raise NotImplementedError
+        """Rows (index, id, label and every output: a number, or its values joined by spaces)
+        and a summary of every scalar output (mean, std, n, 95 % interval)."""
+        clips = module.results["clips"]
+        infos = clip_rows_info(dataset)
+        rows, summary = [], {}
+        for key in self.outputs:
+            if clips[key].ndim == 1:
+                summary[key] = summarize(clips[key])
+        for k, index in enumerate(clips["index"]):
+            label = int(clips["labels"][k])
+            row = {
+                "index": int(index),
+                "id": infos[int(index)].get("id"),
+                "label": label if label >= 0 else None,
+            }
+            for key in self.outputs:
+                value = clips[key][k]
+                row[key] = (
+                    float(value)
+                    if value.ndim == 0
+                    else " ".join(f"{v:.4g}" for v in value.ravel().tolist())
+                )
+            rows.append(row)
+        record = {
+            **self.header(module, len(clips["index"])),
+            "method": type(self).__name__,
+            "layer": self.layer,
+            "layer_path": self.layer_path,
+            "settings": self.settings(),
+            "summary": summary,
+            "clips": rows,
+        }
+        name = type(self).__name__.lower()
+        return ExplanationResults(record, {name: dict(clips)}, dataset)
 
     def header(self, module: Any, count: int) -> dict[str, Any]:
         """The record's first keys: task, model, weights, clips."""
@@ -890,7 +1049,7 @@ class TemporalMask(Explanation):
     (``metric=temporal_mask``). Explains the whole model (no layer).
 
     Args:
-        model, input_spec: see :class:`Explanation`.
+        model, input_spec: see :class:`Explanation` (``layer`` stays None: no layer).
         settings: the search settings of :class:`stbias.metrics.masks.TemporalMask`
             (``iterations``, ``lr``, ``l1``, ``tv``, ``perturbation``, ...).
         target_class, label_key, batch_size, accelerator, model_name, progress: as
@@ -902,6 +1061,7 @@ class TemporalMask(Explanation):
     def __init__(
         self,
         model: nn.Module,
+        layer: Any = None,
         input_spec: InputSpec | Mapping[str, Any] | None = None,
         *,
         target_class: str = "predicted",
@@ -912,6 +1072,10 @@ class TemporalMask(Explanation):
         progress: bool = False,
         **settings: Any,
     ) -> None:
+        if layer is not None:
+            raise StbiasError(
+                f"TemporalMask explains the whole model, not a layer; got layer={layer!r}"
+            )
         super().__init__(
             model,
             None,

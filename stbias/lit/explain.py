@@ -246,3 +246,80 @@ class GradCAMModule(pl.LightningModule):
         if self.skipped.over_processes(self, len(self.arrays.index)) == 0:
             raise no_clips(self.skipped_clips)
         self.results = {"clips": self.arrays.compute(), "blobs": self.blobs.compute()}
+
+
+class BatchExplainModule(pl.LightningModule):
+    """``Trainer.test`` runs any explanation given as one function of a batch of clips.
+
+    Each step calls ``explain(clips, target, labels)`` on the batch's float clips ``(B, C, T,
+    H, W)`` in [0, 1] (gradients on) and keeps the per-clip arrays it returns (each ``(B, ...)``,
+    the names ``outputs``) in clip order, gathered across processes; ``results["clips"]`` holds
+    them with ``index``, ``target`` and ``labels``. Skipped clips and NaN are handled as by
+    :class:`GradCAMModule`.
+
+    Args:
+        explain: ``explain(clips, target, labels) -> {name: (B, ...) tensor}``; ``target`` is
+            None for the predicted class.
+        model: the explained network (moved to the device with the module).
+        outputs: the names of ``explain``'s arrays.
+        label_key: sample key of the ground truth.
+        target_class: ``predicted`` or ``label``.
+        what: the method's name, for messages.
+    """
+
+    def __init__(
+        self,
+        explain: Callable[[Tensor, Tensor | None, Tensor | None], Mapping[str, Tensor]],
+        model: torch.nn.Module,
+        outputs: Sequence[str],
+        label_key: str = "label",
+        target_class: str = "predicted",
+        what: str = "the explanation",
+    ) -> None:
+        super().__init__()
+        self.explain = explain
+        self.model = model
+        self.outputs = tuple(outputs)
+        if not self.outputs:
+            raise StbiasError(f"{what} names no outputs (its per-clip arrays)")
+        self.label_key = label_key
+        self.target_class = _check_target_class(target_class, label_key)
+        self.what = what
+        self.arrays = ClipArrays(["labels", *self.outputs])
+        self.skipped = SkipCounter()
+        self.skipped_clips = 0
+        self.results: dict[str, Any] = {}
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Explain one batch and keep every clip's arrays."""
+        batch, dropped = drop_skipped(batch)
+        self.skipped.add(dropped)
+        if batch_size(batch) == 0:
+            return
+        clips = video_to_float(batch["video"].to(self.device))
+        target = _target(batch, self.target_class, self.label_key)
+        labels = _labels(batch, self.label_key)
+        with torch.enable_grad():
+            out = dict(
+                self.explain(
+                    clips,
+                    None if target is None else target.to(self.device),
+                    None if labels is None else labels.to(self.device),
+                )
+            )
+        missing = [k for k in self.outputs if k not in out]
+        if missing:
+            raise StbiasError(f"{self.what} returned no {', '.join(missing)} for a batch")
+        out = {k: torch.as_tensor(out[k]).detach() for k in self.outputs}
+        check_outputs(out, self.what, batch)
+        count = int(clips.shape[0])
+        out["labels"] = labels if labels is not None else torch.full((count,), -1)
+        index = torch.as_tensor(batch["index"]).to(self.device)
+        self.arrays.update(index, **{k: v.to(self.device) for k, v in out.items()})
+
+    def on_test_epoch_end(self) -> None:
+        """Gather every process's clips."""
+        self.skipped_clips = self.skipped.gather(self)
+        if self.skipped.over_processes(self, len(self.arrays.index)) == 0:
+            raise no_clips(self.skipped_clips)
+        self.results = {"clips": self.arrays.compute()}

@@ -11,6 +11,7 @@ from stbias.errors import StbiasError
 TASKS: dict[str, str] = {
     "center_bias": "stbias.tasks.center_bias:run",
     "compare": "stbias.tasks.compare:run",
+    "explain": "stbias.tasks.explain:run",
     "gradcam": "stbias.tasks.gradcam:run",
     "layers": "stbias.tasks.layers:run",
     "manttari": "stbias.tasks.manttari:run",

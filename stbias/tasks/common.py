@@ -568,6 +568,12 @@ EXPLAIN_TRAINER = {
 }
 
 
+def explanation_clips(cfg: Any) -> Any:
+    """The node that says which clips an explanation reads and how many at a time
+    (``num_clips``, ``sampling``, ``batch_size``, ``num_workers``): ``metric``."""
+    return cfg.metric
+
+
 def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
     """The model name, input spec, chosen clips and model of the explanation task ``metric``."""
     if str(cfg.metric.get("name")) != metric:
@@ -582,7 +588,7 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     check_weights(cfg.model, name)
     warn_if_random(cfg.model, name)
     spec = InputSpec.from_dict(plain(cfg.model.input))
-    m = cfg.metric
+    m = explanation_clips(cfg)
     dataset = build_dataset(cfg.dataset, spec)
     chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="metric")
     if len(chosen) < len(dataset):
@@ -607,7 +613,7 @@ def run_explanation(
     """
     from stbias.lit.probe import EvalData
 
-    m = cfg.metric
+    m = explanation_clips(cfg)
     log.info(
         "%s: %s (%s) | %s, split %s: %d clips%s | %s",
         metric,

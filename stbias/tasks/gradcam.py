@@ -18,31 +18,20 @@ processes by the Trainer) and the blobs of every frame. Writes into the run dire
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
-from omegaconf import OmegaConf
 
-from stbias import io
-from stbias.api import GradCAM, GradCAMResults
-from stbias.data import video_to_float
+from stbias.api import GradCAM
 from stbias.errors import StbiasError
-from stbias.plotting import save_animation, save_figure
-from stbias.plotting.explain import gradcam_strip, overlay
 from stbias.tasks.common import (
-    check_results,
     choice,
-    clip_by_index,
-    explanation_setup,
     output_dir,
     plain,
     report_explanation,
-    run_explanation,
     skipped_note,
 )
+from stbias.tasks.explain import explain
 
 log = logging.getLogger(__name__)
 
@@ -64,51 +53,6 @@ def resolve_layer(cfg: Any, name: str) -> tuple[str, str]:
     return alias, declared[alias]
 
 
-def write_outputs(
-    folder: str, results: GradCAMResults, header: dict[str, Any], figures: int, fps: float
-) -> list[str]:
-    """The run directory (``GradCAMResults.save``: results.json / csv, gradcam.npz,
-    blobs.npz), blobs.csv, the overlays and the Table 3 layout."""
-    results.save(folder, **header)
-    record, clips, b = results.record, results.arrays["gradcam"], results.arrays["blobs"]
-    io.write_csv(
-        os.path.join(folder, "blobs.csv"),
-        [
-            {
-                "index": int(b["clip"][i]),
-                "frame": int(b["frame"][i]),
-                "x": float(b["xy"][i, 0]),
-                "y": float(b["xy"][i, 1]),
-                "size": float(b["size"][i]),
-                "distance": float(b["distance"][i]),
-            }
-            for i in range(len(b["clip"]))
-        ]
-        or [{"index": None, "frame": None, "x": None, "y": None, "size": None, "distance": None}],
-    )
-    label = results.label()
-    paths = save_figure(results.plot(), os.path.join(folder, "table3"))
-    if "maps" not in clips:
-        return paths
-    for k in range(min(int(figures), len(clips["index"]))):
-        index = int(clips["index"][k])
-        video = torch.as_tensor(clip_by_index(results.dataset, index)["video"])
-        frames = video_to_float(video[None])[0].permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
-        maps = clips["maps"][k].astype(np.float32)
-        row = record["clips"][k]
-        title = (
-            f"{label}, layer {record['layer']}, clip {index}: class {row['target']} "
-            f"(predicted {row['predicted']}), {row['blob_count_mean']:.1f} blobs per frame"
-        )
-        paths += save_figure(
-            gradcam_strip(frames, maps, title), os.path.join(folder, f"gradcam_{index}")
-        )
-        paths.append(
-            save_animation(overlay(frames, maps), os.path.join(folder, f"gradcam_{index}.gif"), fps)
-        )
-    return paths
-
-
 def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Grad-CAM maps and blobs of ``cfg``, written into ``folder`` (rank 0).
 
@@ -116,43 +60,30 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
         ``(record, objects)``; ``record`` is ``{}`` on the other ranks of a multi-process run.
     """
     m = cfg.metric
+    alias, _ = resolve_layer(cfg, choice(cfg, "model"))
+
+    def build(model: Any, spec: Any, name: str) -> GradCAM:
+        return GradCAM(
+            model,
+            alias,
+            spec,
+            weights=str(m.weights),
+            target=str(m.target),
+            time=str(m.time),
+            normalize=str(m.normalize),
+            grid=plain(m.get("grid")),
+            token_order=m.get("token_order") or None,
+            eps=m.eps,  # checked by GradCAM: a relative tolerance in [0, 1)
+            blob_params=plain(m.get("blobs")) or {},
+            keep_maps=bool(m.save_maps),
+            target_class=str(m.target_class),
+            label_key=str(m.label_key),
+            batch_size=int(m.batch_size),
+            model_name=name,
+        )
+
     name = choice(cfg, "model")
-    alias, _ = resolve_layer(cfg, name)
-    name, spec, dataset, model = explanation_setup(cfg, "gradcam")
-    gradcam = GradCAM(
-        model,
-        alias,
-        spec,
-        weights=str(m.weights),
-        target=str(m.target),
-        time=str(m.time),
-        normalize=str(m.normalize),
-        grid=plain(m.get("grid")),
-        token_order=m.get("token_order") or None,
-        eps=m.eps,  # checked by GradCAM: a relative tolerance in [0, 1)
-        blob_params=plain(m.get("blobs")) or {},
-        keep_maps=bool(m.save_maps),
-        target_class=str(m.target_class),
-        label_key=str(m.label_key),
-        batch_size=int(m.batch_size),
-        model_name=name,
-    )
-    trainer, results = run_explanation(
-        cfg, gradcam, dataset, "gradcam", detail=f"layer {alias}", progress=f"Grad-CAM of {name}"
-    )
-    objects = {"model": model, "module": gradcam.last_module, "trainer": trainer}
-    objects.update(dataset=dataset, results=results)
-    if results is None:
-        return {}, objects
-    header = {
-        "dataset": choice(cfg, "dataset"),
-        "split": plain(cfg.dataset.get("split")),
-        "seed": int(cfg.seed),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    check_results(results.record, "metric=gradcam")
-    objects["figures"] = write_outputs(folder, results, header, int(m.figures), float(m.fps))
-    return results.record, objects
+    return explain(cfg, build, folder, detail=f"layer {alias}", progress=f"Grad-CAM of {name}")
 
 
 def summary_line(record: dict[str, Any]) -> str:

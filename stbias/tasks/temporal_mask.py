@@ -17,61 +17,22 @@ searches one mask per clip for ``metric.num_clips`` clips of ``dataset.split``, 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from omegaconf import OmegaConf
 
-from stbias.api import TemporalMask, TemporalMaskResults
-from stbias.data import video_to_float
-from stbias.metrics.masks import SEARCH_SETTINGS, freeze
-from stbias.plotting import save_figure
-from stbias.plotting.explain import mask_strip
+from stbias.api import TemporalMask
+from stbias.metrics.masks import SEARCH_SETTINGS
 from stbias.tasks.common import (
-    check_results,
     choice,
-    clip_by_index,
-    explanation_setup,
     output_dir,
     plain,
     report_explanation,
-    run_explanation,
     skipped_note,
 )
+from stbias.tasks.explain import explain
 
 log = logging.getLogger(__name__)
-
-
-def write_outputs(
-    folder: str, results: TemporalMaskResults, header: dict[str, Any], figures: int
-) -> list[str]:
-    """The run directory (``TemporalMaskResults.save``: results.json / csv, masks.npz), mask
-    strips and the Table 4 layout."""
-    results.save(folder, **header)
-    record, clips = results.record, results.arrays["masks"]
-    label = results.label()
-    paths = save_figure(results.plot(), os.path.join(folder, "table4"))
-    for k in range(min(int(figures), len(clips["index"]))):
-        index = int(clips["index"][k])
-        video = clip_by_index(results.dataset, index)["video"]
-        frames01 = video_to_float(torch.as_tensor(video)[None])  # (1, C, T, H, W)
-        frozen = freeze(frames01, torch.as_tensor(clips["mask"][k])[None].float())
-        row = record["clips"][k]
-        title = (
-            f"{label}, clip {index}: class {row['target']}, OS {row['os']:.3f}, "
-            f"FS {row['fs']:.3f}, RS {row['rs']:.3f}, mask length {row['length']}"
-        )
-        figure = mask_strip(
-            frames01[0].permute(1, 2, 3, 0).numpy(),
-            clips["mask"][k],
-            perturbed=frozen[0].permute(1, 2, 3, 0).numpy(),
-            title=title,
-            threshold=record["settings"]["length_threshold"],
-        )
-        paths += save_figure(figure, os.path.join(folder, f"mask_{index}"))
-    return paths
 
 
 def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,39 +42,23 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
         ``(record, objects)``; ``record`` is ``{}`` on the other ranks of a multi-process run.
     """
     m = cfg.metric
-    name, spec, dataset, model = explanation_setup(cfg, "temporal_mask")
     settings = {k: plain(m[k]) for k in SEARCH_SETTINGS}
-    masks = TemporalMask(
-        model,
-        spec,
-        target_class=str(m.target_class),
-        label_key=str(m.label_key),
-        batch_size=int(m.batch_size),
-        model_name=name,
-        **settings,
-    )
+
+    def build(model: Any, spec: Any, name: str) -> TemporalMask:
+        return TemporalMask(
+            model,
+            input_spec=spec,
+            target_class=str(m.target_class),
+            label_key=str(m.label_key),
+            batch_size=int(m.batch_size),
+            model_name=name,
+            **settings,
+        )
+
     iterations = int(settings["iterations"])
-    trainer, results = run_explanation(
-        cfg,
-        masks,
-        dataset,
-        "temporal_mask",
-        detail=f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips",
-        progress=f"searching masks of {name}",
-    )
-    objects = {"model": model, "module": masks.last_module, "trainer": trainer}
-    objects.update(dataset=dataset, results=results)
-    if results is None:
-        return {}, objects
-    header = {
-        "dataset": choice(cfg, "dataset"),
-        "split": plain(cfg.dataset.get("split")),
-        "seed": int(cfg.seed),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    check_results(results.record, "metric=temporal_mask")
-    objects["figures"] = write_outputs(folder, results, header, int(m.figures))
-    return results.record, objects
+    detail = f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips"
+    progress = f"searching masks of {choice(cfg, 'model')}"
+    return explain(cfg, build, folder, detail=detail, progress=progress)
 
 
 def summary_line(record: dict[str, Any]) -> str:
