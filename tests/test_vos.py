@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from stbias.data import SyntheticVOS, davis, imagenet_vid, tao_vos
-from stbias.data.flow import farneback_flow, flow_to_image, rgb_to_hsv
+from stbias.data.flow import farneback_flow, flow_to_image, rgb_to_hsv, two_stream_input
 from stbias.errors import StbiasError
 from stbias.metrics.segmentation import (
     CenterBias,
@@ -87,9 +87,12 @@ def test_pack_inputs_normalises_both_streams():
     fstd = torch.tensor(SPEC.flow_std).view(1, 3, 1, 1, 1)
     torch.testing.assert_close(x_rgb, (rgb - mean) / std)
     torch.testing.assert_close(x_flow, (flow - fmean) / fstd)
-    # one clip: frames 0 .. T-2 and the Farneback flow image of t -> t + 1
+    # one clip: the data-side transform gives frames 0 .. T-2 and the Farneback flow image of
+    # t -> t + 1; packing itself computes no flow
     clip = moving_clips(frames=3)
-    x_rgb, x_flow = pack_inputs(clip, SPEC)
+    with pytest.raises(StbiasError, match=r"takes \[rgb, flow image\], not one clip"):
+        pack_inputs(clip, SPEC)
+    x_rgb, x_flow = pack_inputs(two_stream_input(clip), SPEC)
     torch.testing.assert_close(x_rgb, (clip[:, :, :-1] - mean) / std)
     torch.testing.assert_close(x_flow, (flow_to_image(farneback_flow(clip)) - fmean) / fstd)
 

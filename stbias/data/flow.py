@@ -119,3 +119,20 @@ def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     hue = torch.where(chroma > 0, hue / 6.0, torch.zeros_like(hue))
     saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
     return torch.remainder(hue, 1.0), saturation, value
+
+
+def two_stream_input(clip01: torch.Tensor) -> list[torch.Tensor]:
+    """A clip as a two-stream model's input: ``[rgb, flow image]``, before normalisation.
+
+    Args:
+        clip01: float ``(B, C, T, H, W)`` in [0, 1] (1-channel clips become grey RGB).
+
+    Returns:
+        RGB frames ``0 .. T - 2`` ``(B, 3, T - 1, H, W)`` and the forward flow from each to the
+        next rendered as an image (Farneback; hue = direction, saturation = magnitude), both in
+        [0, 1]; the model's packing (``stbias.models.inputs.pack_inputs``) normalises them.
+    """
+    check_float_clip(clip01, "two_stream_input", channels=(1, 3))
+    rgb = clip01.expand(-1, 3, -1, -1, -1) if clip01.shape[1] == 1 else clip01
+    flow = flow_to_image(farneback_flow(rgb))
+    return [rgb[:, :, :-1], flow.to(rgb.dtype)]

@@ -24,6 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from stbias.data import video_to_float
+from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.lit.probe import channels_last as to_channels_last
 from stbias.lit.skipped import SkipCounter, batch_size, clip_names, drop_skipped
@@ -35,14 +36,15 @@ from stbias.validation import require_finite
 
 
 def packer(spec: InputSpec, channels_last: bool = True) -> Callable[[Tensor], Any]:
-    """Clips ``(B, C, T, H, W)`` in [0, 1] -> the model's input (normalised, pathways).
+    """Clips ``(B, C, T, H, W)`` in [0, 1] -> the model's input (normalised, pathways; the
+    flow image of a two-stream model rendered from the clip first, on the data side's transform).
 
     In the channels-last memory layout by default, as the probe feeds its models: 3D
     convolutions run faster on it (values are the same).
     """
 
     def pack(clips: Tensor) -> Any:
-        x = pack_inputs(clips, spec)
+        x = pack_inputs(two_stream_input(clips) if spec.flow else clips, spec)
         if not channels_last:
             return x
         return [to_channels_last(p) for p in x] if isinstance(x, list) else to_channels_last(x)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from stbias.data import video_to_float
+from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.metrics.segmentation import RegionSimilarity, segmentation_loss
 from stbias.models.inputs import InputSpec, pack_inputs
@@ -91,7 +92,7 @@ class VideoSegmenter(pl.LightningModule):
         video01 = video_to_float(batch["video"])
         if self.spec.flow and "flow" in batch:
             return pack_inputs([video01[:, :, :-1], video_to_float(batch["flow"])], self.spec)
-        return pack_inputs(video01, self.spec)
+        return pack_inputs(two_stream_input(video01) if self.spec.flow else video01, self.spec)
 
     def targets(self, batch: Mapping[str, Any], logits: torch.Tensor) -> torch.Tensor:
         """The masks of the frames the logits cover, shaped like them."""

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from stbias.data.clips import check_float_clip
-from stbias.data.flow import farneback_flow, flow_to_image
 from stbias.errors import StbiasError
 
 # Kinetics statistics used by the pytorchvideo / SlowFast model zoo.
@@ -193,8 +192,8 @@ def pack_inputs(
         spec: The model's input spec.
 
     A 1-channel clip is repeated over the channels of an RGB model; any other mismatch of
-    channels is an error. A two-stream model given one clip gets the flow computed on the fly
-    (OpenCV Farneback on the clip, rendered with hue = direction and saturation = magnitude).
+    channels is an error. Packing computes nothing from the frames: a two-stream model takes
+    ``[rgb, flow image]`` rendered on the data side (``stbias.data.flow.two_stream_input``).
 
     Returns:
         The normalised `(B, C, T, H, W)` tensor; `[slow, fast]` for two pathways, where `fast`
@@ -222,9 +221,10 @@ def pack_inputs(
         ]
     check_float_clip(video01, "pack_inputs", channels=())
     if spec.flow:
-        rgb = _rgb_channels(video01, spec)
-        flow = flow_to_image(farneback_flow(rgb))
-        return pack_inputs([rgb[:, :, :-1], flow.to(rgb.dtype)], spec)
+        raise StbiasError(
+            "a two-stream model (input.flow) takes [rgb, flow image], not one clip: render the "
+            "flow on the data side (stbias.data.flow.two_stream_input, or the dataset's flow)"
+        )
     x = _normalise(_rgb_channels(video01, spec), spec.mean, spec.std)
     if spec.pathways == 1:
         return x

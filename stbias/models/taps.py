@@ -341,6 +341,8 @@ def infer_channels(
 ) -> dict[str, int]:
     """Channel counts of layers a config does not declare, from one forward pass of a clip."""
     clip = torch.rand(1, spec.channels, spec.frames, spec.size, spec.size)
+    if spec.flow:  # any [rgb, flow image] pair of the right shapes gives the channel counts
+        clip = [clip[:, :, :-1], torch.rand(1, 3, spec.frames - 1, spec.size, spec.size)]
     with torch.no_grad():
         outputs = capture(model.eval(), layers, pack_inputs(clip, spec), model_name=name)
     return {alias: channels_of(out, layout) for alias, out in outputs.items()}

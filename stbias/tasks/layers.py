@@ -9,6 +9,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf, open_dict
 
+from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec, pack_inputs, spec_shapes
 from stbias.models.taps import capture, channels_of, suggest_layers
@@ -58,7 +59,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = InputSpec.from_dict(OmegaConf.to_container(model_cfg.input, resolve=True))
     generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     video = torch.rand(1, spec.channels, spec.frames, spec.size, spec.size, generator=generator)
-    inputs = pack_inputs(video, spec)
+    inputs = pack_inputs(two_stream_input(video) if spec.flow else video, spec)
     layers = _plain(model_cfg.get("layers"))
     declared = _plain(model_cfg.get("channels"))
     layout = str(model_cfg.get("layout", "cnn"))

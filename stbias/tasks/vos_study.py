@@ -39,6 +39,7 @@ from omegaconf import OmegaConf, open_dict
 from stbias import io
 from stbias.config import compose
 from stbias.data import video_to_float
+from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.metrics.segmentation import frame_region_similarity
 from stbias.models.inputs import InputSpec, pack_inputs
@@ -178,7 +179,8 @@ def sequence_j(
     model_j, all_j, seq = [], [], []
     with torch.no_grad():
         for batch in loader:
-            logits = network(pack_inputs(video_to_float(batch["video"]), spec))
+            video01 = video_to_float(batch["video"])
+            logits = network(pack_inputs(two_stream_input(video01) if spec.flow else video01, spec))
             frames = logits.shape[2]
             target = batch["mask"][:, :frames].flatten(0, 1)
             pred = (torch.sigmoid(logits) > threshold).squeeze(1).flatten(0, 1)
