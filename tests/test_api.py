@@ -173,3 +173,24 @@ def test_the_docs_python_example_runs(tmp_path, monkeypatch):
     assert b"/Subtype/TrueType" in pdf or b"/Subtype/CIDFontType2" in pdf
     assert (tmp_path / "r3d_18_asdt.png").stat().st_size > 5000
     assert len(scope["weights"]) > 10  # every temporal convolution of r3d_18
+
+
+def test_the_docs_shipped_model_and_new_method_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    example = text.split("```python", 2)[2].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "docs_example"}
+    exec(compile(example, "docs/python.md", "exec"), scope)  # noqa: S102 - the docs' own text
+    runs = scope["runs"]
+    assert runs.groupby("task").size().to_dict() == {
+        "explain": 1,
+        "gradcam": 1,
+        "probe": 4,
+        "temporal_mask": 1,
+    }
+    assert list(scope["probe"]) == ["stem", "res2", "res3", "res4"]
+    assert scope["cams"].record["layer"] == "res3"
+    drops = scope["occlusion"].table()["drop"]
+    assert len(drops) == 4 and scope["occlusion"].record["summary"]["drop"]["n"] == 4
