@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from stbias.lit.probe import ProbeModule, channels_last
+from stbias.lit.probe import build_probe_module, channels_last
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.tasks.common import build_model, plain
 
@@ -62,7 +62,7 @@ def time_probe(
     precision runs it; the pair statistics stay float64 whatever the dtype.
     """
     device = torch.device(device or "cpu")
-    module = ProbeModule(model, layers, channels, spec, sampler).to(device)
+    module = build_probe_module(model, layers, spec, sampler, channels=channels).to(device)
     _sync(device)
     start = time.perf_counter()
     with torch.inference_mode(), _autocast(device, dtype):
@@ -70,7 +70,9 @@ def time_probe(
             chunk = videos[i : i + batch].to(device)
             module.test_step({"video": chunk, "index": torch.arange(i, i + len(chunk))}, i)
     _sync(device)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    module.close()  # the layers' hooks off the model (the bare forward runs without them)
+    return seconds
 
 
 def time_forward(model, spec, videos, batch: int, device=None, dtype=None) -> float:

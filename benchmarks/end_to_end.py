@@ -51,10 +51,11 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from stbias.data import video_to_float  # noqa: E402
 from stbias.data.loading import resolve_workers  # noqa: E402
+from stbias.lit import probe as lit_probe  # noqa: E402
 from stbias.lit.probe import (  # noqa: E402
     EvalData,
-    ProbeModule,
     ViewsInLoader,
+    build_probe_module,
     channels_last,
     resolve_stylize_on,
 )
@@ -210,15 +211,18 @@ def compose_config(overrides: list[str]):
 def run_probe(cfg, model, spec, dataset, device: torch.device) -> dict[str, float]:
     """Stage seconds of one probe over ``dataset`` as ``task=probe`` runs it."""
     layers, channels = plain(cfg.model.layers), plain(cfg.model.channels)
-    module = ProbeModule(model, layers, channels, spec, instantiate(cfg.stylization))
+    module = build_probe_module(
+        model, layers, spec, instantiate(cfg.stylization), channels=channels
+    )
     clock = StageClock(device)
     workers = resolve_workers(cfg.probe.num_workers)
     stylize_on = resolve_stylize_on(str(cfg.probe.stylize_on), device.type, workers)
     collate = TimedViews(module.sampler, spec) if stylize_on == "loader" else None
-    # the probe's own step, its stages timed from outside: the sampler calls pack inside
+    # the probe's own step, its stages timed from outside: the sampler renders float views, the
+    # probe packs them (stbias.lit.probe.pack_inputs) and runs the forward pass
     module.features = clock.wrap("forward", module.features)
-    module.pack = clock.wrap("pack", module.pack)
-    module.sampler = clock.wrap("stylize+pack", module.sampler)
+    module.sampler = clock.wrap("stylize", module.sampler)
+    lit_probe.pack_inputs = clock.wrap("pack", pack_inputs)
     trainer = build_trainer(
         cfg.trainer,
         callbacks=[clock],
@@ -228,9 +232,11 @@ def run_probe(cfg, model, spec, dataset, device: torch.device) -> dict[str, floa
     loader = {k: cfg.dataset.get(k) for k in ("prefetch_factor", "pin_memory")}
     loader["collate_fn"] = collate
     data = EvalData(TimedClips(dataset), int(cfg.probe.batch_size), cfg.probe.num_workers, **loader)
-    trainer.test(module, datamodule=data, verbose=False)
-    s = {"stylize+pack": 0.0, "pack": 0.0, "views": 0.0, **clock.seconds}
-    s["stylize"] = s.pop("stylize+pack") - s["pack"]
+    try:
+        trainer.test(module, datamodule=data, verbose=False)
+    finally:
+        lit_probe.pack_inputs = pack_inputs
+    s = {"stylize": 0.0, "pack": 0.0, "views": 0.0, **clock.seconds}
     s["statistics"] = s["step"] - s["stylize"] - s["pack"] - s["forward"]
     if s["views"]:  # rendered in the workers: styles and packing, beside the forward pass
         s["stylize"], s["pack"] = s["views"], 0.0

@@ -189,7 +189,7 @@ def run_stbias(model, layers, channels, spec, sampler, videos, pairs, batch, dev
     """One stbias probe over every stage, as ``task=probe`` runs it (``Trainer.test``)."""
     import pytorch_lightning as pl
 
-    from stbias.lit.probe import EvalData, ProbeModule
+    from stbias.lit.probe import EvalData, build_probe_module
 
     class Clips(torch.utils.data.Dataset):
         def __len__(self):
@@ -198,7 +198,7 @@ def run_stbias(model, layers, channels, spec, sampler, videos, pairs, batch, dev
         def __getitem__(self, i):
             return {"video": videos[i], "index": i}
 
-    module = ProbeModule(model, layers, channels, spec, sampler)
+    module = build_probe_module(model, layers, spec, sampler, channels=channels)
     trainer = pl.Trainer(
         accelerator="gpu" if torch.device(device).type == "cuda" else "cpu",
         devices=1,
