@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.models import (
     LAYOUTS,
@@ -67,9 +68,11 @@ def model_overrides(name: str) -> list[str]:
     return overrides
 
 
-def clip(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
+def clip(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor | list[torch.Tensor]:
+    """Random clips at the spec; a two-stream model's [rgb, flow image] from the data side."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, spec.channels, spec.frames, spec.size, spec.size, generator=g)
+    x = torch.rand(batch, spec.channels, spec.frames, spec.size, spec.size, generator=g)
+    return two_stream_input(x) if spec.flow else x
 
 
 @pytest.mark.parametrize(
