@@ -647,8 +647,11 @@ def _clips(t=4, h=8, w=8, c=3, n=2):
 
 API = [
     Case("model a string", ("model", "resnet"), TYPE_ERROR, "model takes a torch.nn.Module"),
-    Case("layers a list", ("layers", ["res4"]), TYPE_ERROR, "layers takes a mapping"),
-    Case("layers empty", ("layers", {}), VALUE_ERROR, "Probe needs layers"),
+    Case("layers a number", ("layers", 4), TYPE_ERROR, "layers takes aliases, module paths"),
+    Case("layers a list of numbers", ("layers", [4]), TYPE_ERROR, "layers takes a layer alias"),
+    Case("layers unknown", ("layers", ["res4"]), VALUE_ERROR, "unknown layer 'res4'"),
+    Case("layers a foreign module", ("layers", [torch.nn.ReLU()]), VALUE_ERROR, "not a module of"),
+    Case("layers empty", ("layers", {}), VALUE_ERROR, "layers is empty"),
     Case("spec a number", ("input_spec", 5), TYPE_ERROR, "input_spec takes an InputSpec"),
     Case("spec unknown key", ("input_spec", {"nope": 1}), VALUE_ERROR, "unknown input key"),
     Case("spec bad value", ("input_spec", {"frames": "x"}), VALUE_ERROR, "input_spec"),
@@ -678,9 +681,11 @@ CLIPS = [
     Case("frames", ("clips", _clips(t=6)), VALUE_ERROR, r"\(6, 8, 8, 3\), but the input spec"),
     Case("size", ("clips", _clips(h=16, w=16)), VALUE_ERROR, r"takes \(4, 8, 8, 3\)"),
     Case("channels", ("clips", _clips(c=2)), VALUE_ERROR, "channels=3"),
-    Case("float", ("clips", torch.zeros(2, 4, 8, 8, 3)), VALUE_ERROR, "uint8 clips"),
+    Case("float", ("clips", torch.full((2, 4, 8, 8, 3), 2.0)), VALUE_ERROR, r"are in \[0, 1\]"),
+    Case("float nan", ("clips", torch.full((2, 4, 8, 8, 3), float("nan"))), VALUE_ERROR, "span"),
+    Case("int64", ("clips", torch.zeros(2, 4, 8, 8, 3, dtype=torch.long)), VALUE_ERROR, "uint8"),
     Case("none", ("clips", _clips(n=0)), VALUE_ERROR, "no clips"),
-    Case("a list", ("clips", [1, 2]), TYPE_ERROR, "Probe.run takes uint8 clips"),
+    Case("a list", ("clips", [1, 2]), TYPE_ERROR, r"Probe.run takes clips \(N, T, H, W, C\)"),
     Case("a numpy array", ("clips", np.zeros((2, 4, 8, 8, 3), np.uint8)), TYPE_ERROR, "ndarray"),
     Case(
         "a dataset of other clips",
