@@ -23,19 +23,22 @@ install: $(STAMP)  ## create .venv and install torch and stbias (editable); quic
 run: install  ## the embedded default probe (no downloads)
 	$(PY) run.py
 
-test: install  ## the test suite CI runs (pytest's exit 5, no test collected, is not a failure)
+test: install  ## every test, slow ones too, as CI runs them (pytest's exit 5, no test collected, is not a failure)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test-fast: install  ## the tests not marked slow
+test-fast: install  ## the tests not marked slow (minutes each): for development; CI runs them all
 	$(PY) -m pytest -q -m "not slow"
 
-lint: install  ## ruff check and format check
-	$(PY) -m ruff check stbias tests benchmarks experiments run.py
-	$(PY) -m ruff format --check stbias tests benchmarks experiments run.py
+# the Python of the tree: the folders and files of this list that exist
+LINT_PATHS = $(wildcard stbias tests benchmarks experiments run.py)
+
+lint: install  ## ruff check and format check (CI runs it before the tests)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 
 format: install  ## ruff fix and format
-	$(PY) -m ruff check --fix stbias tests benchmarks experiments run.py
-	$(PY) -m ruff format stbias tests benchmarks experiments run.py
+	$(PY) -m ruff check --fix $(LINT_PATHS)
+	$(PY) -m ruff format $(LINT_PATHS)
 
 bench: install  ## the benchmarks in benchmarks/
 	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

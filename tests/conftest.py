@@ -1,9 +1,14 @@
 """Shared test setup: quiet, deterministic, small, on CPU unless a test is marked `gpu`."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from stbias import config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -35,6 +40,32 @@ def _restore_logging():
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+def compose_config(*overrides: str, run_dir: Path | str | None = None, hydra: bool = False):
+    """The root config as ``python run.py <overrides>`` composes it, for a test to shrink and run.
+
+    With ``run_dir`` (created if missing), Hydra's runtime is set as during that run: a task called
+    in-process writes there and reads its choices from ``HydraConfig``. ``hydra=True`` keeps the
+    ``hydra`` node (the command line, the sweeper). Tests take the ``compose`` fixture, which resets
+    the runtime after them; a fixture wider than a test calls this and resets it itself.
+    """
+    cfg = config.compose(overrides, return_hydra_config=True)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+    if not hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose():
+    """:func:`compose_config`, with Hydra's runtime reset after the test."""
+    yield compose_config
+    HydraConfig.instance().cfg = None
 
 
 def read_wandb_run(folder):

@@ -156,6 +156,7 @@ def test_the_readme_python_example_runs():
     assert results["layer4"]["n_pairs"]["static"] == 2
 
 
+@pytest.mark.slow
 def test_the_docs_python_example_runs(tmp_path, monkeypatch):
     from pathlib import Path
 

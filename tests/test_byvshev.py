@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import open_dict
 
 from stbias.data import BrushMNIST, PlacesFacesMNIST
@@ -25,7 +25,6 @@ from stbias.models.inputs import InputSpec
 from stbias.tasks import TASKS, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 BRUSH = (("shape", "motion", 10), ("brush", "appearance", 10))
 QUIET = [
     "logger=none",
@@ -42,11 +41,6 @@ SMALL = [
     "trainer.max_epochs=1",
     *QUIET,
 ]
-
-
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def reference_breakdown(pred, label):
@@ -207,24 +201,24 @@ def test_evaluator_known_answer_with_reversed_frames():
 def trained(tmp_path_factory):
     """A tiny BrushMNIST classifier trained by task=train on the shipped experiment config."""
     folder = tmp_path_factory.mktemp("train")
-    cfg = compose_cfg("task=train", *SMALL)
+    cfg = compose_config("task=train", *SMALL)
     with open_dict(cfg):
         cfg.train.output_dir = str(folder)
     record, _ = train.run(cfg)
     return record
 
 
-def run_test(tmp_path, *overrides):
-    cfg = compose_cfg("task=test", *SMALL, *overrides)
+def run_test(compose, tmp_path, *overrides):
+    cfg = compose("task=test", *SMALL, *overrides)
     with open_dict(cfg):
         cfg.test.output_dir = str(tmp_path)
     record, objects = evaluate.run(cfg)
     return record, objects
 
 
-def test_task_test_writes_the_breakdown_and_predictions(tmp_path, trained):
+def test_task_test_writes_the_breakdown_and_predictions(compose, tmp_path, trained):
     assert TASKS["test"] == "stbias.tasks.evaluate:run"
-    record, _ = run_test(tmp_path, f"model.checkpoint={trained['checkpoint']}")
+    record, _ = run_test(compose, tmp_path, f"model.checkpoint={trained['checkpoint']}")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["num_clips"] == 100 and saved["num_classes"] == 100
     assert saved["split"] == "val" and saved["variant"] == "normal" and not saved["reverse"]
@@ -247,19 +241,20 @@ def test_task_test_writes_the_breakdown_and_predictions(tmp_path, trained):
     assert saved["test/acc"] == pytest.approx(trained["val/acc"], abs=1e-6)
 
 
-def test_reversed_frames_equal_the_reversed_dataset(tmp_path, trained):
+def test_reversed_frames_equal_the_reversed_dataset(compose, tmp_path, trained):
     """test.reverse=true (any dataset) and BrushMNIST's reversed variant predict the same."""
     ckpt = f"model.checkpoint={trained['checkpoint']}"
-    a, _ = run_test(tmp_path / "a", ckpt, "test.reverse=true")
-    b, _ = run_test(tmp_path / "b", ckpt, "dataset.variant=reversed")
+    a, _ = run_test(compose, tmp_path / "a", ckpt, "test.reverse=true")
+    b, _ = run_test(compose, tmp_path / "b", ckpt, "dataset.variant=reversed")
     read = lambda p: [r["pred"] for r in csv.DictReader(open(p / "predictions.csv"))]  # noqa: E731
     assert read(tmp_path / "a") == read(tmp_path / "b")
     assert a["test/acc"] == b["test/acc"] and a["reverse"] and not b["reverse"]
 
 
-def test_task_test_refuses_a_model_of_another_dataset(tmp_path, trained):
+def test_task_test_refuses_a_model_of_another_dataset(compose, tmp_path, trained):
     with pytest.raises(StbiasError, match="100 outputs but the dataset has 16 classes"):
         run_test(
+            compose,
             tmp_path,
             f"model.checkpoint={trained['checkpoint']}",
             "dataset=pfm",
@@ -414,9 +409,8 @@ def test_grid_beyond_the_embedded_photographs_stops_before_training(tmp_path):
     assert not list(tmp_path.glob("places*"))  # nothing trained
 
 
-def test_grid_values_come_from_the_config_and_the_command_line():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=byvshev_table2"], return_hydra_config=True)
+def test_grid_values_come_from_the_config_and_the_command_line(compose):
+    cfg = compose("experiment=byvshev_table2", hydra=True)
     with open_dict(cfg):  # the command line of `python run.py -m ...`
         cfg.hydra.overrides.task = ["experiment=byvshev_table2", "dataset.num_motions=2,4"]
     assert byvshev._sweep_values(cfg, "dataset.num_places") == [2, 4, 8, 16, 32, 64, 128, 256]

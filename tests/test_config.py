@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -31,12 +30,7 @@ def stbias_error(call, match):
     return cause
 
 
-def compose_cfg(*overrides, hydra_config=False):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
-
-
-def test_the_binding_groups_exist():
+def test_the_binding_groups_exist(compose):
     binding = {
         "task",
         "model",
@@ -48,7 +42,7 @@ def test_the_binding_groups_exist():
         "experiment",
     }
     assert binding <= set(GROUPS)
-    cfg = compose_cfg()
+    cfg = compose()
     for key in ("seed", "probe"):
         assert key in cfg
     for key in ("layers", "num_clips", "batch_size"):
@@ -58,9 +52,9 @@ def test_the_binding_groups_exist():
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes_and_instantiates(group, option, tmp_path, monkeypatch):
+def test_every_option_composes_and_instantiates(compose, group, option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = compose_cfg(f"{group}={option}")
+    cfg = compose(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     node = cfg.get(group)
     if group == "model":
@@ -108,33 +102,31 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, monkeyp
             if option == "wandb":
                 logger.experiment.finish()
     else:  # experiment, debug: global overrides
-        assert OmegaConf.to_container(cfg) != OmegaConf.to_container(compose_cfg())
+        assert OmegaConf.to_container(cfg) != OmegaConf.to_container(compose())
 
 
-def test_the_slurm_launcher_config_sizes_jobs_from_the_trainer():
+def test_the_slurm_launcher_config_sizes_jobs_from_the_trainer(compose):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = compose_cfg(
-        "hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.devices=4", hydra_config=True
-    )
+    cfg = compose("hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.devices=4", hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
     assert launcher.nodes == cfg.trainer.num_nodes
 
 
-def test_the_default_is_a_config_and_overrides_keep_it():
+def test_the_default_is_a_config_and_overrides_keep_it(compose):
     for overrides in ([], ["logger=none"], ["seed=1"], ["metric=layerwise"]):
-        cfg = compose_cfg(*overrides)
+        cfg = compose(*overrides)
         assert cfg.task.name == "quickstart" and cfg.model.name == "quickstart", overrides
-    headline = compose_cfg("model=i3d", "dataset=ssv2", "metric=unitwise")
+    headline = compose("model=i3d", "dataset=ssv2", "metric=unitwise")
     assert headline.task.name == "probe" and headline.model.name == "i3d"
 
 
-def test_weight_metrics_select_task_weights_in_the_composed_config():
+def test_weight_metrics_select_task_weights_in_the_composed_config(compose):
     for metric in ("asdt", "selfconv"):
-        assert compose_cfg(f"metric={metric}", "model=i3d").task.name == "weights"
+        assert compose(f"metric={metric}", "model=i3d").task.name == "weights"
     # the command line still decides when it names the task
-    assert compose_cfg("metric=asdt", "model=i3d", "task=probe").task.name == "probe"
+    assert compose("metric=asdt", "model=i3d", "task=probe").task.name == "probe"
 
 
 @pytest.mark.parametrize(
@@ -146,28 +138,28 @@ def test_weight_metrics_select_task_weights_in_the_composed_config():
         ("i3d_tiny", 64, None, 16),
     ],
 )
-def test_clip_geometry_follows_the_model(model, size, short_side, frames):
-    cfg = compose_cfg(f"model={model}", "dataset=kinetics")
+def test_clip_geometry_follows_the_model(compose, model, size, short_side, frames):
+    cfg = compose(f"model={model}", "dataset=kinetics")
     data = OmegaConf.to_container(cfg.dataset, resolve=True)
     assert (data["size"], data["short_side"], data["num_frames"]) == (size, short_side, frames)
     assert data["sampling_rate"] == cfg.model.input.sampling_rate
     own = OmegaConf.to_container(
-        compose_cfg(f"model={model}", "dataset=kinetics", "dataset.short_side=300").dataset,
+        compose(f"model={model}", "dataset=kinetics", "dataset.short_side=300").dataset,
         resolve=True,
     )
     assert own["short_side"] == 300 and own["size"] == size  # set on its own, it applies
 
 
-def test_a_dataset_value_that_contradicts_the_model_names_both_keys():
+def test_a_dataset_value_that_contradicts_the_model_names_both_keys(compose):
     from stbias.models.inputs import InputSpec
     from stbias.tasks.common import build_dataset
 
-    cfg = compose_cfg("model=i3d", "dataset=kinetics", "dataset.size=112")
+    cfg = compose("model=i3d", "dataset=kinetics", "dataset.size=112")
     spec = InputSpec.from_dict(OmegaConf.to_container(cfg.model.input, resolve=True))
     stbias_error(
         lambda: build_dataset(cfg.dataset, spec), "dataset.size=112 conflicts with model.input.size"
     )
-    small = compose_cfg("model=i3d", "dataset=kinetics", "dataset.short_side=200")
+    small = compose("model=i3d", "dataset=kinetics", "dataset.short_side=200")
     stbias_error(lambda: build_dataset(small.dataset, spec), "dataset.short_side=200 is smaller")
 
 

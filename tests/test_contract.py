@@ -20,6 +20,7 @@ from pathlib import Path
 import fixtures
 import pytest
 import torch
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +47,11 @@ def world(tmp_path_factory):
     """Fixture data and weights, and the folder every command runs in (shared caches)."""
     base = tmp_path_factory.mktemp("contract")
     data = base / "data"
-    from stbias.config import compose
     from stbias.tasks.common import build_model
 
     anet, stylized = fixtures.activitynet(data / "activitynet", data / "stylized_activitynet")
     torch.manual_seed(0)
-    slowfast = build_model(compose(["model=slowfast"]).model)
+    slowfast = build_model(compose_config("model=slowfast").model)
     paths = {
         "/data/ssv2": fixtures.ssv2(data / "ssv2"),
         "/data/kinetics": fixtures.kinetics(data / "kinetics"),

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from fixtures import moving_frames
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -475,7 +474,7 @@ def test_missing_root_and_annotation_errors(tmp_path):
         video_folder(str(tmp_path))
 
 
-def test_every_dataset_yaml_builds(tmp_path):
+def test_every_dataset_yaml_builds(compose, tmp_path):
     write_video(tmp_path / "a.mp4", n=10)
     (tmp_path / "train.csv").write_text("a.mp4,2\n")
     names = sorted(
@@ -493,28 +492,25 @@ def test_every_dataset_yaml_builds(tmp_path):
         "brushmnist",
         "pfm",
     } <= set(names)
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        assert compose("config").dataset._target_.endswith("PlacesFacesMNIST")
-        for name in names:
-            cfg = compose("config", overrides=[f"dataset={name}"])
-            synthetic = ("BrushMNIST", "PlacesFacesMNIST", "MixedCuePFM", "SyntheticVOS")
-            if cfg.dataset._target_.split(".")[-1] in synthetic:
-                ds = instantiate(cfg.dataset, num_frames=4, size=32, num_samples=3)
-                assert ds[2]["video"].shape[:3] == (4, 32, 32)
-            elif name == "video_folder":
-                node, loader = split_loader_options(
-                    OmegaConf.to_container(cfg.dataset, resolve=True)
-                )
-                assert loader == {"num_workers": "auto", "prefetch_factor": 2, "pin_memory": "auto"}
-                ds = instantiate(node, root=str(tmp_path))
-                spec = cfg.model.input  # clip geometry follows the model
-                assert ds[0]["label"] == 2
-                assert ds[0]["video"].shape == (spec.frames, spec.size, spec.size, 3)
-            else:
-                with pytest.raises(InstantiationException) as info:
-                    instantiate(cfg.dataset)
-                assert isinstance(info.value.__cause__, StbiasError)
-                assert "dataset.root is not set; expected layout" in str(info.value.__cause__)
+    assert compose().dataset._target_.endswith("PlacesFacesMNIST")
+    for name in names:
+        cfg = compose(f"dataset={name}")
+        synthetic = ("BrushMNIST", "PlacesFacesMNIST", "MixedCuePFM", "SyntheticVOS")
+        if cfg.dataset._target_.split(".")[-1] in synthetic:
+            ds = instantiate(cfg.dataset, num_frames=4, size=32, num_samples=3)
+            assert ds[2]["video"].shape[:3] == (4, 32, 32)
+        elif name == "video_folder":
+            node, loader = split_loader_options(OmegaConf.to_container(cfg.dataset, resolve=True))
+            assert loader == {"num_workers": "auto", "prefetch_factor": 2, "pin_memory": "auto"}
+            ds = instantiate(node, root=str(tmp_path))
+            spec = cfg.model.input  # clip geometry follows the model
+            assert ds[0]["label"] == 2
+            assert ds[0]["video"].shape == (spec.frames, spec.size, spec.size, 3)
+        else:
+            with pytest.raises(InstantiationException) as info:
+                instantiate(cfg.dataset)
+            assert isinstance(info.value.__cause__, StbiasError)
+            assert "dataset.root is not set; expected layout" in str(info.value.__cause__)
 
 
 # ---------------------------------------------------------------- BrushMNIST
@@ -712,12 +708,11 @@ def test_video_folder_with_a_relative_root(tmp_path, monkeypatch):
         ("probe.stylize_on=gpu", "probe.stylize_on takes one of auto, device, loader"),
     ],
 )
-def test_bad_loading_settings_stop_with_one_line(override, message):
+def test_bad_loading_settings_stop_with_one_line(compose, override, message):
     from stbias.validation import validate
 
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        good = compose("config", overrides=["model=i3d", "dataset=kinetics"])
-        bad = compose("config", overrides=["model=i3d", "dataset=kinetics", override])
+    good = compose("model=i3d", "dataset=kinetics")
+    bad = compose("model=i3d", "dataset=kinetics", override)
     validate(good)
     assert good.probe.num_workers == "auto"  # the probe's loader follows the dataset's
     with pytest.raises(StbiasError, match=re.escape(message)):

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from torch import nn
 
@@ -500,24 +498,8 @@ SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
-
-
-def compose_cfg(folder: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SMALL, *overrides], return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-def test_metric_temporal_mask_selects_its_task_and_writes_its_outputs(tmp_path):
-    cfg = compose_cfg(tmp_path, "metric=temporal_mask", "metric.iterations=3")
+def test_metric_temporal_mask_selects_its_task_and_writes_its_outputs(compose, tmp_path):
+    cfg = compose(*SMALL, "metric=temporal_mask", "metric.iterations=3", run_dir=tmp_path)
     assert cfg.task.name == "temporal_mask"
     record, _ = run_task(cfg)
     assert record["num_clips"] == 4 and record["settings"]["lr"] == 0.2
@@ -532,9 +514,14 @@ def test_metric_temporal_mask_selects_its_task_and_writes_its_outputs(tmp_path):
         assert data["index"].tolist() == [c["index"] for c in saved["clips"]]
 
 
-def test_metric_gradcam_takes_a_layer_alias_and_writes_maps_blobs_and_overlays(tmp_path):
-    cfg = compose_cfg(
-        tmp_path, "metric=gradcam", "layer=res3", "metric.label_key=shape_label", "logger=csv"
+def test_metric_gradcam_takes_a_layer_alias_and_writes_maps_blobs_and_overlays(compose, tmp_path):
+    cfg = compose(
+        *SMALL,
+        "metric=gradcam",
+        "layer=res3",
+        "metric.label_key=shape_label",
+        "logger=csv",
+        run_dir=tmp_path,
     )
     assert cfg.task.name == "gradcam"
     record, _ = run_task(cfg)
@@ -550,8 +537,8 @@ def test_metric_gradcam_takes_a_layer_alias_and_writes_maps_blobs_and_overlays(t
     assert record["summary"]["blob_count"]["n"] == 4 * 8
 
 
-def test_gradcam_refuses_an_unknown_layer_naming_the_valid_ones(tmp_path):
-    cfg = compose_cfg(tmp_path, "metric=gradcam", "layer=res9")
+def test_gradcam_refuses_an_unknown_layer_naming_the_valid_ones(compose, tmp_path):
+    cfg = compose(*SMALL, "metric=gradcam", "layer=res9", run_dir=tmp_path)
     with pytest.raises(StbiasError, match="unknown layer 'res9'; layers of i3d_tiny: stem, res2"):
         run_task(cfg)
 
@@ -569,10 +556,10 @@ def _run_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_explain_every_clip_once_as_one_process(tmp_path):
+def test_two_ddp_processes_explain_every_clip_once_as_one_process(compose, tmp_path):
     args = ["metric=temporal_mask", "metric.iterations=3", "metric.num_clips=5"]
     (tmp_path / "one").mkdir()
-    a, _ = run_task(compose_cfg(tmp_path / "one", *args))
+    a, _ = run_task(compose(*SMALL, *args, run_dir=tmp_path / "one"))
     two = _run_py(tmp_path, *SMALL, *args, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-3000:]
     b = json.loads((tmp_path / "two" / "results.json").read_text())
@@ -585,9 +572,9 @@ def test_two_ddp_processes_explain_every_clip_once_as_one_process(tmp_path):
     assert a["summary"]["counts"] == b["summary"]["counts"]
 
 
-def test_parity_options_reach_the_search_and_bad_values_stop_early(tmp_path):
-    cfg = compose_cfg(
-        tmp_path,
+def test_parity_options_reach_the_search_and_bad_values_stop_early(compose, tmp_path):
+    cfg = compose(
+        *SMALL,
         "metric=temporal_mask",
         "metric.iterations=1",
         "metric.num_clips=2",
@@ -595,13 +582,14 @@ def test_parity_options_reach_the_search_and_bad_values_stop_early(tmp_path):
         "metric.init=reference",
         "metric.tv_weights=reference",
         "metric.reverse_blend=reference",
+        run_dir=tmp_path,
     )
     record, _ = run_task(cfg)
     settings = record["settings"]
     assert (settings["init"], settings["tv_weights"], settings["reverse_blend"]) == (
         "reference",
     ) * 3
-    bad = compose_cfg(tmp_path / "bad", "metric=temporal_mask", "metric.init=centre")
+    bad = compose(*SMALL, "metric=temporal_mask", "metric.init=centre", run_dir=tmp_path / "bad")
     # refused when the config is validated, before the model is built
     with pytest.raises(StbiasError, match="metric.init='centre' is not valid; metric.init takes"):
         run_task(bad)
@@ -708,13 +696,12 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
         assert r["table1"] == record["runs"][label]["table1"]
 
 
-def test_manttari_checkpoints_name_a_model_and_a_file(tmp_path):
-    from stbias.config import compose as compose_root
+def test_manttari_checkpoints_name_a_model_and_a_file(compose, tmp_path):
     from stbias.tasks.manttari import user_checkpoints
 
     ckpt = tmp_path / "m.ckpt"
     ckpt.write_bytes(b"")
-    cfg = compose_root(["experiment=manttari", f"task.checkpoints.i3d={ckpt}"])
+    cfg = compose("experiment=manttari", f"task.checkpoints.i3d={ckpt}")
     assert user_checkpoints(cfg) == {"I3D": str(ckpt)}
     with open_dict(cfg):
         cfg.task.checkpoints = {"clstm": str(ckpt), "C-LSTM": str(ckpt)}
@@ -906,10 +893,8 @@ def _fake_explanation(folder: Path, task: str, model: str, samples: dict) -> Non
         )
 
 
-def test_compare_of_two_explanation_runs_gives_welch_tests(tmp_path, monkeypatch):
+def test_compare_of_two_explanation_runs_gives_welch_tests(compose, tmp_path, monkeypatch):
     from scipy.stats import ttest_ind
-
-    from stbias.config import compose as compose_root
 
     cams = {
         "i3d": {
@@ -942,7 +927,7 @@ def test_compare_of_two_explanation_runs_gives_welch_tests(tmp_path, monkeypatch
     out.mkdir()
     monkeypatch.chdir(out)
     runs = ",".join(str(tmp_path / d / m) for d in ("cam", "mask") for m in ("i3d", "clstm"))
-    record, _ = run_task(compose_root(["task=compare", f"runs=[{runs}]", "logger=none"]))
+    record, _ = run_task(compose("task=compare", f"runs=[{runs}]", "logger=none"))
     assert {"gradcam_table", "temporal_mask_table"} <= set(record["figures"])
     for task, samples in (("gradcam", cams), ("temporal_mask", masks)):
         tests = record["explanations"][task]["tests"]

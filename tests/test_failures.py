@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 
 from stbias import io
 from stbias.cli import main as cli_main
-from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.tasks import run_task
 from stbias.tasks.common import build_model, checkpoint_settings
@@ -54,7 +54,7 @@ def files(tmp_path_factory):
     """Hostile and broken files, written once."""
     folder = tmp_path_factory.mktemp("files")
     torch.manual_seed(0)
-    state = build_model(compose(["model=i3d_tiny"]).model).state_dict()
+    state = build_model(compose_config("model=i3d_tiny").model).state_dict()
     marker = folder / "ran.txt"
     torch.save({"state_dict": state, "extra": Armed(marker)}, folder / "evil.ckpt")
     (folder / "garbage.pt").write_bytes(b"not a torch file at all")
@@ -157,7 +157,7 @@ class _Serve(http.server.SimpleHTTPRequestHandler):
 
 
 def test_train_resume_never_unpickles_code_from_a_url_or_under_the_env_override(
-    files, tmp_path, monkeypatch
+    compose, files, tmp_path, monkeypatch
 ):
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a: _Serve(*a, directory=str(files["dir"]))
@@ -168,7 +168,7 @@ def test_train_resume_never_unpickles_code_from_a_url_or_under_the_env_override(
     monkeypatch.chdir(tmp_path)
     try:
         for resume in (url, str(files["dir"] / "evil.ckpt")):
-            cfg = compose(["task=train", "model=i3d_tiny", f"train.resume={resume}", *QUIET])
+            cfg = compose("task=train", "model=i3d_tiny", f"train.resume={resume}", *QUIET)
             with pytest.raises(StbiasError, match="URL|would run code"):
                 run_task(cfg)
     finally:
@@ -185,16 +185,14 @@ def test_torch_load_is_called_in_one_place_only():
     assert callers == ["stbias/io.py"]
 
 
-def _probe_cfg(tmp_path, *overrides):
+def _probe_cfg(compose, tmp_path, *overrides):
     return compose(
-        [
-            "model=i3d_tiny",
-            "probe.num_clips=4",
-            "probe.batch_size=4",
-            f"probe.cache_dir={tmp_path / 'cache'}",
-            *QUIET,
-            *overrides,
-        ]
+        "model=i3d_tiny",
+        "probe.num_clips=4",
+        "probe.batch_size=4",
+        f"probe.cache_dir={tmp_path / 'cache'}",
+        *QUIET,
+        *overrides,
     )
 
 
@@ -222,7 +220,7 @@ def _write_video_folder(root, n=4, frames=12, size=24):
     (root / "train.csv").write_text("\n".join(rows) + "\n")
 
 
-def test_the_cache_follows_the_files_not_only_the_config(tmp_path, monkeypatch):
+def test_the_cache_follows_the_files_not_only_the_config(compose, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "videos"
     _write_video_folder(data)
@@ -233,22 +231,24 @@ def test_the_cache_follows_the_files_not_only_the_config(tmp_path, monkeypatch):
         "model.input.frames=4",
         "probe.sampling=first",
     ]
-    first, _ = run_task(_probe_cfg(tmp_path, *args))
-    again, _ = run_task(_probe_cfg(tmp_path, *args))
+    first, _ = run_task(_probe_cfg(compose, tmp_path, *args))
+    again, _ = run_task(_probe_cfg(compose, tmp_path, *args))
     assert again["cache"]["clips_run"] == 0  # unchanged files: the cached sums
     csv = data / "train.csv"
     csv.write_text(csv.read_text().replace("v3.mp4", "v0.mp4"))  # an edited annotation file
-    edited, _ = run_task(_probe_cfg(tmp_path, *args))
+    edited, _ = run_task(_probe_cfg(compose, tmp_path, *args))
     assert edited["cache"]["key"] != first["cache"]["key"] and edited["cache"]["clips_run"] == 4
     os.utime(data / "v1.mp4", ns=(1, 1))  # a replaced video
-    replaced, _ = run_task(_probe_cfg(tmp_path, *args))
+    replaced, _ = run_task(_probe_cfg(compose, tmp_path, *args))
     assert replaced["cache"]["key"] != edited["cache"]["key"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "other_units"])
-def test_a_bad_cache_file_is_named_and_computed_again(damage, tmp_path, monkeypatch, caplog):
+def test_a_bad_cache_file_is_named_and_computed_again(
+    compose, damage, tmp_path, monkeypatch, caplog
+):
     monkeypatch.chdir(tmp_path)
-    first, _ = run_task(_probe_cfg(tmp_path))
+    first, _ = run_task(_probe_cfg(compose, tmp_path))
     (layer_file,) = (tmp_path / "cache" / first["cache"]["key"]).glob("res3-*.pt")
     if damage == "garbage":
         layer_file.write_bytes(b"\x00garbage")
@@ -259,18 +259,18 @@ def test_a_bad_cache_file_is_named_and_computed_again(damage, tmp_path, monkeypa
     else:
         (other,) = (tmp_path / "cache" / first["cache"]["key"]).glob("res4-*.pt")
         layer_file.write_bytes(other.read_bytes())  # 128 units where res3 has 64
-    again, _ = run_task(_probe_cfg(tmp_path))
+    again, _ = run_task(_probe_cfg(compose, tmp_path))
     warned = [r.getMessage() for r in caplog.records if str(layer_file) in r.getMessage()]
     assert len(warned) == 1 and "computing them again" in warned[0]
     assert again["cache"]["layers_from_cache"] == ["res2", "res4", "stem"]
     assert again["layers"]["res3"]["scores"] == pytest.approx(first["layers"]["res3"]["scores"])
 
 
-def test_damaged_partial_sums_are_named_and_ignored(tmp_path, monkeypatch, caplog):
+def test_damaged_partial_sums_are_named_and_ignored(compose, tmp_path, monkeypatch, caplog):
     from stbias.lit.probe import ProbeModule
 
     monkeypatch.chdir(tmp_path)
-    reference, _ = run_task(_probe_cfg(tmp_path / "a"))
+    reference, _ = run_task(_probe_cfg(compose, tmp_path / "a"))
     original = ProbeModule._partial_path
     folder = {}
 
@@ -283,7 +283,7 @@ def test_damaged_partial_sums_are_named_and_ignored(tmp_path, monkeypatch, caplo
         return path
 
     monkeypatch.setattr(ProbeModule, "_partial_path", partial_path)
-    again, _ = run_task(_probe_cfg(tmp_path / "b"))
+    again, _ = run_task(_probe_cfg(compose, tmp_path / "b"))
     assert [r for r in caplog.records if "ignoring the partial sums" in r.getMessage()]
     assert again["layers"]["res4"]["scores"] == pytest.approx(reference["layers"]["res4"]["scores"])
 
@@ -336,7 +336,7 @@ def test_a_frame_folder_with_frames_of_several_sizes_is_resized_and_named(tmp_pa
     assert [r for r in caplog.records if "frames of" in r.getMessage() and "/b" in r.getMessage()]
 
 
-def test_a_layer_that_gives_nan_stops_the_run_naming_it(tmp_path, monkeypatch):
+def test_a_layer_that_gives_nan_stops_the_run_naming_it(compose, tmp_path, monkeypatch):
     from stbias.models import tiny
 
     real = tiny.i3d_tiny
@@ -349,7 +349,7 @@ def test_a_layer_that_gives_nan_stops_the_run_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny, "i3d_tiny", broken)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StbiasError, match=r"layer res3 of i3d_tiny gave NaN"):
-        run_task(_probe_cfg(tmp_path))
+        run_task(_probe_cfg(compose, tmp_path))
     assert not list(tmp_path.rglob("results.json"))
 
 

@@ -344,16 +344,8 @@ def _sweep(cfg):
 FIGURE_OF = {e: name for name, f in FIGURES.items() for e in f.experiments}
 
 
-@pytest.fixture
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
-
-
 @pytest.mark.parametrize("experiment", REAL)
-def test_every_run_of_a_real_experiment_resolves_to_its_paths(
-    experiment, tmp_path, _reset_hydra_config
-):
+def test_every_run_of_a_real_experiment_resolves_to_its_paths(compose, experiment, tmp_path):
     """Each sweep point of the real experiment composes with the paths ``plan`` passes, and its
     model and data come from the paths of that point's model and dataset."""
     name = FIGURE_OF[experiment]
@@ -364,10 +356,9 @@ def test_every_run_of_a_real_experiment_resolves_to_its_paths(
     (stage,) = [s for s in stages if s.experiment == experiment]
     used = ""
     for point in _sweep(compose_experiment(experiment)):
-        cfg = compose_experiment(experiment, [*stage.overrides, *point])
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
+        cfg = compose(
+            f"experiment={GROUP}/{experiment}", *stage.overrides, *point, run_dir=tmp_path / "run"
+        )
         resolved = OmegaConf.to_container(cfg, resolve=True)
         model = resolved["model"]["name"]
         checkpoint = resolved["model"]["checkpoint"]
@@ -466,9 +457,7 @@ def _stylized_points():
 
 
 @pytest.mark.parametrize(("experiment", "point"), list(_stylized_points()))
-def test_every_figure_reads_the_stylized_activitynet_by_time(
-    experiment, point, tmp_path, _reset_hydra_config
-):
+def test_every_figure_reads_the_stylized_activitynet_by_time(compose, experiment, point, tmp_path):
     """The authors' 5 fps release (``style_k/v_<id>/%06d.jpg`` from 1): each view of a 30 fps
     video reads the copy's frame shown at the same time, as the contract line does."""
     import fixtures
@@ -486,10 +475,10 @@ def test_every_figure_reads_the_stylized_activitynet_by_time(
     values.update({"datasets.activitynet": str(root), "stylized.activitynet": str(stylized)})
     stages = plan(name, str(tmp_path / "out"), sets=values)
     (stage,) = [s for s in stages if s.experiment == experiment]
-    cfg = compose_experiment(experiment, [*stage.overrides, *point])
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose(
+        f"experiment={GROUP}/{experiment}", *stage.overrides, *point, run_dir=tmp_path / "run"
+    )
     with open_dict(cfg):
-        del cfg["hydra"]
         cfg.model.input.sampling_rate = 15  # 8 frames half a second apart fit the 4 s fixture
     assert cfg.stylization.stylizer.root == str(stylized)
     data = build_dataset(cfg.dataset, InputSpec.from_dict(OmegaConf.to_container(cfg.model.input)))

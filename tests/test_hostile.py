@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.tasks import run_task
 from stbias.validation import validate
@@ -103,23 +102,23 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize("case", SETTINGS, ids=lambda c: c.name)
-def test_settings(case):
-    cfg = compose([*EXPLAIN, *case.command])
+def test_settings(compose, case):
+    cfg = compose(*EXPLAIN, *case.command)
     assert case.expected == REFUSED
     with pytest.raises(StbiasError, match=case.match) as err:
         validate(cfg)
     one_line(err.value)
 
 
-def test_every_packaged_default_passes_the_checks():
-    validate(compose([]))
+def test_every_packaged_default_passes_the_checks(compose):
+    validate(compose())
     for metric in ("temporal_mask", "gradcam", "asdt", "layerwise"):
-        validate(compose([*EXPLAIN, f"metric={metric}"]))
-    validate(compose(["task=train", *EXPLAIN]))
+        validate(compose(*EXPLAIN, f"metric={metric}"))
+    validate(compose("task=train", *EXPLAIN))
     # the paper experiments too, their `???` paths unset (the tasks report those themselves)
     for path in sorted((ROOT / "conf" / "experiment").glob("**/*.yaml")):
         name = path.relative_to(ROOT / "conf" / "experiment").with_suffix("").as_posix()
-        validate(compose([f"experiment={name}"]))
+        validate(compose(f"experiment={name}"))
 
 
 def _run_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -160,21 +159,6 @@ SMALL = [
     "logger=none",
     "trainer.enable_progress_bar=false",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
-
-
-def task_cfg(folder: Path, *overrides: str):
-    cfg = compose([*SMALL, *overrides], return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 NAMES = ["a", "b", "corrupt", "c", "empty", "d", "zero", "e"]
@@ -232,16 +216,17 @@ BROKEN = [
 
 @pytest.mark.parametrize("case", BROKEN, ids=lambda c: c.name)
 def test_unreadable_videos_are_skipped_and_counted_never_replaced(
-    case, broken_folder, tmp_path, caplog
+    compose, case, broken_folder, tmp_path, caplog
 ):
-    cfg = task_cfg(
-        tmp_path,
+    cfg = compose(
+        *SMALL,
         "dataset=video_folder",
         f"dataset.root={broken_folder}",
         "model.builder.num_classes=2",
         *case.command,
         *(["metric.num_clips=null"] if case.command[0].startswith("metric=") else []),
         f"probe.cache_dir={tmp_path / 'cache'}",
+        run_dir=tmp_path,
     )
     with caplog.at_level(logging.WARNING):
         record, _ = run_task(cfg)
@@ -277,18 +262,19 @@ def test_unreadable_videos_are_skipped_and_counted_never_replaced(
         assert sum(f"{name}.mp4" in m for m in warned) == 1, warned
 
 
-def test_a_folder_of_only_unreadable_videos_stops_with_one_line(broken_folder, tmp_path):
+def test_a_folder_of_only_unreadable_videos_stops_with_one_line(compose, broken_folder, tmp_path):
     only = tmp_path / "only"
     only.mkdir()
     for name in ("corrupt", "zero"):
         shutil.copy(broken_folder / f"{name}.mp4", only)
     (only / "train.csv").write_text("path,label\ncorrupt.mp4,x\nzero.mp4,y\n")
-    cfg = task_cfg(
-        tmp_path / "run",
+    cfg = compose(
+        *SMALL,
         "dataset=video_folder",
         f"dataset.root={only}",
         "metric=gradcam",
         "metric.num_clips=null",
+        run_dir=tmp_path / "run",
     )
     with pytest.raises(StbiasError, match="could not be read|none of the clips") as err:
         run_task(cfg)
@@ -343,16 +329,17 @@ NAN_OUTPUTS = [
 
 
 @pytest.mark.parametrize("case", NAN_OUTPUTS, ids=lambda c: c.name)
-def test_non_finite_outputs_stop_every_task_with_one_line(case, nan_weights, tmp_path):
+def test_non_finite_outputs_stop_every_task_with_one_line(compose, case, nan_weights, tmp_path):
     command = [c for c in case.command if c not in nan_weights]
     weights = nan_weights[case.command[-1] if case.command[-1] in nan_weights else "nan"]
-    cfg = task_cfg(
-        tmp_path,
+    cfg = compose(
+        *SMALL,
         "dataset=brushmnist_small",
         f"probe.cache_dir={tmp_path / 'cache'}",
         "model.builder.num_classes=100",
         f"model.checkpoint={weights}",
         *command,
+        run_dir=tmp_path,
     )
     try:
         record, _ = run_task(cfg)
@@ -364,11 +351,11 @@ def test_non_finite_outputs_stop_every_task_with_one_line(case, nan_weights, tmp
     assert not list(tmp_path.glob("*.npz"))
 
 
-def test_gradcam_of_a_dead_layer_gives_flat_maps_never_nan(nan_weights, tmp_path):
+def test_gradcam_of_a_dead_layer_gives_flat_maps_never_nan(compose, nan_weights, tmp_path):
     """A layer whose maps are zero everywhere: flat frames are 0 (the normalisation's tolerance
     is relative, so ``metric.eps=0`` still tells a flat frame), no blob, nothing NaN."""
-    cfg = task_cfg(
-        tmp_path,
+    cfg = compose(
+        *SMALL,
         "dataset=brushmnist_small",
         "model.builder.num_classes=100",
         f"model.checkpoint={nan_weights['dead']}",
@@ -376,6 +363,7 @@ def test_gradcam_of_a_dead_layer_gives_flat_maps_never_nan(nan_weights, tmp_path
         "metric.num_clips=4",
         "metric.eps=0",
         "layer=res4",
+        run_dir=tmp_path,
     )
     record, _ = run_task(cfg)
     maps = list(tmp_path.glob("*.npz"))
@@ -466,8 +454,8 @@ def test_results_load_skips_a_broken_record_with_one_line(case, tmp_path, caplog
 def probe_run(tmp_path_factory) -> Path:
     """One real (tiny) probe run."""
     folder = tmp_path_factory.mktemp("probe") / "run"
-    cfg = task_cfg(
-        folder,
+    cfg = compose_config(
+        *SMALL,
         "task=probe",
         "dataset=pfm",
         "dataset.split=test",
@@ -476,18 +464,21 @@ def probe_run(tmp_path_factory) -> Path:
         "model.input.frames=4",
         "model.input.sampling_rate=1",
         f"probe.cache_dir={folder.parent / 'cache'}",
+        run_dir=folder,
     )
-    run_task(cfg)
-    HydraConfig.instance().cfg = None
+    try:
+        run_task(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
     assert (folder / "results.json").is_file() and (folder / "unit_scores.npz").is_file()
     return folder
 
 
-def test_compare_skips_a_broken_run_with_one_line(probe_run, tmp_path, caplog):
+def test_compare_skips_a_broken_run_with_one_line(compose, probe_run, tmp_path, caplog):
     runs = tmp_path / "runs"
     shutil.copytree(probe_run, runs / "good")
     bad = _write_broken(runs / "bad", BROKEN_RECORDS[2])
-    cfg = task_cfg(tmp_path / "compare", "task=compare", f"runs=[{runs}]")
+    cfg = compose(*SMALL, "task=compare", f"runs=[{runs}]", run_dir=tmp_path / "compare")
     with caplog.at_level(logging.WARNING, logger="stbias.results"):
         record, _ = run_task(cfg)
     assert record["skipped"] == [str(bad)] and record["num_runs"] == 1
@@ -578,21 +569,19 @@ def test_split_sets_keeps_spaces_and_quotes_inside_a_path():
 
 
 @pytest.mark.slow
-def test_a_training_cache_with_a_damaged_results_file_trains_again(tmp_path, caplog):
+def test_a_training_cache_with_a_damaged_results_file_trains_again(compose, tmp_path, caplog):
     from stbias.tasks.training_cache import train_once
 
     cfg = compose(
-        [
-            *SMALL,
-            "task=train",
-            "dataset=brushmnist_small",
-            "dataset.num_samples=8",
-            "train.batch_size=4",
-            "train.val_clips=4",
-            "trainer.max_epochs=1",
-            "trainer.num_sanity_val_steps=0",
-            "trainer.enable_model_summary=false",
-        ]
+        *SMALL,
+        "task=train",
+        "dataset=brushmnist_small",
+        "dataset.num_samples=8",
+        "train.batch_size=4",
+        "train.val_clips=4",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_model_summary=false",
     )
     folder = str(tmp_path / "cache" / "i3d_tiny-key")
     first = train_once(cfg.copy(), folder, "i3d_tiny")
@@ -609,12 +598,10 @@ def test_a_training_cache_with_a_damaged_results_file_trains_again(tmp_path, cap
 # --- the smaller points --------------------------------------------------------------------------
 
 
-def test_task_roots_works_without_a_plus():
+def test_task_roots_works_without_a_plus(compose):
     from stbias.tasks.center_bias import dataset_nodes
 
-    cfg = compose(
-        ["task=center_bias", "task.datasets=[camouflage,davis]", "task.roots={davis: /d}"]
-    )
+    cfg = compose("task=center_bias", "task.datasets=[camouflage,davis]", "task.roots={davis: /d}")
     nodes = dataset_nodes(cfg)
     assert nodes["davis"].root == "/d" and list(nodes) == ["camouflage", "davis"]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
 from omegaconf import open_dict
 
 from stbias import io
 from stbias.cli import main as cli_main
-from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.lit import checkpoints
 from stbias.lit.checkpoints import RunCheckpointIO, inside, resume_state
@@ -60,7 +60,7 @@ class Payload:
 def trained(tmp_path_factory):
     """One real training of one epoch: its folder and ``last.ckpt``."""
     folder = tmp_path_factory.mktemp("trained")
-    cfg = compose([*TRAIN, "trainer.max_epochs=1"])
+    cfg = compose_config(*TRAIN, "trainer.max_epochs=1")
     with open_dict(cfg):
         cfg.train.output_dir = str(folder)
     record, _ = run_task(cfg)
@@ -256,7 +256,7 @@ def test_hostile_case(case, trained, tmp_path, monkeypatch, capsys):
 
 
 def test_a_training_cache_resuming_on_its_own_from_a_planted_checkpoint_deletes_nothing(
-    trained, tmp_path
+    compose, trained, tmp_path
 ):
     """The quickstart, Mänttäri and VOS caches resume ``<folder>/checkpoints/last.ckpt`` found
     in a predictable folder: one planted there with crafted paths deletes nothing either."""
@@ -265,7 +265,7 @@ def test_a_training_cache_resuming_on_its_own_from_a_planted_checkpoint_deletes_
     _victims(tmp_path)
     _edit(trained, folder / "checkpoints" / "last.ckpt", _callback_paths(folder))
     record = training_cache.train_once(
-        compose([*TRAIN, "trainer.max_epochs=3"]), str(folder), "planted"
+        compose(*TRAIN, "trainer.max_epochs=3"), str(folder), "planted"
     )
     assert record["epochs"] == 3 and os.path.isfile(record["checkpoint"])
     for victim in VICTIMS:
@@ -273,7 +273,7 @@ def test_a_training_cache_resuming_on_its_own_from_a_planted_checkpoint_deletes_
 
 
 def test_the_crafted_checkpoint_deletes_files_without_the_run_folder_io(
-    trained, tmp_path, monkeypatch
+    compose, trained, tmp_path, monkeypatch
 ):
     """Control: the crafted file is potent; with Lightning's own checkpoint I/O it deletes."""
     files = _files(trained, tmp_path)
@@ -291,7 +291,7 @@ def test_the_crafted_checkpoint_deletes_files_without_the_run_folder_io(
     monkeypatch.setattr(
         RunCheckpointIO, "remove_checkpoint", checkpoints.TorchCheckpointIO.remove_checkpoint
     )
-    cfg = compose([*TRAIN, f"train.resume={files['dotdot']}", "trainer.max_epochs=3"])
+    cfg = compose(*TRAIN, f"train.resume={files['dotdot']}", "trainer.max_epochs=3")
     with open_dict(cfg):
         cfg.train.output_dir = str(run_dir)
     run_task(cfg)
@@ -410,19 +410,19 @@ def test_task_train_on_a_full_disk_stops_with_one_line(tmp_path, monkeypatch, ca
     assert f"cannot write '{run_dir / 'results.json'}': no space left" in lines[0]
 
 
-def test_the_probe_keeps_its_results_when_the_state_cache_is_full(tmp_path, monkeypatch, caplog):
+def test_the_probe_keeps_its_results_when_the_state_cache_is_full(
+    compose, tmp_path, monkeypatch, caplog
+):
     cache = tmp_path / "cache"
     _full_under(cache, monkeypatch)
     cfg = compose(
-        [
-            "model=i3d_tiny",
-            "probe.num_clips=4",
-            "probe.batch_size=2",
-            "probe.save_every=1",
-            "probe.bootstrap=0",
-            f"probe.cache_dir={cache}",
-            *QUIET,
-        ]
+        "model=i3d_tiny",
+        "probe.num_clips=4",
+        "probe.batch_size=2",
+        "probe.save_every=1",
+        "probe.bootstrap=0",
+        f"probe.cache_dir={cache}",
+        *QUIET,
     )
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.WARNING)
@@ -434,9 +434,11 @@ def test_the_probe_keeps_its_results_when_the_state_cache_is_full(tmp_path, monk
     assert not [p for p in cache.rglob("*.pt")]
 
 
-def test_a_training_cache_on_a_full_disk_returns_the_training(tmp_path, monkeypatch, caplog):
+def test_a_training_cache_on_a_full_disk_returns_the_training(
+    compose, tmp_path, monkeypatch, caplog
+):
     folder = tmp_path / "cache" / "c2d"
-    cfg = compose([*TRAIN, "trainer.max_epochs=1"])
+    cfg = compose(*TRAIN, "trainer.max_epochs=1")
     _full_under(folder, monkeypatch, name="results.json")
     caplog.set_level(logging.WARNING)
     record = training_cache.train_once(cfg, str(folder), "c2d")
@@ -470,13 +472,13 @@ def test_a_broken_training_cache_entry_is_trained_again(tmp_path, trained, caplo
     assert record["checkpoint"] and not damaged
 
 
-def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(tmp_path, caplog):
+def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(compose, tmp_path, caplog):
     folder = tmp_path / "cache" / "i3d"
-    cfg = compose([*TRAIN, "trainer.max_epochs=1"])
+    cfg = compose(*TRAIN, "trainer.max_epochs=1")
     first = training_cache.train_once(cfg, str(folder), "i3d")
     (folder / "results.json").write_text('{"checkpoint": ')  # torn by hand
     caplog.set_level(logging.WARNING)
-    again = training_cache.train_once(compose([*TRAIN, "trainer.max_epochs=1"]), str(folder), "i3d")
+    again = training_cache.train_once(compose(*TRAIN, "trainer.max_epochs=1"), str(folder), "i3d")
     assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
     assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
     assert json.loads((folder / "results.json").read_text())["checkpoint"] == again["checkpoint"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -51,11 +50,6 @@ CUSTOM = [
 ]
 
 
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 def model_overrides(name: str) -> list[str]:
     """`model=<name>` shrunk to the YAML's `reduced` input size when it declares one."""
     raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
@@ -79,8 +73,8 @@ def clip(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor | list[
     "name",
     [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in MODEL_YAMLS],
 )
-def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(name):
-    cfg = compose_cfg(*model_overrides(name))
+def test_every_model_yaml_builds_and_its_aliases_yield_declared_channels(compose, name):
+    cfg = compose(*model_overrides(name))
     m = cfg.model
     if m.get("requires"):
         pytest.importorskip(m.requires)
@@ -412,12 +406,10 @@ def test_missing_and_garbage_files(tmp_path):
         load_checkpoint(small_net(0), str(tmp_path / "junk.pth"))
 
 
-def test_checkpoint_through_the_model_config(tmp_path):
+def test_checkpoint_through_the_model_config(compose, tmp_path):
     src = zoo.x3d("xs", num_classes=5)
     torch.save({"model_state": src.state_dict()}, tmp_path / "x3d.pyth")
-    cfg = compose_cfg(
-        "model=x3d_xs", "model.num_classes=5", f"model.checkpoint={tmp_path}/x3d.pyth"
-    )
+    cfg = compose("model=x3d_xs", "model.num_classes=5", f"model.checkpoint={tmp_path}/x3d.pyth")
     assert same_weights(build_model(cfg.model), src)
 
 
@@ -487,10 +479,10 @@ def test_custom_needs_an_importable_constructor():
     assert isinstance(model, nn.Conv3d) and model.out_channels == 2
 
 
-def test_layers_task_prints_every_alias_with_path_channels_and_shape(capsys):
+def test_layers_task_prints_every_alias_with_path_channels_and_shape(compose, capsys):
     from stbias.tasks.layers import run
 
-    cfg = compose_cfg("task=layers", "model=x3d_xs", "task.reduced=true")
+    cfg = compose("task=layers", "model=x3d_xs", "task.reduced=true")
     metrics, objects = run(cfg)
     printed = capsys.readouterr().out
     declared = OmegaConf.to_container(cfg.model.channels)
@@ -502,10 +494,10 @@ def test_layers_task_prints_every_alias_with_path_channels_and_shape(capsys):
     assert "(1, 3, 4, 64, 64)" in printed
 
 
-def test_layers_task_suggests_module_paths_for_custom(capsys):
+def test_layers_task_suggests_module_paths_for_custom(compose, capsys):
     from stbias.tasks.layers import run
 
-    cfg = compose_cfg(
+    cfg = compose(
         "task=layers",
         "model=custom",
         "task.suggest_depth=1",

@@ -144,3 +144,46 @@ def test_metadata_names_the_project():
         "Issues": f"{home}/issues",
         "Documentation": f"{home}/tree/main/docs",
     }
+
+
+def _make_recipe(makefile: str, target: str) -> list[str]:
+    """The command lines of ``target`` in the Makefile."""
+    lines = makefile.split(f"\n{target}:", 1)[1].splitlines()[1:]
+    recipe = []
+    for line in lines:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def test_ci_runs_the_readmes_test_command_which_lints_then_runs_every_test():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].split() for line in block.splitlines() if line.strip()]
+    (test_command,) = [c for c in commands if "test" in c]
+    assert test_command == ["make", "lint", "test"]
+    ci = [line.split() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ["exec", *test_command] in ci
+    makefile = (ROOT / "Makefile").read_text()
+    (pytest_line,) = _make_recipe(makefile, "test")
+    assert pytest_line.split(";")[0] == "$(PY) -m pytest -q"  # every test: no marker left out
+    assert "$$rc -eq 5" in pytest_line  # no test collected is not a failure
+    assert _make_recipe(makefile, "test-fast") == ['$(PY) -m pytest -q -m "not slow"']
+    assert "make test-fast" in readme
+
+
+def test_make_lint_covers_every_python_file_of_the_tree():
+    """A folder of Python that the linter does not name would drift from the house style."""
+    makefile = (ROOT / "Makefile").read_text()
+    listed = makefile.split("LINT_PATHS = $(wildcard ", 1)[1].split(")", 1)[0].split()
+    assert _make_recipe(makefile, "lint") == [
+        "$(PY) -m ruff check $(LINT_PATHS)",
+        "$(PY) -m ruff format --check $(LINT_PATHS)",
+    ]
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    assert {path.split("/", 1)[0] for path in tracked} <= set(listed)

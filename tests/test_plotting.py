@@ -384,3 +384,52 @@ def test_every_table_figure_is_also_written_as_latex(tmp_path):
     assert not save_figure(fig3(_table(_record("a", {"r": 0.2}))), tmp_path / "f")[-1].endswith(
         ".tex"
     )
+
+
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys
+import matplotlib
+import pandas as pd
+import stbias, stbias.plotting
+for module in pkgutil.walk_packages(stbias.__path__, "stbias."):
+    if not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
+from stbias.plotting import save_figure
+from stbias.plotting.pairs import fig3
+fig = fig3(pd.read_pickle(sys.argv[1]), title="headless")
+print(matplotlib.get_backend(), *save_figure(fig, sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("backend", ["pdf", "svg"])
+def test_importing_stbias_leaves_a_notebooks_matplotlib_backend_alone(tmp_path, backend):
+    """Every module of stbias imports, and a figure is drawn and saved, under the backend the
+    user chose (here one other than Agg, needing no display): none selects a backend itself."""
+    import os
+    import subprocess
+    import sys
+
+    _table(_record("i3d", {"res3": 0.2, "res4": 0.8})).to_pickle(tmp_path / "table.pkl")
+    env = {**os.environ, "MPLBACKEND": backend}
+    env.pop("DISPLAY", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IMPORT_EVERY_MODULE,
+            str(tmp_path / "table.pkl"),
+            str(tmp_path / "f"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].split() == [
+        backend,
+        str(tmp_path / "f.png"),
+        str(tmp_path / "f.pdf"),
+    ]
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"

@@ -11,9 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import read_wandb_run
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from stbias.lit.probe import ProbeModule
 from stbias.tasks import run_task
@@ -28,32 +25,12 @@ SMALL = [
 ]
 
 
-def compose_cfg(tmp_path, folder, *overrides):
-    """The config ``run.py`` would get, with Hydra's runtime info (choices, run dir) set."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[*SMALL, f"probe.cache_dir={tmp_path / 'cache'}", *overrides],
-            return_hydra_config=True,
-        )
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
-
-
-def probe(tmp_path, monkeypatch, *overrides, out="run"):
+def probe(compose, tmp_path, monkeypatch, *overrides, out="run"):
     folder = tmp_path / out
     folder.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(folder)
-    record, _ = run_task(compose_cfg(tmp_path, folder, *overrides))
+    cache = f"probe.cache_dir={tmp_path / 'cache'}"
+    record, _ = run_task(compose(*SMALL, cache, *overrides, run_dir=folder))
     return record, folder
 
 
@@ -64,18 +41,20 @@ def numbers(record):
     }
 
 
-def test_pool_is_left_out_by_default_and_probed_by_name_as_the_last_stage(tmp_path, monkeypatch):
+def test_pool_is_left_out_by_default_and_probed_by_name_as_the_last_stage(
+    compose, tmp_path, monkeypatch
+):
     """i3d_tiny's head.pool only averages res4: by name it gives res4's numbers exactly, which
     is why its probe_layers leave it out of the default table."""
-    record, _ = probe(tmp_path, monkeypatch, "probe.layers=[res4,pool]", out="named")
+    record, _ = probe(compose, tmp_path, monkeypatch, "probe.layers=[res4,pool]", out="named")
     assert list(record["layers"]) == ["res4", "pool"]
     res4, pool = record["layers"]["res4"], record["layers"]["pool"]
     assert pool["units"] == res4["units"] and pool["dims"] == res4["dims"]
     assert pool["scores"] == pytest.approx(res4["scores"], rel=1e-6)
 
 
-def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
-    record, folder = probe(tmp_path, monkeypatch)
+def test_outputs_follow_the_documented_layout(compose, tmp_path, monkeypatch):
+    record, folder = probe(compose, tmp_path, monkeypatch)
     stored = json.loads((folder / "results.json").read_text())
     assert stored["task"] == "probe" and stored["model"] == "i3d_tiny"
     assert stored["dataset"] == "pfm" and stored["stylization"] == "texture"
@@ -102,9 +81,9 @@ def test_outputs_follow_the_documented_layout(tmp_path, monkeypatch):
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_frame_order_blind_model_has_no_dynamic_units(tmp_path, monkeypatch):
-    c2d, c2d_dir = probe(tmp_path, monkeypatch, "model=c2d_tiny", out="c2d")
-    i3d, _ = probe(tmp_path, monkeypatch, "model=i3d_tiny", out="i3d")
+def test_frame_order_blind_model_has_no_dynamic_units(compose, tmp_path, monkeypatch):
+    c2d, c2d_dir = probe(compose, tmp_path, monkeypatch, "model=c2d_tiny", out="c2d")
+    i3d, _ = probe(compose, tmp_path, monkeypatch, "model=i3d_tiny", out="i3d")
     with np.load(c2d_dir / "unit_scores.npz") as npz:
         for layer in c2d["layers"]:
             live = npz[f"{layer}/static"] != 0
@@ -119,8 +98,9 @@ def test_frame_order_blind_model_has_no_dynamic_units(tmp_path, monkeypatch):
     )
 
 
-def test_custom_model_with_undeclared_channels(tmp_path, monkeypatch):
+def test_custom_model_with_undeclared_channels(compose, tmp_path, monkeypatch):
     record, _ = probe(
+        compose,
         tmp_path,
         monkeypatch,
         "model=custom",
@@ -135,14 +115,17 @@ def test_custom_model_with_undeclared_channels(tmp_path, monkeypatch):
     assert record["layers"]["last"]["units"]["dynamic"] == 0
 
 
-def test_lambda_sweep_and_layer_subsets_reuse_the_cached_statistics(tmp_path, monkeypatch):
-    first, _ = probe(tmp_path, monkeypatch, "metric.lam=0.5", out="a")
+def test_lambda_sweep_and_layer_subsets_reuse_the_cached_statistics(compose, tmp_path, monkeypatch):
+    first, _ = probe(compose, tmp_path, monkeypatch, "metric.lam=0.5", out="a")
     assert first["cache"]["clips_run"] == 8 and first["cache"]["layers_from_cache"] == []
-    again, _ = probe(tmp_path, monkeypatch, "metric.lam=0.9", "probe.layers=[res3]", out="b")
+    again, _ = probe(
+        compose, tmp_path, monkeypatch, "metric.lam=0.9", "probe.layers=[res3]", out="b"
+    )
     assert again["cache"]["clips_run"] == 0 and again["cache"]["layers_from_cache"] == ["res3"]
     assert list(again["layers"]) == ["res3"]
     assert again["layers"]["res3"]["scores"] == first["layers"]["res3"]["scores"]
     fresh, _ = probe(
+        compose,
         tmp_path,
         monkeypatch,
         "metric.lam=0.9",
@@ -151,12 +134,13 @@ def test_lambda_sweep_and_layer_subsets_reuse_the_cached_statistics(tmp_path, mo
     )
     assert fresh["cache"]["clips_run"] == 8
     assert again["layers"]["res3"]["units"] == fresh["layers"]["res3"]["units"]
-    changed, _ = probe(tmp_path, monkeypatch, "seed=1", out="d")
+    changed, _ = probe(compose, tmp_path, monkeypatch, "seed=1", out="d")
     assert changed["cache"]["clips_run"] == 8  # the seed changes styles and shuffles
 
 
-def test_interrupted_probe_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+def test_interrupted_probe_resumes_to_the_same_numbers(compose, tmp_path, monkeypatch):
     whole, _ = probe(
+        compose,
         tmp_path,
         monkeypatch,
         "probe.num_clips=12",
@@ -174,11 +158,11 @@ def test_interrupted_probe_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     args = ["probe.num_clips=12", "probe.batch_size=2", "probe.save_every=2"]
     monkeypatch.setattr(ProbeModule, "test_step", interrupted)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
-        probe(tmp_path, monkeypatch, *args, out="broken")
+        probe(compose, tmp_path, monkeypatch, *args, out="broken")
     partial = list((tmp_path / "cache").rglob("partial-rank0-of1.pt"))
     assert len(partial) == 1
     monkeypatch.setattr(ProbeModule, "test_step", original)
-    resumed, _ = probe(tmp_path, monkeypatch, *args, out="resumed")
+    resumed, _ = probe(compose, tmp_path, monkeypatch, *args, out="resumed")
     assert resumed["cache"]["clips_run"] == 8  # 4 of 12 clips came from the saved sums
     for layer, entry in whole["layers"].items():
         assert resumed["layers"][layer]["units"] == entry["units"]
@@ -187,9 +171,9 @@ def test_interrupted_probe_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     assert not list((tmp_path / "cache").rglob("partial-*.pt"))
 
 
-def test_wandb_offline_run_holds_the_logged_numbers(tmp_path, monkeypatch):
+def test_wandb_offline_run_holds_the_logged_numbers(compose, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    record, folder = probe(tmp_path, monkeypatch, "logger=wandb", out="wb")
+    record, folder = probe(compose, tmp_path, monkeypatch, "logger=wandb", out="wb")
     stored = read_wandb_run(folder)
     assert stored["run"]["display_name"] == "probe-i3d_tiny-pfm"
     assert stored["run"]["run_group"] == "probe-i3d_tiny-pfm"
@@ -308,9 +292,9 @@ def test_clip_sampling_is_seeded_and_stratified_by_label(tmp_path):
 
 
 def test_the_clips_used_and_the_weights_are_written_beside_the_results(
-    tmp_path, monkeypatch, caplog
+    compose, tmp_path, monkeypatch, caplog
 ):
-    record, folder = probe(tmp_path, monkeypatch, "probe.sampling=random")
+    record, folder = probe(compose, tmp_path, monkeypatch, "probe.sampling=random")
     rows = (folder / "clips.csv").read_text().splitlines()
     assert rows[0] == "index,id,label" and len(rows) == 1 + record["num_clips"]
     assert record["weights"] == "random" and record["weights_sha256"] is None
@@ -323,11 +307,13 @@ def test_the_clips_used_and_the_weights_are_written_beside_the_results(
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
 
 
-def test_layerwise_and_unitwise_report_and_draw_different_things(tmp_path, monkeypatch, caplog):
+def test_layerwise_and_unitwise_report_and_draw_different_things(
+    compose, tmp_path, monkeypatch, caplog
+):
     caplog.set_level("INFO")
-    unit, unit_dir = probe(tmp_path, monkeypatch, "metric=unitwise", out="u")
+    unit, unit_dir = probe(compose, tmp_path, monkeypatch, "metric=unitwise", out="u")
     unit_out, _ = caplog.text, caplog.clear()
-    layer, layer_dir = probe(tmp_path, monkeypatch, "metric=layerwise", out="l")
+    layer, layer_dir = probe(compose, tmp_path, monkeypatch, "metric=layerwise", out="l")
     layer_out = caplog.text
     assert unit["layers"] == layer["layers"]  # both computed, from the same cached sums
     assert "units   dyn  stat joint" in unit_out and "S_dyn  S_stat   dyn%" not in unit_out
@@ -336,8 +322,8 @@ def test_layerwise_and_unitwise_report_and_draw_different_things(tmp_path, monke
     assert (layer_dir / "fig3.png").exists() and not (layer_dir / "units.png").exists()
 
 
-def test_grey_clips_are_repeated_for_an_rgb_model(tmp_path, monkeypatch):
-    record, _ = probe(tmp_path, monkeypatch, "dataset=brushmnist_small")
+def test_grey_clips_are_repeated_for_an_rgb_model(compose, tmp_path, monkeypatch):
+    record, _ = probe(compose, tmp_path, monkeypatch, "dataset=brushmnist_small")
     assert record["config"]["model"]["input"]["channels"] == 3
     assert record["layers"]["res4"]["n_pairs"] == {"dynamic": 8, "static": 8}
 
@@ -391,9 +377,9 @@ def test_the_terminal_shows_the_header_a_bar_the_table_and_no_noise(tmp_path):
     assert "GPU available" in verbose.stdout + verbose.stderr  # the rest, on request
 
 
-def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(tmp_path, monkeypatch):
+def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(compose, tmp_path, monkeypatch):
     tiny = ["model.input.size=32", "model.input.frames=4", "probe.num_clips=6"]
-    on_device, _ = probe(tmp_path, monkeypatch, *tiny, out="device")
+    on_device, _ = probe(compose, tmp_path, monkeypatch, *tiny, out="device")
     rendered = []  # whether each step's batch came with its views
     step = ProbeModule.test_step
 
@@ -403,6 +389,7 @@ def test_stylizing_in_the_loaders_workers_gives_the_same_numbers(tmp_path, monke
 
     monkeypatch.setattr(ProbeModule, "test_step", test_step)
     in_loader, _ = probe(
+        compose,
         tmp_path,
         monkeypatch,
         *tiny,
@@ -431,12 +418,13 @@ def test_where_the_views_are_rendered():
         resolve_stylize_on("gpu", "cpu", 1)
 
 
-def test_the_cache_key_ignores_loading_speed_settings(tmp_path):
+def test_the_cache_key_ignores_loading_speed_settings(compose, tmp_path):
     from stbias.tasks.probe import cache_key
 
     def key(*overrides):
         base = ("dataset=video_folder", f"dataset.root={tmp_path}")
-        return cache_key(compose_cfg(tmp_path, tmp_path, *base, *overrides))
+        cache = f"probe.cache_dir={tmp_path / 'cache'}"
+        return cache_key(compose(*SMALL, cache, *base, *overrides, run_dir=tmp_path))
 
     default = key()
     for speed in ("dataset.num_workers=3", "dataset.decode_threads=2", "dataset.prefetch_factor=4"):

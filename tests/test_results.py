@@ -191,8 +191,7 @@ def _compare(cwd, *runs):
     )
 
 
-def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, caplog):
-    from stbias.config import compose
+def test_compare_draws_models_and_datasets_side_by_side(compose, tmp_path, monkeypatch, caplog):
     from stbias.tasks import run_task
 
     caplog.set_level(logging.INFO, logger="stbias")
@@ -202,7 +201,7 @@ def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, c
     out.mkdir()
     monkeypatch.chdir(out)  # the run directory outside run.py
     overrides = ["task=compare", f"runs=[{tmp_path / 'runs'}]", "task.labels={a: Alpha, x: X}"]
-    record, _ = run_task(compose([*overrides, "task.layer=res2"]))
+    record, _ = run_task(compose(*overrides, "task.layer=res2"))
     assert record["task"] == "compare" and record["num_runs"] == 4
     assert sorted(record["figures"]) == ["fig3", "fig5", "fig6"]
     for name in ("fig3", "fig5", "fig6"):
@@ -214,7 +213,7 @@ def test_compare_draws_models_and_datasets_side_by_side(tmp_path, monkeypatch, c
     # compare runs hold no measurements: loading the outputs again does not count them
     assert load(tmp_path)["run"].nunique() == 4
     with pytest.raises(StbiasError, match="unit layer 'res9' is not among the layers"):
-        run_task(compose([*overrides, "task.layer=res9"]))
+        run_task(compose(*overrides, "task.layer=res9"))
 
 
 @pytest.mark.slow
@@ -226,12 +225,11 @@ def test_compare_of_a_lam_sweep_plots_units_against_lam(sweep, tmp_path):
     assert (tmp_path / "out" / "lam_sweep.png").stat().st_size > 5000
 
 
-def test_compare_needs_runs(tmp_path, monkeypatch):
-    from stbias.config import compose
+def test_compare_needs_runs(compose, tmp_path, monkeypatch):
     from stbias.tasks import run_task
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StbiasError, match="task=compare needs the runs to compare: runs="):
-        run_task(compose(["task=compare"]))
+        run_task(compose("task=compare"))
     with pytest.raises(StbiasError, match="no such run directory"):
-        run_task(compose(["task=compare", "runs=[nowhere]"]))
+        run_task(compose("task=compare", "runs=[nowhere]"))

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 from conftest import read_wandb_run
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from stbias.errors import StbiasError
 from stbias.schema import SCHEMA_FILE, errors, numbers_key, schema, validate
@@ -100,22 +97,6 @@ def test_every_task_writes_its_record_through_the_schema():
         assert not re.search(r"write_json\([^)]*results\.json", text), path.name
 
 
-def compose_cfg(folder, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
-
-
 TINY = ["model=i3d_tiny", "trainer.enable_progress_bar=false"]
 EXPLAIN = [
     *TINY,
@@ -128,15 +109,17 @@ EXPLAIN = [
 ]
 
 
-def _run(tmp_path, name, *overrides):
+def _run(compose, tmp_path, name, *overrides):
     folder = tmp_path / name
     folder.mkdir()
-    record, _ = run_task(compose_cfg(folder, *overrides))
+    record, _ = run_task(compose(*overrides, run_dir=folder))
     return record, folder
 
 
 @pytest.mark.slow
-def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkeypatch, caplog):
+def test_every_task_record_follows_the_schema_and_reaches_wandb(
+    compose, tmp_path, monkeypatch, caplog
+):
     """probe, weights, temporal masks, Grad-CAM and compare: the files on disk follow the schema,
     and each W&B offline run holds the header as its config, the intervals in its summary and
     its files as an artifact."""
@@ -146,6 +129,7 @@ def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkey
     cache = f"probe.cache_dir={tmp_path / 'cache'}"
     runs = {
         "probe": _run(
+            compose,
             tmp_path,
             "probe",
             *TINY,
@@ -155,9 +139,10 @@ def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkey
             cache,
             "logger=wandb",
         ),
-        "weights": _run(tmp_path, "weights", *TINY, "metric=asdt", "logger=none"),
+        "weights": _run(compose, tmp_path, "weights", *TINY, "metric=asdt", "logger=none"),
         "weights_log": [r.getMessage() for r in caplog.records if r.name == "stbias.tasks.weights"],
         "temporal_mask": _run(
+            compose,
             tmp_path,
             "mask",
             *EXPLAIN,
@@ -165,9 +150,10 @@ def test_every_task_record_follows_the_schema_and_reaches_wandb(tmp_path, monkey
             "metric.iterations=2",
             "logger=wandb",
         ),
-        "gradcam": _run(tmp_path, "cam", *EXPLAIN, "metric=gradcam", "logger=none"),
+        "gradcam": _run(compose, tmp_path, "cam", *EXPLAIN, "metric=gradcam", "logger=none"),
     }
     runs["compare"] = _run(
+        compose,
         tmp_path,
         "compare",
         "task=compare",

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
@@ -44,7 +42,6 @@ from stbias.tasks import run_task, train
 from stbias.tasks.probe_series import settling
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 # the known answer of the hand-built model: unit -> class
 KNOWN = ["static", "dynamic", "joint", "static", "dynamic"]
 STATIC = [i for i, c in enumerate(KNOWN) if c == "static"]
@@ -307,9 +304,8 @@ def test_zeroing_the_static_units_at_test_time_and_shuffled_frames():
 # --- settings -------------------------------------------------------------------------------------
 
 
-def train_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", *TINY, *overrides])
+def train_cfg(compose, tmp_path, *overrides):
+    cfg = compose("task=train", *TINY, *overrides)
     with open_dict(cfg):
         cfg.train.output_dir = str(tmp_path)
     return cfg
@@ -331,11 +327,13 @@ def train_cfg(tmp_path, *overrides):
         ("train.checkpoint_every=3hours", "'3hours' is not valid"),
     ],
 )
-def test_bad_settings_stop_before_anything_is_built(tmp_path, override, message, monkeypatch):
+def test_bad_settings_stop_before_anything_is_built(
+    compose, tmp_path, override, message, monkeypatch
+):
     built = []
     monkeypatch.setattr(train, "build_dataset", lambda *a, **k: built.append(1))
     with pytest.raises(StbiasError, match=".*") as err:
-        train.run(train_cfg(tmp_path, override))
+        train.run(train_cfg(compose, tmp_path, override))
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not built
 
@@ -391,40 +389,27 @@ def test_mixed_cue_pfm_has_appearance_and_motion_only_classes():
 # --- bias over training -----------------------------------------------------------------------
 
 
-def probe_cfg(tmp_path, folder, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                *TINY,
-                "probe.num_clips=8",
-                "probe.batch_size=8",
-                f"probe.cache_dir={tmp_path / 'cache'}",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-@pytest.fixture
-def hydra_reset():
-    yield
-    HydraConfig.instance().cfg = None
+def probe_cfg(compose, tmp_path, folder, *overrides):
+    return compose(
+        *TINY,
+        "probe.num_clips=8",
+        "probe.batch_size=8",
+        f"probe.cache_dir={tmp_path / 'cache'}",
+        *overrides,
+        run_dir=folder,
+    )
 
 
 @pytest.mark.slow
 def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
-    tmp_path, monkeypatch, hydra_reset
+    compose, tmp_path, monkeypatch
 ):
     # the documented pair of commands, shrunk: train keeping a checkpoint per epoch, then probe
     run_dir = tmp_path / "train"
     shrink = ["train.train_clips=32", "train.val_clips=8", "train.batch_size=8"]
-    cfg = train_cfg(run_dir, "experiment=bias_over_training", *shrink, "trainer.max_epochs=2")
+    cfg = train_cfg(
+        compose, run_dir, "experiment=bias_over_training", *shrink, "trainer.max_epochs=2"
+    )
     record, _ = train.run(cfg)
     names = sorted(p.name for p in (run_dir / "checkpoints" / "series").iterdir())
     assert names == ["step0000000-epoch000.ckpt", "step0000004-epoch000.ckpt"] + [
@@ -448,7 +433,7 @@ def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
     monkeypatch.chdir(out)
     probe_args = ["experiment=bias_over_training", f"probe.checkpoints={run_dir}"]
     probe_args += ["probe.num_clips=8", "probe.bootstrap=20", "logger=none"]
-    first, _ = run_task(probe_cfg(tmp_path, out, *probe_args))
+    first, _ = run_task(probe_cfg(compose, tmp_path, out, *probe_args))
     assert sum(counted) == 3 * 8  # every checkpoint's clips through the model exactly once
     assert [e["cache"]["clips_run"] for e in first["series"]] == [8, 8, 8]
     with open(out / "results.csv") as fh:
@@ -469,12 +454,14 @@ def test_a_checkpoint_series_is_probed_once_each_then_read_from_the_cache(
     assert len({e["weights_sha256"] for e in first["series"]}) == 3
 
     counted.clear()
-    again, _ = run_task(probe_cfg(tmp_path, out, *probe_args))
+    again, _ = run_task(probe_cfg(compose, tmp_path, out, *probe_args))
     assert counted == [] and [e["cache"]["clips_run"] for e in again["series"]] == [0, 0, 0]
     assert [e["layers"] for e in again["series"]] == [e["layers"] for e in first["series"]]
 
     with pytest.raises(StbiasError, match="model.checkpoint"):
-        run_task(probe_cfg(tmp_path, out, *probe_args, f"model.checkpoint={series[0]['path']}"))
+        run_task(
+            probe_cfg(compose, tmp_path, out, *probe_args, f"model.checkpoint={series[0]['path']}")
+        )
 
 
 def test_a_series_every_n_steps_uses_lightnings_checkpoint_callback(tmp_path):
@@ -506,9 +493,10 @@ def test_settling_fraction_is_where_the_shares_stay_within_ten_percent_of_the_en
 
 
 @pytest.mark.slow
-def test_the_static_dropout_experiment_reduced(tmp_path, monkeypatch, hydra_reset):
+def test_the_static_dropout_experiment_reduced(compose, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = probe_cfg(
+        compose,
         tmp_path,
         tmp_path,
         "experiment=static_dropout",
@@ -631,16 +619,16 @@ def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_an_empty_dropped_set_trains_bit_for_bit_as_p_0(tmp_path, monkeypatch):
+def test_an_empty_dropped_set_trains_bit_for_bit_as_p_0(compose, tmp_path, monkeypatch):
     import contextlib
 
     from stbias.lit import static_dropout as sd
 
-    plain, objects = train.run(train_cfg(tmp_path / "plain", *SAME_DATA))
+    plain, objects = train.run(train_cfg(compose, tmp_path / "plain", *SAME_DATA))
     # the static set is estimated (a full probe pass, twice) and classified empty
     monkeypatch.setattr(sd, "static_units", lambda report, units, lam: np.zeros(128, dtype=bool))
     on = [*SAME_DATA, "train.static_dropout.p=0.5"]
-    empty, objects_empty = train.run(train_cfg(tmp_path / "empty", *on))
+    empty, objects_empty = train.run(train_cfg(compose, tmp_path / "empty", *on))
     refreshes = empty["static_dropout"]["refreshes"]
     assert [r["set_size"] for r in refreshes] == [0, 0]
     assert _weights_equal(objects["model"], objects_empty["model"])
@@ -648,15 +636,15 @@ def test_an_empty_dropped_set_trains_bit_for_bit_as_p_0(tmp_path, monkeypatch):
     assert plain["data_order"] is not None
     # the check can fail: the same estimate drawing from the training's streams moves them
     monkeypatch.setattr(sd, "isolated_rng", lambda device=None: contextlib.nullcontext())
-    shared, objects_shared = train.run(train_cfg(tmp_path / "shared", *on))
+    shared, objects_shared = train.run(train_cfg(compose, tmp_path / "shared", *on))
     assert not _weights_equal(objects["model"], objects_shared["model"])
 
 
-def test_every_arm_sees_the_same_data_order(tmp_path):
-    plain, _ = train.run(train_cfg(tmp_path / "plain", *SAME_DATA))
+def test_every_arm_sees_the_same_data_order(compose, tmp_path):
+    plain, _ = train.run(train_cfg(compose, tmp_path / "plain", *SAME_DATA))
     for mode in ("static", "all", "random"):
         arm = [*SAME_DATA, "train.static_dropout.p=0.5", f"train.static_dropout.mode={mode}"]
-        record, _ = train.run(train_cfg(tmp_path / mode, *arm))
+        record, _ = train.run(train_cfg(compose, tmp_path / mode, *arm))
         assert record["static_dropout"]["refreshes"][0]["dropped_units"] > 0
         assert record["data_order"] == plain["data_order"], mode
 
@@ -713,7 +701,7 @@ def test_data_order_checksum_follows_the_order_of_the_clips():
     assert order.checksum is None
 
 
-def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(tmp_path):
+def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(compose, tmp_path):
     grey = [
         "dataset=brushmnist_small",
         "train.train_clips=16",
@@ -723,7 +711,7 @@ def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(tmp_pat
         "train.static_dropout.p=0.5",
         "train.static_dropout.probe_clips=8",
     ]
-    record, _ = train.run(train_cfg(tmp_path, *grey))
+    record, _ = train.run(train_cfg(compose, tmp_path, *grey))
     assert record["in_channels"] == 1  # the network takes one channel, and so do the probe's views
     assert record["static_dropout"]["final"]["probe"]["pool"]["n_pairs"]["static"] == 8
 

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from stbias.errors import StbiasError
@@ -452,7 +451,7 @@ def test_adain_rejects_wrong_weights(adain_weights, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "stylization").glob("*.yaml")))
-def test_every_stylization_config_instantiates(name, tmp_path, adain_weights):
+def test_every_stylization_config_instantiates(compose, name, tmp_path, adain_weights):
     overrides = [f"stylization={name}", "seed=4"]
     if name == "precomputed":
         _write_layout(tmp_path, size=(16, 16))
@@ -476,8 +475,7 @@ def test_every_stylization_config_instantiates(name, tmp_path, adain_weights):
             f"stylization.stylizer.decoder={adain_weights / 'decoder.pth'}",
             "stylization.stylizer.style_size=64",
         ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose(*overrides)
     sampler = instantiate(cfg.stylization)
     assert isinstance(sampler, PairSampler) and sampler.name == name and sampler.seed == 4
     clip = torch.rand(1, 3, 3, 16, 16)
@@ -503,12 +501,11 @@ def test_texture_on_gpu_matches_cpu(texture):
     assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
 
 
-def test_precomputed_activitynet_reads_the_authors_files_by_time(tmp_path):
+def test_precomputed_activitynet_reads_the_authors_files_by_time(compose, tmp_path):
     """The authors' stylized ActivityNet: style_k/v_<id>/<%06d>.jpg at 5 fps, numbered from 1."""
     import fixtures
     from hydra.utils import instantiate
 
-    from stbias.config import compose
     from stbias.data import activitynet, video_to_float
     from stbias.lit.probe import stylizer_context
 
@@ -516,7 +513,7 @@ def test_precomputed_activitynet_reads_the_authors_files_by_time(tmp_path):
     data = activitynet(
         str(root), "validation", num_frames=4, sampling_rate=15, size=64, short_side=64
     )
-    cfg = compose(["stylization=precomputed_activitynet", f"stylization.stylizer.root={stylized}"])
+    cfg = compose("stylization=precomputed_activitynet", f"stylization.stylizer.root={stylized}")
     stylizer = instantiate(cfg.stylization).stylizer
     assert stylizer.styles == ("style_1", "style_2")
     sample = data[0]
@@ -631,13 +628,11 @@ def test_reference_jitter_reproduces_the_authors_distribution(texture, camouflag
     assert 0.2 < float((draws[:, 0].abs() < 0.1).float().mean()) < 0.6  # small shifts happen
 
 
-def test_two_stream_models_default_to_the_authors_jitter(texture):
-    from stbias.config import compose as compose_root
-
-    sampler = instantiate(compose_root(["model=twostream_seg_tiny"]).stylization)
+def test_two_stream_models_default_to_the_authors_jitter(compose, texture):
+    sampler = instantiate(compose("model=twostream_seg_tiny").stylization)
     assert sampler.two_stream and sampler.flow_jitter == "reference"
     assert sampler.jitter_settings == {"hue_range": (0.1, 0.5), "saturation_range": (0.1, 1.0)}
-    cfg = compose_root(["model=twostream_seg_tiny", "stylization.flow_jitter=per_clip"])
+    cfg = compose("model=twostream_seg_tiny", "stylization.flow_jitter=per_clip")
     assert instantiate(cfg.stylization).flow_jitter == "per_clip"
     with pytest.raises(StbiasError, match="unknown flow jitter 'authors'; valid: reference"):
         PairSampler(texture, two_stream=True, flow_jitter="authors")

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Dataset
 
-from stbias.config import compose as compose_root
 from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
@@ -83,10 +81,9 @@ TINY = [
 ]
 
 
-def make_cfg(tmp_path, *overrides, dataset=None):
+def make_cfg(compose, tmp_path, *overrides, dataset=None):
     """The composed root config for task=train, shrunk, writing into tmp_path."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", *TINY, *overrides])
+    cfg = compose("task=train", *TINY, *overrides)
     with open_dict(cfg):
         cfg.train.output_dir = str(tmp_path)
         if dataset is not None:
@@ -230,8 +227,9 @@ def test_labels_out_of_range_and_missing_keys_are_reported():
 
 
 @pytest.mark.parametrize("model", ["i3d_tiny", "c2d_tiny", "slowfast_tiny"])
-def test_training_run_writes_results_and_checkpoints(tmp_path, model):
+def test_training_run_writes_results_and_checkpoints(compose, tmp_path, model):
     cfg = make_cfg(
+        compose,
         tmp_path,
         f"model={model}",
         "logger=csv",
@@ -256,16 +254,15 @@ def test_training_run_writes_results_and_checkpoints(tmp_path, model):
     assert head.out_features == 2
 
 
-def test_trained_checkpoint_loads_by_model_checkpoint(tmp_path):
+def test_trained_checkpoint_loads_by_model_checkpoint(compose, tmp_path):
     dataset = dict(SQUARE, channels=1, num_samples=32)
-    cfg = make_cfg(tmp_path, "model=i3d_tiny", dataset=dataset)
+    cfg = make_cfg(compose, tmp_path, "model=i3d_tiny", dataset=dataset)
     record, objects = train.run(cfg)
     assert record["in_channels"] == 1
     ckpt = record["checkpoint"]
     state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain values only
     assert any(k.startswith("model.") for k in state["state_dict"])
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        probe_cfg = compose("config", overrides=["model=i3d_tiny", f"model.checkpoint={ckpt}"])
+    probe_cfg = compose("model=i3d_tiny", f"model.checkpoint={ckpt}")
     model = build_model(probe_cfg.model).eval()
     trained = objects["model"].eval()
     assert model.stem[0][0].in_channels == 1 and model.head.proj.out_features == 2
@@ -277,11 +274,14 @@ def test_trained_checkpoint_loads_by_model_checkpoint(tmp_path):
     torch.testing.assert_close(model(x), trained(x))
 
 
-def test_resume_continues_the_step_count(tmp_path):
-    first = make_cfg(tmp_path / "a", "model=c2d_tiny", "trainer.max_epochs=1", dataset=SQUARE)
+def test_resume_continues_the_step_count(compose, tmp_path):
+    first = make_cfg(
+        compose, tmp_path / "a", "model=c2d_tiny", "trainer.max_epochs=1", dataset=SQUARE
+    )
     record1, _ = train.run(first)
     assert record1["global_step"] == 4
     resumed = make_cfg(
+        compose,
         tmp_path / "b",
         "model=c2d_tiny",
         "trainer.max_epochs=2",
@@ -298,7 +298,7 @@ def test_resume_continues_the_step_count(tmp_path):
 
 
 @pytest.mark.slow
-def test_shuffled_frames_remove_direction_information(tmp_path):
+def test_shuffled_frames_remove_direction_information(compose, tmp_path):
     """Known answer: direction of motion is learnable in order and at chance when shuffled."""
     common_args = [
         "model=i3d_tiny",
@@ -307,24 +307,28 @@ def test_shuffled_frames_remove_direction_information(tmp_path):
         "train.batch_size=8",
     ]
     data = dict(SQUARE, num_samples=96)
-    std, _ = train.run(make_cfg(tmp_path / "std", *common_args, dataset=data))
+    std, _ = train.run(make_cfg(compose, tmp_path / "std", *common_args, dataset=data))
     shuf, _ = train.run(
-        make_cfg(tmp_path / "shuf", *common_args, "train.shuffle_frames=true", dataset=data)
+        make_cfg(
+            compose, tmp_path / "shuf", *common_args, "train.shuffle_frames=true", dataset=data
+        )
     )
     assert std["init_checksum"] == shuf["init_checksum"]  # same seed, same initialisation
     assert std["val/acc"] >= 0.9
     assert shuf["val/acc"] <= 0.7
     # SlowFast: both pathways shuffled, each by its own permutations
     fast_args = ["model=slowfast_tiny", *common_args[1:], "train.shuffle_frames=true"]
-    slowfast, _ = train.run(make_cfg(tmp_path / "sf", *fast_args, dataset=data))
+    slowfast, _ = train.run(make_cfg(compose, tmp_path / "sf", *fast_args, dataset=data))
     assert slowfast["val/acc"] <= 0.7
     # C2D never mixes frames before its global pooling: blind to order even when trained in order
-    c2d, _ = train.run(make_cfg(tmp_path / "c2d", "model=c2d_tiny", *common_args[1:], dataset=data))
+    c2d, _ = train.run(
+        make_cfg(compose, tmp_path / "c2d", "model=c2d_tiny", *common_args[1:], dataset=data)
+    )
     assert c2d["val/acc"] <= 0.7
 
 
-def test_same_initialisation_through_initial_weights(tmp_path):
-    cfg = make_cfg(tmp_path, "model=c2d_tiny", dataset=SQUARE)
+def test_same_initialisation_through_initial_weights(compose, tmp_path):
+    cfg = make_cfg(compose, tmp_path, "model=c2d_tiny", dataset=SQUARE)
     checksum = train.initial_weights(cfg, tmp_path / "init.pt")
     model = build_model(
         OmegaConf.merge(
@@ -332,13 +336,12 @@ def test_same_initialisation_through_initial_weights(tmp_path):
         )
     )
     assert train.weights_checksum(model) == checksum
-    cfg2 = make_cfg(tmp_path, "model=c2d_tiny", "seed=1", dataset=SQUARE)
+    cfg2 = make_cfg(compose, tmp_path, "model=c2d_tiny", "seed=1", dataset=SQUARE)
     assert train.initial_weights(cfg2, tmp_path / "other.pt") != checksum
 
 
-def test_dataset_and_model_adaptation():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", "model=i3d_tiny"])
+def test_dataset_and_model_adaptation(compose):
+    cfg = compose("task=train", "model=i3d_tiny")
     adapted, changes = train.adapt_model_config(cfg.model, 7, 1)
     assert changes == {
         "builder": {"num_classes": 7, "in_channels": 1},
@@ -359,9 +362,8 @@ def test_dataset_and_model_adaptation():
     sorted(p.stem for p in Path(CONF, "trainer").glob("*.yaml")),
     ids=lambda n: f"trainer_{n}",  # a bare "gpu" id would mark the test as needing a GPU
 )
-def test_trainer_configs_are_trainer_arguments(name):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", f"trainer={name}"])
+def test_trainer_configs_are_trainer_arguments(compose, name):
+    cfg = compose("task=train", f"trainer={name}")
     args = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert args.pop("_target_") == "pytorch_lightning.Trainer"
     valid = set(inspect.signature(pl.Trainer.__init__).parameters)
@@ -371,9 +373,8 @@ def test_trainer_configs_are_trainer_arguments(name):
 
 
 @pytest.mark.parametrize("name", ["csv", "none", "wandb"])
-def test_logger_configs(tmp_path, name, monkeypatch):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", f"logger={name}"])
+def test_logger_configs(compose, tmp_path, name, monkeypatch):
+    cfg = compose("task=train", f"logger={name}")
     if name == "wandb":
         # starting W&B takes seconds; what matters here is the config and the fallback below
         assert cfg.logger.offline is True and cfg.logger._target_.endswith("WandbLogger")
@@ -385,9 +386,8 @@ def test_logger_configs(tmp_path, name, monkeypatch):
         assert isinstance(logger, pl.loggers.CSVLogger) and logger.save_dir == str(tmp_path)
 
 
-def test_wandb_that_cannot_start_falls_back_without_failing(tmp_path, monkeypatch):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", "logger=wandb", "logger.offline=false"])
+def test_wandb_that_cannot_start_falls_back_without_failing(compose, tmp_path, monkeypatch):
+    cfg = compose("task=train", "logger=wandb", "logger.offline=false")
     tried = []
 
     def failing(node, *args, **kwargs):
@@ -401,7 +401,9 @@ def test_wandb_that_cannot_start_falls_back_without_failing(tmp_path, monkeypatc
     assert isinstance(logger, pl.loggers.CSVLogger)
 
 
-def test_an_unreachable_wandb_server_costs_seconds_then_logs_offline(tmp_path, monkeypatch, caplog):
+def test_an_unreachable_wandb_server_costs_seconds_then_logs_offline(
+    compose, tmp_path, monkeypatch, caplog
+):
     import socket
     import time
 
@@ -410,8 +412,7 @@ def test_an_unreachable_wandb_server_costs_seconds_then_logs_offline(tmp_path, m
         port = s.getsockname()[1]
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", "logger=wandb", "logger.offline=false"])
+    cfg = compose("task=train", "logger=wandb", "logger.offline=false")
     start = time.monotonic()
     logger = build_logger(cfg.logger, str(tmp_path), name="train-x-y")
     assert time.monotonic() - start < 15  # W&B's own retries took about 45 s
@@ -420,12 +421,11 @@ def test_an_unreachable_wandb_server_costs_seconds_then_logs_offline(tmp_path, m
     loggers.finish_logger(logger)
 
 
-def test_train_task_is_registered():
+def test_train_task_is_registered(compose):
     from stbias.tasks import TASKS
 
     assert TASKS["train"] == "stbias.tasks.train:run"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["task=train", "train.shuffle_frames=true"])
+    cfg = compose("task=train", "train.shuffle_frames=true")
     assert cfg.task.name == "train" and cfg.train.shuffle_frames is True
     assert (
         cfg.train.optimizer._partial_ is True
@@ -459,7 +459,7 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
     assert (std["shuffle_frames"], shuf["shuffle_frames"]) == (False, True)
 
 
-def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
+def test_quickstart_checkpoint_is_trained_once_and_cached(compose, tmp_path):
     from stbias.tasks import quickstart
 
     small = [
@@ -469,9 +469,8 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
         "task.train.max_epochs=1",
         "trainer.enable_progress_bar=false",
     ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=small)
-        seeded = compose("config", overrides=[*small, "seed=1"])
+    cfg = compose(*small)
+    seeded = compose(*small, "seed=1")
     assert cfg.task.name == "quickstart"  # model=quickstart, the default, selects it
     c2d = quickstart.quickstart_models(cfg)[0]
     assert c2d.name == "c2d_tiny" and c2d.input.size == cfg.model.input.size == 32
@@ -487,13 +486,12 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
     assert other["checkpoint"] != ckpt  # another setting, another checkpoint
 
 
-def test_lightning_keys_mean_what_they_mean_in_the_quickstart(tmp_path):
+def test_lightning_keys_mean_what_they_mean_in_the_quickstart(compose, tmp_path):
     """trainer.max_epochs=1 trains the quickstart's models one epoch; other Trainer keys pass."""
     from stbias.tasks import quickstart
 
     def trainer_of(*overrides):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("config", overrides=[f"task.cache_dir={tmp_path}", *overrides])
+        cfg = compose(f"task.cache_dir={tmp_path}", *overrides)
         node = quickstart.quickstart_models(cfg)[1]
         folder = quickstart.checkpoint_folder(cfg, node)
         return quickstart.train_config(cfg, node).trainer, folder
@@ -558,9 +556,10 @@ def test_shuffled_drop_plot_draws_one_bar_per_model_and_dataset():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
 
 
-def test_lightning_habits_work_on_the_trainer_node(tmp_path, monkeypatch):
+def test_lightning_habits_work_on_the_trainer_node(compose, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = make_cfg(
+        compose,
         tmp_path / "run",
         "model=c2d_tiny",
         "trainer.max_epochs=2",
@@ -574,35 +573,31 @@ def test_lightning_habits_work_on_the_trainer_node(tmp_path, monkeypatch):
     assert len(timers) == 1 and timers[0].time_elapsed("train") > 0
 
 
-def test_a_checkpoint_brings_the_input_it_was_trained_at(tmp_path, monkeypatch):
+def test_a_checkpoint_brings_the_input_it_was_trained_at(compose, tmp_path, monkeypatch):
     from stbias.tasks.probe import probe
 
     monkeypatch.chdir(tmp_path)
     overrides = ["model.input.frames=8", "model.input.size=32", "trainer.max_epochs=1"]
-    cfg = compose_root(
-        [
-            "task=train",
-            "model=i3d_tiny",
-            "dataset=brushmnist_small",
-            "dataset.num_samples=32",
-            "train.val_clips=16",
-            *overrides,
-            *TINY[4:],
-        ]
+    cfg = compose(
+        "task=train",
+        "model=i3d_tiny",
+        "dataset=brushmnist_small",
+        "dataset.num_samples=32",
+        "train.val_clips=16",
+        *overrides,
+        *TINY[4:],
     )
     with open_dict(cfg):
         cfg.train.output_dir = str(tmp_path / "trained")
     trained, _ = train.run(cfg)
-    probe_cfg = compose_root(
-        [
-            "model=i3d_tiny",
-            f"model.checkpoint={trained['checkpoint']}",
-            "dataset=brushmnist_small",
-            "probe.num_clips=4",
-            "probe.batch_size=4",
-            f"probe.cache_dir={tmp_path / 'c'}",
-            *TINY[4:],
-        ]
+    probe_cfg = compose(
+        "model=i3d_tiny",
+        f"model.checkpoint={trained['checkpoint']}",
+        "dataset=brushmnist_small",
+        "probe.num_clips=4",
+        "probe.batch_size=4",
+        f"probe.cache_dir={tmp_path / 'c'}",
+        *TINY[4:],
     )
     assert probe_cfg.model.input.size == 64  # the config as composed...
     record, _, objects = probe(probe_cfg)
@@ -613,7 +608,7 @@ def test_a_checkpoint_brings_the_input_it_was_trained_at(tmp_path, monkeypatch):
     assert record["config"]["model"]["builder"]["num_classes"] == 100
 
 
-def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
+def test_an_interrupted_quickstart_training_resumes_in_place(compose, tmp_path, caplog):
     from stbias.tasks import quickstart
 
     small = [
@@ -623,8 +618,7 @@ def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
         "task.train.max_epochs=2",
         "trainer.enable_progress_bar=false",
     ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=small)
+    cfg = compose(*small)
     c2d = quickstart.quickstart_models(cfg)[0]
     folder = quickstart.checkpoint_folder(cfg, c2d)
     # an interrupted first run: one epoch done, its last.ckpt written, no results.json
@@ -644,10 +638,11 @@ def _epoch_of(path):
     return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
 
 
-def test_last_ckpt_holds_the_final_epoch_after_a_non_improving_one(tmp_path):
+def test_last_ckpt_holds_the_final_epoch_after_a_non_improving_one(compose, tmp_path):
     """``last.ckpt`` is the final weights even when the last epochs do not improve ``val/acc``;
     ``best.ckpt`` keeps the best epoch."""
     cfg = make_cfg(
+        compose,
         tmp_path,
         "model=c2d_tiny",
         "logger=csv",
@@ -673,6 +668,7 @@ import torch
 torch.set_num_threads({threads})  # as this process: the same float reductions
 sys.path.insert(0, {tests!r})
 import test_train
+from conftest import compose_config
 from stbias.lit import train_data
 from stbias.tasks import train
 
@@ -684,12 +680,14 @@ class Killer(train_data.EpochSetter):
 
 
 train.EpochSetter = Killer
-train.run(test_train.make_cfg({folder!r}, *{args!r}, dataset={dataset!r}))
+train.run(test_train.make_cfg(compose_config, {folder!r}, *{args!r}, dataset={dataset!r}))
 """
 
 
 @pytest.mark.slow
-def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_does(tmp_path):
+def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_does(
+    compose, tmp_path
+):
     """SIGKILL in epoch 2 of 3, resumed from ``last.ckpt`` (epoch 1): the same data order,
     dropout draws, weights and numbers as the uninterrupted run; the record says what resumed."""
     args = [
@@ -699,7 +697,7 @@ def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_
         "train.optimizer.lr=0.01",
     ]
     dataset = dict(SQUARE, num_samples=48)
-    whole, objects = train.run(make_cfg(tmp_path / "whole", *args, dataset=dataset))
+    whole, objects = train.run(make_cfg(compose, tmp_path / "whole", *args, dataset=dataset))
     cut = tmp_path / "cut"
     script = KILL_AT_EPOCH.format(
         threads=torch.get_num_threads(),
@@ -713,7 +711,7 @@ def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = cut / "checkpoints" / "last.ckpt"
     assert _epoch_of(last) == 1 and not (cut / "results.json").exists()
-    again = make_cfg(cut, *args, f"train.resume={last}", dataset=dataset)
+    again = make_cfg(compose, cut, *args, f"train.resume={last}", dataset=dataset)
     resumed, resumed_objects = train.run(again)
     for key in ("val/acc", "val/loss", "train/loss", "global_step", "epochs"):
         assert resumed[key] == whole[key], key

@@ -10,9 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from stbias.data import SyntheticVOS, davis, imagenet_vid, tao_vos
 from stbias.data.flow import farneback_flow, flow_to_image, rgb_to_hsv, two_stream_input
@@ -36,25 +34,6 @@ CONF = ROOT / "conf"
 SPEC = InputSpec(frames=2, size=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), flow=True)
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY = ["model=twostream_seg_tiny", "model.input.size=32", *QUIET]
-
-
-def compose_cfg(tmp_path: Path, *overrides: str):
-    """The config ``run.py`` would get, with Hydra's run directory set to ``tmp_path / run``."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    folder = tmp_path / "run"
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.hydra.runtime.output_dir = str(folder)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def _reset_hydra_config():
-    yield
-    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +102,7 @@ def test_precomputed_flow_images_are_jittered_like_computed_flow(texture):
     torch.testing.assert_close(torch.cat([hue, sat, val]), hsv, atol=1e-5, rtol=0)
 
 
-def test_one_clip_models_and_slowfast_refuse_two_stream_pairs(tmp_path):
+def test_one_clip_models_and_slowfast_refuse_two_stream_pairs(compose, tmp_path):
     single, slowfast = InputSpec(), InputSpec(frames=8, pathways=2, alpha=4)
     for spec, words in ((single, "takes one RGB clip"), (slowfast, "[slow, fast]")):
         with pytest.raises(StbiasError, match="stylization.two_stream=true") as err:
@@ -134,13 +113,15 @@ def test_one_clip_models_and_slowfast_refuse_two_stream_pairs(tmp_path):
     with pytest.raises(StbiasError, match="flow-jitter pairs"):
         check_pair_input(SPEC, False, "model m")
     for model in ("i3d_tiny", "slowfast_tiny"):
-        cfg = compose_cfg(tmp_path, f"model={model}", "stylization.two_stream=true", *QUIET)
+        cfg = compose(
+            f"model={model}", "stylization.two_stream=true", *QUIET, run_dir=tmp_path / "run"
+        )
         with pytest.raises(StbiasError, match="does not fit") as err:
             run_task(cfg)
         assert "\n" not in str(err.value)
     # by default the pairs follow the model: flow-jitter pairs for a two-stream model only
-    assert compose_cfg(tmp_path, *TINY).stylization.two_stream is True
-    assert compose_cfg(tmp_path, "model=i3d_tiny").stylization.two_stream is False
+    assert compose(*TINY, run_dir=tmp_path / "run").stylization.two_stream is True
+    assert compose("model=i3d_tiny", run_dir=tmp_path / "run").stylization.two_stream is False
 
 
 # --- the twostream_seg family -------------------------------------------------------------------
@@ -217,7 +198,7 @@ def test_model_yaml_taps_and_clip_layout():
         twostream_seg(backbone="test_resnet", fusion_stages=[1, 6])
 
 
-def test_pretrained_backbone_from_a_local_file_and_offline_hint(tmp_path, monkeypatch):
+def test_pretrained_backbone_from_a_local_file_and_offline_hint(compose, tmp_path, monkeypatch):
     import safetensors.torch
     import timm
 
@@ -232,11 +213,11 @@ def test_pretrained_backbone_from_a_local_file_and_offline_hint(tmp_path, monkey
         )
         for stream in (model.appearance, model.motion):
             assert torch.equal(next(stream.stages[0].parameters()), state["conv1.0.weight"])
-    cfg = compose_cfg(
-        tmp_path,
+    cfg = compose(
         "model=twostream_seg_tiny",
         "model.pretrained=true",
         f"model.backbone_weights={tmp_path / 'w.pth'}",
+        run_dir=tmp_path / "run",
     )
     assert torch.equal(
         build_model(cfg.model).motion.stages[3][-1][0].conv1.weight, state["layer4.0.conv1.weight"]
@@ -461,15 +442,15 @@ def test_center_bias_known_answers():
         empty.compute()
 
 
-def test_center_bias_task_side_by_side(tmp_path, monkeypatch):
+def test_center_bias_task_side_by_side(compose, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = compose_cfg(
-        tmp_path,
+    cfg = compose(
         "task=center_bias",
         "task.datasets=[camouflage,salient]",
         "task.num_clips=200",
         "task.size=32",
         *TINY,
+        run_dir=tmp_path / "run",
     )
     record, objects = run_task(cfg)
     numbers = record["datasets"]
@@ -483,15 +464,15 @@ def test_center_bias_task_side_by_side(tmp_path, monkeypatch):
 # --- training, probing, the study ---------------------------------------------------------------
 
 
-def test_probe_finds_the_motion_stream_dynamic_and_the_appearance_stream_static(tmp_path):
-    cfg = compose_cfg(
-        tmp_path,
+def test_probe_finds_the_motion_stream_dynamic_and_the_appearance_stream_static(compose, tmp_path):
+    cfg = compose(
         *TINY,
         "dataset=camouflage",
         "dataset.split=val",
         "probe.num_clips=12",
         "probe.batch_size=6",
         f"probe.cache_dir={tmp_path / 'cache'}",
+        run_dir=tmp_path / "run",
     )
     record, _ = run_task(cfg)
     with np.load(tmp_path / "run" / "unit_scores.npz") as npz:
@@ -509,9 +490,8 @@ def test_probe_finds_the_motion_stream_dynamic_and_the_appearance_stream_static(
     assert set(record["layers"]) >= {"fusion2", "fusion5"}
 
 
-def _train_cfg(tmp_path, *overrides):
-    return compose_cfg(
-        tmp_path,
+def _train_cfg(compose, tmp_path, *overrides):
+    return compose(
         "task=train",
         *TINY,
         "dataset=salient",
@@ -521,13 +501,16 @@ def _train_cfg(tmp_path, *overrides):
         "trainer.max_epochs=1",
         "trainer.num_sanity_val_steps=0",
         *overrides,
+        run_dir=tmp_path / "run",
     )
 
 
 @pytest.mark.slow
-def test_segmentation_training_reports_j_per_sequence_and_checkpoints(tmp_path, monkeypatch):
+def test_segmentation_training_reports_j_per_sequence_and_checkpoints(
+    compose, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    record, objects = run_task(_train_cfg(tmp_path, "train.optimizer.lr=0.01"))
+    record, objects = run_task(_train_cfg(compose, tmp_path, "train.optimizer.lr=0.01"))
     assert record["objective"] == "segmentation" and 0 <= record["val/J"] <= 1
     assert set(record["best"]) == {"val/J"} and Path(record["checkpoint"]).is_file()
     per_seq = record["J_per_sequence"]
@@ -544,14 +527,14 @@ def test_segmentation_training_reports_j_per_sequence_and_checkpoints(tmp_path, 
             metric.update(logits, module.targets(batch, logits), batch["label"])
     assert float(metric.compute()["J"]) == pytest.approx(record["val/J"], abs=1e-5)
     # the checkpoint rebuilds the network for a probe (flow input included)
-    cfg = compose_cfg(tmp_path, *TINY, f"model.checkpoint={record['checkpoint']}")
+    cfg = compose(*TINY, f"model.checkpoint={record['checkpoint']}", run_dir=tmp_path / "run")
     model = build_model(cfg.model)
     state = torch.load(record["checkpoint"], weights_only=True)["state_dict"]
     assert torch.equal(model.head.weight, state["model.head.weight"])
     with pytest.raises(StbiasError, match="train.shuffle_frames apply to classifiers"):
-        run_task(_train_cfg(tmp_path, "train.shuffle_frames=true"))
+        run_task(_train_cfg(compose, tmp_path, "train.shuffle_frames=true"))
     with pytest.raises(StbiasError, match="no 'mask'"):
-        run_task(_train_cfg(tmp_path, "dataset=pfm", "dataset.num_samples=8"))
+        run_task(_train_cfg(compose, tmp_path, "dataset=pfm", "dataset.num_samples=8"))
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -599,13 +582,12 @@ def test_vos_figures_draw_the_given_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_cross_connection_study_reduced_embedded(tmp_path, monkeypatch):
+def test_cross_connection_study_reduced_embedded(compose, tmp_path, monkeypatch):
     """experiment=vos_cross_connections at a toy size: two cross connections, both datasets."""
     from stbias.tasks.vos_study import draw_study
 
     monkeypatch.chdir(tmp_path)
-    cfg = compose_cfg(
-        tmp_path,
+    cfg = compose(
         "experiment=vos_cross_connections",
         *TINY,
         "task.cross=[none,motion_to_appearance]",
@@ -618,6 +600,7 @@ def test_cross_connection_study_reduced_embedded(tmp_path, monkeypatch):
         "probe.batch_size=8",
         f"task.cache_dir={tmp_path / 'trained'}",
         f"probe.cache_dir={tmp_path / 'probe_cache'}",
+        run_dir=tmp_path / "run",
     )
     summary, objects = run_task(cfg)
     folder = tmp_path / "run"
@@ -686,7 +669,7 @@ def test_j_intervals_and_paired_cross_effects_known_answers():
     assert effect["ci"] == pytest.approx([0.1, 0.1]) and effect["sequences"] == 3
 
 
-def test_documented_commands_compose_and_docs_list_the_family():
+def test_documented_commands_compose_and_docs_list_the_family(compose):
     import shlex
 
     text = (ROOT / "docs" / "segmentation.md").read_text()
@@ -696,8 +679,7 @@ def test_documented_commands_compose_and_docs_list_the_family():
     assert len(commands) == 7
     tasks = []
     for overrides in commands:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = compose(*overrides)
         OmegaConf.to_container(cfg, resolve=True)
         tasks.append(cfg.task.name)
         if cfg.model.get("objective") == "segmentation":

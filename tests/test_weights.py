@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
@@ -279,11 +278,6 @@ def test_figures_plot_the_results_values():
 # the task
 
 
-def _compose(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def _check_figures(out: Path):
     for stem in ("asdt", "asdt_scaled", "temporal_channels"):
         png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
@@ -312,12 +306,12 @@ ZOO = ["r2plus1d_18", "s3d", "i3d", "x3d_m", "i3d_inception"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_task_on_model_zoo_with_random_weights(name, tmp_path, monkeypatch):
+def test_task_on_model_zoo_with_random_weights(compose, name, tmp_path, monkeypatch):
     from stbias.tasks import run_task
     from stbias.tasks.common import build_model
 
     monkeypatch.chdir(tmp_path)
-    cfg = _compose(["metric=asdt", f"model={name}"])
+    cfg = compose("metric=asdt", f"model={name}")
     results, objects = run_task(cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model)
@@ -357,7 +351,7 @@ def checkpoint_loader(monkeypatch):
         monkeypatch.setitem(sys.modules, "stbias.models.weights", module)
 
 
-def test_task_compares_checkpoints_on_one_plot(tmp_path, monkeypatch, checkpoint_loader):
+def test_task_compares_checkpoints_on_one_plot(compose, tmp_path, monkeypatch, checkpoint_loader):
     from hydra.utils import instantiate
 
     from stbias.tasks import run_task
@@ -372,7 +366,7 @@ def test_task_compares_checkpoints_on_one_plot(tmp_path, monkeypatch, checkpoint
         model[3].weight[:, :, 1] = -model[3].weight[:, :, 0]
         model[3].weight[:, :, 2] = model[3].weight[:, :, 0]
     torch.save(model.state_dict(), tmp_path / "trained.pt")
-    cfg = _compose(["metric=selfconv", "metric.compare=[null,trained.pt]"])
+    cfg = compose("metric=selfconv", "metric.compare=[null,trained.pt]")
     with open_dict(cfg):
         cfg.model = OmegaConf.load(tmp_path / "tiny3d.yaml")
         cfg.metric.labels = ["init", "trained"]
@@ -400,11 +394,11 @@ def test_task_compares_checkpoints_on_one_plot(tmp_path, monkeypatch, checkpoint
     assert len(rows) == 1 + 4 and rows[0].startswith("model,run,checkpoint,layer")
 
 
-def test_task_rejects_mismatched_labels(tmp_path, monkeypatch):
+def test_task_rejects_mismatched_labels(compose, tmp_path, monkeypatch):
     from stbias.tasks import run_task
 
     monkeypatch.chdir(tmp_path)
-    cfg = _compose(["metric=asdt", "metric.compare=[null,a.pt]", "metric.labels=[one]"])
+    cfg = compose("metric=asdt", "metric.compare=[null,a.pt]", "metric.labels=[one]")
     with open_dict(cfg):
         cfg.model = OmegaConf.create(TINY)
     with pytest.raises(StbiasError, match="one label per checkpoint"):
@@ -437,7 +431,7 @@ def test_command_line_writes_into_hydra_run_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_tiny_checkpoint_against_its_initialisation(tmp_path, monkeypatch):
+def test_trained_tiny_checkpoint_against_its_initialisation(compose, tmp_path, monkeypatch):
     from omegaconf import open_dict
 
     from stbias.tasks import run_task
@@ -458,19 +452,17 @@ def test_trained_tiny_checkpoint_against_its_initialisation(tmp_path, monkeypatc
         "trainer.enable_model_summary=false",
         "train.optimizer.lr=0.05",
     ]
-    cfg = _compose(train_args)
+    cfg = compose(*train_args)
     with open_dict(cfg):
         cfg.train.output_dir = str(tmp_path / "train")
     trained, _ = run_task(cfg)
     ckpt = trained["checkpoint"]
     monkeypatch.chdir(tmp_path)
-    cfg = _compose(
-        [
-            "metric=asdt",
-            "model=i3d_tiny",
-            f"metric.compare=[null,{ckpt}]",
-            "metric.labels=[init,trained]",
-        ]
+    cfg = compose(
+        "metric=asdt",
+        "model=i3d_tiny",
+        f"metric.compare=[null,{ckpt}]",
+        "metric.labels=[init,trained]",
     )
     results, _ = run_task(cfg)
     runs = {label: run["layers"] for label, run in results["compare"].items()}

@@ -6,13 +6,11 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def save_figure(
-    fig: plt.Figure,
+    fig: Figure,
     stem: str | os.PathLike,
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 200,
@@ -31,7 +29,7 @@ def save_figure(
         path = f"{os.fspath(stem)}.{fmt}"
         # bbox "tight" keeps legends placed outside the axes (below the panels) in the file;
         # TrueType fonts (SAVE_RC) for any figure, a PaperFigure or not
-        with plt.rc_context(SAVE_RC):
+        with matplotlib.rc_context(SAVE_RC):
             _atomic_write(
                 path,
                 lambda fh, fmt=fmt: fig.savefig(
@@ -43,7 +41,6 @@ def save_figure(
     if latex is not None:
         write_text(f"{os.fspath(stem)}.tex", latex)
         paths.append(f"{os.fspath(stem)}.tex")
-    plt.close(fig)
     return paths
 
 

@@ -7,13 +7,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stbias.plotting.pairs import COLOURS  # noqa: E402
-from stbias.plotting.style import paper_subplots  # noqa: E402
+from stbias.plotting.pairs import COLOURS
+from stbias.plotting.style import paper_subplots
 
 SPLIT = ("dynamic", "static", "residual")
 FACTORS = ("dynamic", "static")
@@ -32,7 +29,7 @@ def _number(row: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def bias_over_training(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> plt.Figure:
+def bias_over_training(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
     """Two rows of panels, one column per layer: the split in % (top) and ``S_F`` (bottom).
 
     Args:

@@ -10,14 +10,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stbias.plotting.latex import attach_table, markdown_cells  # noqa: E402
-from stbias.plotting.style import paper_subplots  # noqa: E402
+from stbias.plotting.latex import attach_table, markdown_cells
+from stbias.plotting.style import paper_subplots
 
 # Table 1 of the paper (I3D trained from scratch on BrushMNIST, 150 frames of 224x224), in %
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -102,7 +99,7 @@ def table1_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def table1_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> plt.Figure:
+def table1_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
     """Table 1's three panels as bars, stbias beside the paper (hatched), values in %.
 
     (a) error breakdown of the normally trained model; (b) that of the model trained and tested
@@ -210,7 +207,7 @@ def table2_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> plt.Figure:
+def table2_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
     """Table 2's heat map: accuracy per (place classes, motion classes), mean over seeds.
 
     Rows are place (appearance) classes, columns motion classes, as in the paper; the paper's own
@@ -375,7 +372,7 @@ def table2_interval_markdown(rows: Sequence[Mapping[str, Any]], level: float = 0
 
 def table2_interval_figure(
     rows: Sequence[Mapping[str, Any]], title: str | None = None, level: float = 0.95
-) -> plt.Figure:
+) -> Figure:
     """Table 2's heat map with the interval over seeds in every cell and the trend beneath.
 
     Left: stbias (mean ± half-width, chance under it); right: the paper's grid on the same cells;

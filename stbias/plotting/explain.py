@@ -13,11 +13,9 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stbias.plotting.style import paper_figure, paper_subplots  # noqa: E402
+from stbias.plotting.style import paper_figure, paper_subplots
 
 # Table 3 and Table 4 columns: (summary key, header)
 TABLE3 = (
@@ -46,7 +44,7 @@ def _frames_rgb(frames: Any) -> np.ndarray:
 def overlay(frames: Any, maps: Any, alpha: float = 0.5) -> np.ndarray:
     """Frames ``(T, H, W, C)`` blended with maps ``(T, H, W)`` in [0, 1] (jet): uint8 RGB."""
     rgb = _frames_rgb(frames)
-    heat = plt.get_cmap("jet")(np.clip(np.asarray(maps, dtype=np.float64), 0, 1))[..., :3]
+    heat = matplotlib.colormaps["jet"](np.clip(np.asarray(maps, dtype=np.float64), 0, 1))[..., :3]
     return np.rint(255 * ((1 - alpha) * rgb + alpha * heat)).astype(np.uint8)
 
 
@@ -56,7 +54,7 @@ def mask_strip(
     perturbed: Any = None,
     title: str | None = None,
     threshold: float = 0.5,
-) -> plt.Figure:
+) -> Figure:
     """The frames in a row, the perturbed frames below (optional) and the mask under them.
 
     Mask bars are red where the mask is on (``> threshold``) and green where it is off, as in the
@@ -97,7 +95,7 @@ def mask_strip(
     return fig
 
 
-def gradcam_strip(frames: Any, maps: Any, title: str | None = None) -> plt.Figure:
+def gradcam_strip(frames: Any, maps: Any, title: str | None = None) -> Figure:
     """The frames in a row and their Grad-CAM overlays below."""
     frames = _frames_rgb(frames)
     blended = overlay(frames, maps)
@@ -145,7 +143,7 @@ def _p_cell(test: Mapping[str, Any] | None) -> str:
 
 def draw_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None
-) -> plt.Figure:
+) -> Figure:
     """A table figure: ``header`` over ``rows`` of strings."""
     # column widths from the longest text in each column
     chars = [max(len(str(r[j])) for r in [header, *rows]) for j in range(len(header))]
@@ -191,7 +189,7 @@ def table3(
     summaries: Mapping[str, Mapping[str, Any]],
     tests: Mapping[str, Any] | None = None,
     title: str | None = "Table 3: Grad-CAM blob statistics",
-) -> plt.Figure:
+) -> Figure:
     """Table 3: blob count, blob size, centre distance (mean ± std) per run.
 
     Args:
@@ -205,14 +203,14 @@ def table4(
     summaries: Mapping[str, Mapping[str, Any]],
     tests: Mapping[str, Any] | None = None,
     title: str | None = "Table 4: temporal masks",
-) -> plt.Figure:
+) -> Figure:
     """Table 4: mask length, drop ratio, drop difference (mean ± std) per run."""
     return draw_table(*table_rows(summaries, TABLE4, tests), title=title)
 
 
 def table1(
     rows: Sequence[Mapping[str, Any]], title: str | None = "Table 1: reversed frames"
-) -> plt.Figure:
+) -> Figure:
     """Table 1: top-1 accuracy and macro F1 per model on clips in order and reversed."""
     header = ["Model", "Top-1", "Top-1 (rev.)", "F1", "F1 (rev.)", "clips"]
     cells = [

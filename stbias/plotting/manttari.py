@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stbias.plotting.explain import TABLE3, TABLE4, draw_table  # noqa: E402
-from stbias.plotting.style import paper_subplots  # noqa: E402
+from stbias.plotting.explain import TABLE3, TABLE4, draw_table
+from stbias.plotting.style import paper_subplots
 
 # the paper's colours: I3D orange, C-LSTM blue; further models take the next default colours
 COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:red")
@@ -20,7 +17,7 @@ FIG4 = TABLE3 + TABLE4
 
 def table2(
     classes: Sequence[str], f1: Mapping[str, Sequence[float]], title: str | None = None
-) -> plt.Figure:
+) -> Figure:
     """Table 2: one row per class, one column of F1 per model (``model -> per-class F1``)."""
     models = list(f1)
     rows = [
@@ -33,7 +30,7 @@ def fig4(
     samples: Mapping[str, Mapping[str, np.ndarray]],
     title: str | None = None,
     bins: int = 20,
-) -> plt.Figure:
+) -> Figure:
     """Fig. 4: per measure of Tables 3 and 4, each model's normalised histogram (density).
 
     Args:

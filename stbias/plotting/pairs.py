@@ -21,16 +21,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from stbias.errors import StbiasError  # noqa: E402
-from stbias.plotting.style import (  # noqa: E402
+from stbias.errors import StbiasError
+from stbias.plotting.style import (
     COLOURS,
     DOUBLE,
     FLOOR_COLOUR,
@@ -41,7 +40,7 @@ from stbias.plotting.style import (  # noqa: E402
     draw_floor,
     fit_title,
     paper_style,
-    paper_subplots,  # noqa: E402
+    paper_subplots,
     weights_title,
 )
 
@@ -221,7 +220,7 @@ def has_intervals(table: pd.DataFrame) -> bool:
 
 
 def layerwise_panel(
-    ax: plt.Axes,
+    ax: Axes,
     drawn: Sequence[tuple[str, pd.DataFrame]],
     markers: Mapping[str, str] | None = None,
     key: str = "percent",
@@ -269,7 +268,7 @@ def layerwise_panel(
 
 
 def unit_bars(
-    ax: plt.Axes, groups: Sequence[tuple[str, pd.Series | pd.DataFrame]], rotate: bool = False
+    ax: Axes, groups: Sequence[tuple[str, pd.Series | pd.DataFrame]], rotate: bool = False
 ) -> None:
     """Four bars (dynamic, static, joint, residual, as % of units) per group, with intervals."""
     width = 0.8 / len(UNIT_CLASSES)
@@ -315,8 +314,8 @@ def _factor_handles() -> list[Line2D]:
 
 
 def _legend_below(
-    fig: plt.Figure,
-    ax: plt.Axes | None,
+    fig: Figure,
+    ax: Axes | None,
     handles: Sequence[Any],
     right: float | None = None,
     left: float | None = None,
@@ -365,7 +364,7 @@ def fig3(
     unit_layer: str | Mapping[str, str] | None = None,
     pathways: Sequence[str] = ("slow", "fast"),
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Kowal et al. Fig. 3: layer-wise shares per layer (left panels), unit classes (right).
 
     Args:
@@ -488,7 +487,7 @@ def fig5_left(
     labels: Labels = None,
     order: Sequence[str] | None = None,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Kowal et al. Fig. 5 (left): layer-wise dynamic and static share at the last layer of each
     model (one panel per model, as the paper's table has a column pair per model) for every
     training dataset (x), with the values written on the bars.
@@ -580,7 +579,7 @@ def fig6(
     labels: Labels = None,
     order: Sequence[str] | None = None,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Kowal et al. Fig. 6: unit classes at the last layer, one panel per model (SlowOnly left,
     FastOnly right), one group of four bars per training dataset."""
     rows, models, datasets = _grid(table, dataset_column, labels, order)
@@ -626,7 +625,7 @@ def fig1(
     dataset_column: str = "dataset",
     markers: Mapping[str, str] | None = None,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Kowal et al. Fig. 1 (bottom): every model as a point, static share (x) against dynamic
     share (y) at its last layer; colour from red (static) to blue (dynamic) by the dynamic
     fraction of the two; the point of an uninformative layer (both at the softmax floor) marked.
@@ -722,7 +721,7 @@ def lam_sweep(
     layer: str | None = None,
     labels: Labels = None,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Units per class (% of units) against λ, one panel per model (run group), at one layer.
 
     Args:

@@ -8,14 +8,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stbias.plotting.style import COLOURS, FLOOR_COLOUR, paper_subplots  # noqa: E402
+from stbias.plotting.style import COLOURS, FLOOR_COLOUR, paper_subplots
 
 MODES = ("none", "static", "all", "random")
 # what the table and figure show: column -> heading
@@ -115,7 +112,7 @@ def figure(
     rows: Sequence[Mapping[str, Any]],
     summary: Sequence[Mapping[str, Any]],
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Bars per mode (mean, interval over seeds as error bars, each seed as a dot) for top-1
     accuracy, motion-only top-1 accuracy and the dynamic units of the dropout layer."""
     keys = [k for k in FIGURE if any(k in e for e in summary)]

@@ -8,15 +8,16 @@ channels take the dynamic blue, static channels the static red. Widths fit a pap
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 COLOURS = {
     "dynamic": "#2166ac",
@@ -78,23 +79,36 @@ class PaperFigure(Figure):
     ``fig.savefig("probe.pdf")`` in a notebook writes TrueType fonts and keeps legends that sit
     outside the axes, exactly as the library's own :func:`stbias.plotting.save_figure`; the
     user's matplotlib settings are left as they were.
+
+    It is drawn on its own Agg canvas, apart from pyplot: making one never selects or switches
+    the backend of a notebook or script, and works without a display. A notebook shows it as
+    a PNG.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        FigureCanvasAgg(self)
 
     def savefig(self, fname, **kwargs):  # noqa: D102 - Figure.savefig, settings of SAVE_RC
         kwargs.setdefault("bbox_inches", "tight")
         kwargs.setdefault("pad_inches", SAVE_RC["savefig.pad_inches"])
-        with plt.rc_context(SAVE_RC):
+        with matplotlib.rc_context(SAVE_RC):
             return super().savefig(fname, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
 
 
 @contextmanager
 def paper_style() -> Iterator[None]:
     """Matplotlib settings of every stbias figure (fonts, line widths, no top/right spines)."""
-    with plt.rc_context(RC):
+    with matplotlib.rc_context(RC):
         yield
 
 
-def draw_floor(ax: plt.Axes, label: bool = True) -> None:
+def draw_floor(ax: Axes, label: bool = True) -> None:
     """The softmax floor: the share an uninformative layer still gets for each factor."""
     ax.axhline(
         SOFTMAX_FLOOR,
@@ -123,11 +137,26 @@ def fit_title(text: str | None, inches: float) -> str | None:
     return "\n".join(textwrap.wrap(text, max(20, int(inches * 12.5)), break_long_words=False))
 
 
-def paper_subplots(*args, **kwargs):
-    """``plt.subplots`` making a :class:`PaperFigure`: every figure of stbias starts here."""
-    return plt.subplots(*args, FigureClass=PaperFigure, **kwargs)
+# the keywords of ``plt.subplots`` that lay out the grid; the others make the figure
+GRID_KEYS = (
+    "sharex",
+    "sharey",
+    "squeeze",
+    "width_ratios",
+    "height_ratios",
+    "subplot_kw",
+    "gridspec_kw",
+)
 
 
-def paper_figure(*args, **kwargs) -> PaperFigure:
-    """``plt.figure`` making a :class:`PaperFigure`."""
-    return plt.figure(*args, FigureClass=PaperFigure, **kwargs)
+def paper_subplots(nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[PaperFigure, Any]:
+    """``plt.subplots`` without pyplot, making a :class:`PaperFigure`: every figure of stbias
+    starts here."""
+    grid = {key: kwargs.pop(key) for key in GRID_KEYS if key in kwargs}
+    fig = PaperFigure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, **grid)
+
+
+def paper_figure(**kwargs) -> PaperFigure:
+    """``plt.figure`` without pyplot, making a :class:`PaperFigure`."""
+    return PaperFigure(**kwargs)

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from stbias.plotting.style import (  # noqa: E402
+from stbias.plotting.style import (
     SINGLE,
     fit_title,
     paper_style,
-    paper_subplots,  # noqa: E402
+    paper_subplots,
     weights_title,
 )
 
@@ -27,7 +24,7 @@ def shuffled_drop(
     rows: Sequence[Mapping[str, Any]],
     title: str | None = None,
     labels: Mapping[str, str] | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Bars of ``100 * drop`` per model, one shade per dataset, the value on each bar.
 
     Args:
@@ -77,7 +74,7 @@ def fig5_right(
     labels: Mapping[str, str] | None = None,
     order: Sequence[str] | None = None,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Kowal et al. Fig. 5 (right) from training runs: the relative top-1 drop of shuffled-frame
     training against standard training, per model (x) and dataset (shade).
 

@@ -12,22 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from stbias.plotting.pairs import UNIT_CLASSES, _title, distinct_layers, probe_table, run_labels  # noqa: E402
-from stbias.plotting.style import (  # noqa: E402
+from stbias.plotting.pairs import UNIT_CLASSES, _title, distinct_layers, probe_table, run_labels
+from stbias.plotting.style import (
     COLOURS,
     DOUBLE,
     SINGLE,
     fit_title,
     paper_style,
-    paper_subplots,  # noqa: E402
+    paper_subplots,
 )
 
 
@@ -41,7 +38,7 @@ def _interval(row: pd.Series, cls: str) -> tuple[float, float] | None:
 
 def unit_classes(
     table: pd.DataFrame | Mapping[str, Mapping[str, Any]], title: str | None = None
-) -> plt.Figure:
+) -> Figure:
     """Stacked bars of the unit classes at λ for every layer of every run in ``table``.
 
     Args:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stbias.plotting.style import (  # noqa: E402
-    COLOURS,  # noqa: E402
+from stbias.plotting.style import (
+    COLOURS,
     paper_figure,
     paper_subplots,
 )
@@ -43,7 +42,7 @@ def _bounds(entry: Mapping[str, Any], key: str, cls: str) -> tuple[float, float]
     return float(interval[0]), float(interval[1])
 
 
-def _interval(ax: plt.Axes, x: float, top: float, value: float, bounds) -> None:
+def _interval(ax: Axes, x: float, top: float, value: float, bounds) -> None:
     """The interval of a bar segment's ``value`` (ending at ``top``), drawn from lo to hi as
     they are: a percentile interval of a count can exclude the count."""
     if bounds is None:
@@ -66,7 +65,7 @@ UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
 Layers = Mapping[str, Mapping[str, Any]]
 
 
-def _stacked(ax: plt.Axes, layers: Layers, aliases: Sequence[str], labels: Sequence[str]) -> None:
+def _stacked(ax: Axes, layers: Layers, aliases: Sequence[str], labels: Sequence[str]) -> None:
     for x, alias in enumerate(aliases):
         if alias not in layers:
             continue
@@ -80,7 +79,7 @@ def _stacked(ax: plt.Axes, layers: Layers, aliases: Sequence[str], labels: Seque
     ax.set_ylim(0, 100)
 
 
-def _unit_bars(ax: plt.Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
+def _unit_bars(ax: Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
     width = 0.8 / len(UNIT_CLASSES)
     for i, entry in enumerate(groups.values()):
         for k, cls in enumerate(UNIT_CLASSES):
@@ -93,14 +92,14 @@ def _unit_bars(ax: plt.Axes, groups: Mapping[str, Mapping[str, Any]]) -> None:
     ax.set_ylim(0, 100)
 
 
-def _legend(fig: plt.Figure, classes: Sequence[str]) -> None:
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[c]) for c in classes]
+def _legend(fig: Figure, classes: Sequence[str]) -> None:
+    handles = [Rectangle((0, 0), 1, 1, color=COLOURS[c]) for c in classes]
     fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
 
 
 def fig4(
     results: Mapping[str, Layers], unit_layer: str = "fusion5", title: str | None = None
-) -> plt.Figure:
+) -> Figure:
     """Fig. 4: per model, the layer-wise split of its motion, appearance and fusion layers, and
     the unit classes of ``unit_layer`` (the paper: fusion layer 5) of every model on the right.
 
@@ -169,7 +168,7 @@ def table1_markdown(rows: Sequence[Mapping[str, Any]], layers: Sequence[str]) ->
 
 def table1_figure(
     rows: Sequence[Mapping[str, Any]], layers: Sequence[str], title: str | None = None
-) -> plt.Figure:
+) -> Figure:
     """Table 1 drawn as a table."""
     columns = [f"{lay}\n{c} (%)" for lay in layers for c in ("Dyn.", "Stat.")]
     cells = [
@@ -202,7 +201,7 @@ def table1_figure(
 
 def center_bias_maps(
     entries: Mapping[str, Mapping[str, Any]], title: str | None = "center bias"
-) -> plt.Figure:
+) -> Figure:
     """Center-bias maps side by side (Fig. 7 right), each titled with its center mass."""
     names = list(entries)
     fig, axes = paper_subplots(
@@ -226,7 +225,7 @@ def fig7(
     center: Mapping[str, Mapping[str, Any]],
     layers: Sequence[str] = ("fusion5", "fusion2"),
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Fig. 7: unit classes of ``layers`` per training dataset (left) and center bias (right)."""
     datasets = list(results)
     shown = [d for d in datasets if d in center]

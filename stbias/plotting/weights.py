@@ -10,25 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from stbias.errors import StbiasError  # noqa: E402
-from stbias.plotting.style import (  # noqa: E402
+from stbias.errors import StbiasError
+from stbias.plotting.style import (
     DOUBLE,
     MARKERS,
     SINGLE,
     WEIGHT_COLOURS,
     fit_title,
     paper_style,
-    paper_subplots,  # noqa: E402
+    paper_subplots,
     weights_title,
 )
 
