@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.tasks import TASKS
 from stbias.tasks.common import build_logger, build_model, build_trainer
@@ -32,8 +32,8 @@ def stbias_error(call, match):
 
 
 def compose_cfg(*overrides, hydra_config=False):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+    """``python run.py <overrides>``'s config (the task a metric or model names included)."""
+    return compose(list(overrides), return_hydra_config=hydra_config)
 
 
 def test_the_binding_groups_exist():

@@ -517,7 +517,7 @@ def test_the_static_dropout_experiment_reduced(tmp_path, monkeypatch, hydra_rese
         "train.val_clips=16",
         "train.batch_size=8",
         "trainer.max_epochs=1",
-        "train.static_dropout.probe_clips=8",
+        "probe.num_clips=8",
         "logger=none",
     )
     rows, objects = run_task(cfg)
@@ -622,7 +622,7 @@ SAME_DATA = [
     "train.batch_size=8",
     "trainer.max_epochs=2",
     "model.builder.dropout=0.5",  # the network's own dropout draws too
-    "train.static_dropout.probe_clips=8",
+    "probe.num_clips=8",
 ]
 
 
@@ -721,7 +721,7 @@ def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(tmp_pat
         "train.batch_size=8",
         "trainer.max_epochs=1",
         "train.static_dropout.p=0.5",
-        "train.static_dropout.probe_clips=8",
+        "probe.num_clips=8",
     ]
     record, _ = train.run(train_cfg(tmp_path, *grey))
     assert record["in_channels"] == 1  # the network takes one channel, and so do the probe's views

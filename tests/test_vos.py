@@ -466,7 +466,7 @@ def test_center_bias_task_side_by_side(tmp_path, monkeypatch):
         tmp_path,
         "task=center_bias",
         "task.datasets=[camouflage,salient]",
-        "task.num_clips=200",
+        "probe.num_clips=200",
         "task.size=32",
         *TINY,
     )

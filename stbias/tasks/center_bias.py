@@ -105,7 +105,7 @@ def _graft(cfg: Any, node: Any) -> Any:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure every dataset; write results, maps and the side-by-side figure."""
     size = int(cfg.task.size)
-    num_clips = cfg.task.get("num_clips")
+    num_clips = cfg.probe.get("num_clips")
     normalise = str(cfg.task.get("normalise", "minmax"))
     CenterBias(size, normalise)  # a bad setting stops here, before any data is read
     entries = {}

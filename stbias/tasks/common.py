@@ -586,9 +586,9 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     check_weights(cfg.model, name)
     warn_if_random(cfg.model, name)
     spec = InputSpec.from_dict(plain(cfg.model.input))
-    m = cfg.metric
+    m = cfg.probe  # the shared clip selection
     dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="metric")
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="probe")
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
     return name, spec, dataset, build_model(cfg.model)
@@ -605,7 +605,7 @@ def run_explanation(
     """
     from stbias.lit.probe import EvalData
 
-    m = cfg.metric
+    m = cfg.probe  # the shared clip selection
     log.info(
         "%s: %s (%s) | %s, split %s: %d clips%s | %s",
         metric,
