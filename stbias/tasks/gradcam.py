@@ -1,7 +1,7 @@
 """`metric=gradcam` (task=gradcam): Grad-CAM per time step of one layer, and its blob statistics.
 
 ``python run.py metric=gradcam model=<name> dataset=<name> layer=<alias>`` computes the maps of
-``metric.num_clips`` clips of ``dataset.split`` (one backward pass per batch, clips split across
+``probe.num_clips`` clips of ``dataset.split`` (one backward pass per batch, clips split across
 processes by the Trainer) and the blobs of every frame. Writes into the run directory:
 
 * ``results.json`` — the settings (Grad-CAM options, every blob detector setting), the blob
