@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from torch import nn
 
+from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.metrics.blobs import BlobStatistics, blob_params, frame_blobs, welch_ttest
 from stbias.metrics.gradcam import (
@@ -507,8 +507,7 @@ def _reset_hydra_config():
 
 
 def compose_cfg(folder: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SMALL, *overrides], return_hydra_config=True)
+    cfg = compose([*SMALL, *overrides], return_hydra_config=True)  # the task the metric runs in
     cfg.hydra.runtime.output_dir = str(folder)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

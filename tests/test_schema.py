@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import read_wandb_run
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from stbias.config import compose as run_compose
 from stbias.errors import StbiasError
 from stbias.schema import SCHEMA_FILE, errors, numbers_key, schema, validate
 from stbias.tasks import TASKS, run_task
@@ -102,7 +103,7 @@ def test_every_task_writes_its_record_through_the_schema():
 
 def compose_cfg(folder, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = run_compose(list(overrides), return_hydra_config=True)  # the task a metric runs in
     cfg.hydra.runtime.output_dir = str(folder)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

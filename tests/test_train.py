@@ -22,6 +22,7 @@ from omegaconf import OmegaConf, open_dict
 from torch.utils.data import Dataset
 
 from stbias.config import compose as compose_root
+from stbias.config import compose as run_compose
 from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
@@ -470,8 +471,8 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
         "trainer.enable_progress_bar=false",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=small)
-        seeded = compose("config", overrides=[*small, "seed=1"])
+        cfg = run_compose(small)  # as run.py: model=quickstart runs in task=quickstart
+        seeded = run_compose([*small, "seed=1"])
     assert cfg.task.name == "quickstart"  # model=quickstart, the default, selects it
     c2d = quickstart.quickstart_models(cfg)[0]
     assert c2d.name == "c2d_tiny" and c2d.input.size == cfg.model.input.size == 32

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from stbias.api import WeightTemporality
+from stbias.config import compose as run_compose
 from stbias.errors import StbiasError
 from stbias.metrics.weights import (
     ASDT,
@@ -281,7 +282,7 @@ def test_figures_plot_the_results_values():
 
 def _compose(overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        return run_compose(overrides)  # as run.py: metric=asdt runs in task=weights
 
 
 def _check_figures(out: Path):
