@@ -300,6 +300,13 @@ def validate(cfg: Any) -> None:
         valid = check(value)
         if valid is not None:
             raise StbiasError(f"{key}={value!r} is not valid; {key} takes {valid}")
+    _, dropout = _lookup(cfg, "train.static_dropout.p")
+    _, clips = _lookup(cfg, "probe.num_clips")
+    if isinstance(dropout, (int, float)) and dropout > 0 and not (_is_int(clips) and clips >= 2):
+        raise StbiasError(
+            f"probe.num_clips={clips!r} is not valid; StaticDropout (train.static_dropout.p > 0) "
+            "scores units on probe.num_clips training clips: an integer >= 2"
+        )
     settings.check(cfg)
     found = first_non_finite(_plain(cfg))
     if found is not None:

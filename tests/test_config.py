@@ -260,6 +260,10 @@ def run_cli(args, monkeypatch, capsys, tmp_path):
         (["metric=asdt", "model=i3d", "probe.num_clips=3"], "probe.num_clips is not read by"),
         (["task=test", "model=i3d_tiny", "probe.sampling=first"], "probe.sampling is not read by"),
         (["task=train", "metric=asdt"], "metric=asdt runs in task=weights, not task=train"),
+        (
+            ["task=train", "model=i3d_tiny", "train.static_dropout.p=0.5", "probe.num_clips=null"],
+            "probe.num_clips=None is not valid; StaticDropout",
+        ),
         (["model=nosuch"], "Could not find 'model/nosuch'; available options in 'model'"),
     ],
 )

@@ -8,7 +8,7 @@ and writes the map scaled to [0, 1] with its numbers (see :mod:`stbias.metrics.s
 (``task.roots={davis: /data/DAVIS}`` gives the roots of real ones). The model plays no part.
 
 Real datasets are read mask file by mask file (every annotated frame of every video);
-synthetic ones sample by sample (``task.num_clips`` clips, default all of ``num_samples``).
+synthetic ones sample by sample (``probe.num_clips`` clips, default all of ``num_samples``).
 """
 
 from __future__ import annotations
