@@ -698,11 +698,12 @@ def check_command_line(cfg: Any, overrides: Sequence[str]) -> None:
     reads = READS.get(task)
     if reads is None:
         return
+    root = _schema_fields(Root)
     for key in keys:
-        if key in GROUPS or key.startswith("hydra") or key.split("/")[0] in ("hydra",):
-            continue
-        if "/" in key:  # group@package or nested group choices (hydra/launcher=...)
-            continue
+        if key.startswith("hydra") or "/" in key or "@" in key:
+            continue  # Hydra's own settings, nested group choices (hydra/launcher=...)
+        if key in GROUPS or "." not in key and key not in root:
+            continue  # an option of a group (debug=fast, a plug-in's group), not a key
         if any(key == r or key.startswith(r + ".") or r.startswith(key + ".") for r in reads):
             continue
         raise StbiasError(f"{key} is not read by task={task}; task={task} reads {', '.join(reads)}")

@@ -377,20 +377,31 @@ def require_finite(values: Any, what: str, advice: str = "nothing was written") 
     raise StbiasError(f"{what}{where}: {bad} of {total} values are NaN or infinite; {advice}")
 
 
-# Hydra flags that take a value, and flags after which Hydra runs nothing (help, the config)
-_FLAGS_WITH_VALUE = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
-_FLAGS_WITHOUT_RUN = (
+# Hydra flags: the config folder (its value joins the search path); flags after which Hydra
+# runs nothing or composes another primary config (left to Hydra); flags that print the config
+# (checked, but a mistake does not stop the printing), with the words they take
+_FLAGS_WITH_VALUE = ("--config-dir", "-cd")
+_FLAGS_LEFT_TO_HYDRA = (
     "--help",
     "-h",
     "--hydra-help",
-    "--info",
-    "-i",
-    "--cfg",
-    "-c",
     "--shell-completion",
     "-sc",
     "--experimental-rerun",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
 )
+_FLAGS_PRINTING = {
+    "--cfg": ("job", "hydra", "all"),
+    "-c": ("job", "hydra", "all"),
+    "--package": None,
+    "-p": None,
+    "--info": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"),
+    "-i": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"),
+    "--resolve": (),
+}
 
 
 def _one_line(err: BaseException) -> str:
@@ -435,26 +446,34 @@ def check_arguments(args: Sequence[str]) -> list[str]:
     args = list(args)
     overrides: list[str] = []
     search = []
+    printing = False
     i = 0
     while i < len(args):
-        arg = args[i]
-        if arg in _FLAGS_WITHOUT_RUN or arg.split("=")[0] in (
-            "--config-path",
-            "-cp",
-            "--config-name",
-            "-cn",
-        ):
-            return args  # Hydra prints help or the config, or composes another primary config
-        if arg.split("=")[0] in _FLAGS_WITH_VALUE:
-            value = (
-                arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
-            )
-            search.append(f"file://{os.path.abspath(value)}")
-            i += 1 if "=" in arg else 2
-            continue
-        if not arg.startswith("-"):
-            overrides.append(arg)
+        arg, flag = args[i], args[i].split("=")[0]
         i += 1
+        if flag in _FLAGS_LEFT_TO_HYDRA:
+            return args
+        if flag in _FLAGS_WITH_VALUE:
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i] if i < len(args) else "")
+            search.append(f"file://{os.path.abspath(value)}")
+            i += 0 if "=" in arg else 1
+        elif flag in _FLAGS_PRINTING:
+            printing = True
+            words = _FLAGS_PRINTING[flag]
+            if "=" not in arg and i < len(args) and (words is None or args[i] in words):
+                i += 1  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    if printing:  # --cfg job metric=asdt prints the task the metric runs in; nothing runs
+        try:
+            return _checked(args, overrides, search)
+        except StbiasError:
+            return args
+    return _checked(args, overrides, search)
+
+
+def _checked(args: list[str], overrides: list[str], search: list[str]) -> list[str]:
+    """:func:`check_arguments` on the overrides and search path it found in ``args``."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:  # noqa: BLE001 - Hydra's override grammar errors

@@ -276,6 +276,15 @@ def test_a_bad_command_line_is_one_line_and_exit_2_before_anything_runs(
     assert not (tmp_path / ".hydra").exists()  # Hydra never started the run
 
 
+def test_flags_and_group_options_pass_and_printing_the_config_shows_the_home_task():
+    from stbias.validation import check_arguments
+
+    assert check_arguments(["debug=fast", "model=i3d_tiny"]) == ["debug=fast", "model=i3d_tiny"]
+    assert check_arguments(["--cfg", "job", "metric=asdt"])[-1] == "task=weights"
+    assert check_arguments(["-c", "job", "probe.nmu=1"]) == ["-c", "job", "probe.nmu=1"]
+    assert check_arguments(["--help"]) == ["--help"]
+
+
 def test_every_packaged_option_passes_the_typed_checks():
     from stbias.settings import check
 
