@@ -372,6 +372,21 @@ class Root:
     frames: Any = None
 
 
+# the root keys of the figure experiments (conf/experiment/figures): stbias.figures sets them
+# on the command line (paths.runs.<stage>=..., evaluation=...) and the nodes of the task read
+# them through interpolations
+FIGURE_KEYS = (
+    "figure",
+    "paths",
+    "evaluation",
+    "evaluations",
+    "trained_on",
+    "pfm_variants",
+    "training_dataset",
+    "splits",
+    "frames",
+)
+
 # group -> option name (the node's `name`) -> its dataclass
 SCHEMAS: dict[str, dict[str, type]] = {
     "task": {
@@ -704,6 +719,8 @@ def check_command_line(cfg: Any, overrides: Sequence[str]) -> None:
             continue  # Hydra's own settings, nested group choices (hydra/launcher=...)
         if key in GROUPS or "." not in key and key not in root:
             continue  # an option of a group (debug=fast, a plug-in's group), not a key
+        if key.split(".")[0] in FIGURE_KEYS:
+            continue  # the figure experiments' keys reach the task through interpolations
         if any(key == r or key.startswith(r + ".") or r.startswith(key + ".") for r in reads):
             continue
         raise StbiasError(f"{key} is not read by task={task}; task={task} reads {', '.join(reads)}")

@@ -283,6 +283,12 @@ def test_flags_and_group_options_pass_and_printing_the_config_shows_the_home_tas
     assert check_arguments(["--cfg", "job", "metric=asdt"])[-1] == "task=weights"
     assert check_arguments(["-c", "job", "probe.nmu=1"]) == ["-c", "job", "probe.nmu=1"]
     assert check_arguments(["--help"]) == ["--help"]
+    # the paths a figure passes to its experiment reach the task through interpolations
+    figure = [
+        "experiment=figures/byvshev_table1_test_embedded",
+        "paths.runs.byvshev_table1_train_embedded=/runs",
+    ]
+    assert check_arguments(figure) == figure
 
 
 def test_every_packaged_option_passes_the_typed_checks():
