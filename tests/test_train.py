@@ -494,7 +494,7 @@ def test_lightning_keys_mean_what_they_mean_in_the_quickstart(tmp_path):
 
     def trainer_of(*overrides):
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("config", overrides=[f"task.cache_dir={tmp_path}", *overrides])
+            cfg = run_compose([f"task.cache_dir={tmp_path}", *overrides])
         node = quickstart.quickstart_models(cfg)[1]
         folder = quickstart.checkpoint_folder(cfg, node)
         return quickstart.train_config(cfg, node).trainer, folder
@@ -625,7 +625,7 @@ def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
         "trainer.enable_progress_bar=false",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=small)
+        cfg = run_compose(small)
     c2d = quickstart.quickstart_models(cfg)[0]
     folder = quickstart.checkpoint_folder(cfg, c2d)
     # an interrupted first run: one epoch done, its last.ckpt written, no results.json
