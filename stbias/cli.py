@@ -15,6 +15,9 @@ from datetime import datetime
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from stbias.errors import StbiasError
+from stbias.validation import check_arguments
+
 
 @functools.cache
 def run_id() -> str:
@@ -52,7 +55,6 @@ _stop_on_unwritable_run_folder()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _main(cfg: DictConfig):
-    from stbias.errors import StbiasError
     from stbias.tasks import run_task
 
     try:
@@ -69,7 +71,17 @@ def _main(cfg: DictConfig):
 
 
 def main() -> None:
-    """Entry point of the ``stbias`` command."""
+    """Entry point of the ``stbias`` command.
+
+    The command line is composed and checked first (:func:`stbias.validation.check_arguments`):
+    a key that is not a setting, a wrong type or a key the task does not read is one line and
+    exit code 2, before Hydra starts the run.
+    """
+    try:
+        sys.argv[1:] = check_arguments(sys.argv[1:])
+    except StbiasError as err:
+        print(f"stbias: error: {err}", file=sys.stderr)
+        sys.exit(2)
     _main()
 
 

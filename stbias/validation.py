@@ -3,8 +3,13 @@
 Each check names a key, what values are valid and how to say it on the command line, so a typo
 (`metric.lam=abc`, `probe.num_clips=0`, `metric.lr=nan`) stops the run at once with one line
 instead of a traceback after minutes of work. Keys absent from the composed config are not
-checked. Beyond the table: no number anywhere in the config may be NaN or infinite, and the nodes
-of :data:`KNOWN_KEYS` take only their own keys (``+train.static_dropout.foo=1`` is refused).
+checked. Beyond the ranges of :data:`CHECKS`: every key of every node is a setting of the right
+type (:mod:`stbias.settings`; ``+train.static_dropout.foo=1`` is refused), and no number
+anywhere in the config may be NaN or infinite.
+
+:func:`check_arguments` is the command line's check: it composes ``python run.py <args>``
+before Hydra runs anything, so a key that is not a setting, a wrong type, an unknown option or
+a key the chosen task does not read stops with one line and exit code 2.
 
 :func:`require_finite` is the same rule for what a task computes: every task checks its outputs
 before writing them.
@@ -13,11 +18,15 @@ before writing them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
 
+from stbias import settings
+from stbias.config import compose, home_task, names_task
 from stbias.errors import StbiasError
 
 Check = Callable[[Any], str | None]  # returns what would be valid, or None when the value is fine
@@ -185,11 +194,6 @@ CHECKS: dict[str, Check] = {
     "probe.bootstrap": integer(0),
     "probe.include_cls": boolean,
     "probe.save_every": integer(1),
-    # the explanation metrics (metric=temporal_mask, metric=gradcam)
-    "metric.num_clips": integer(1, allow_null=True),
-    "metric.sampling": one_of("stratified", "random", "first"),
-    "metric.batch_size": integer(1),
-    "metric.num_workers": integer(0),
     "metric.figures": integer(0),
     "metric.target_class": one_of("predicted", "label"),
     "metric.perturbation": one_of("freeze", "reverse"),
@@ -243,34 +247,16 @@ CHECKS: dict[str, Check] = {
     "train.static_dropout.p": drop_probability,
     "train.static_dropout.units": one_of("static", "static_joint"),
     "train.static_dropout.refresh_every": integer(1),
-    "train.static_dropout.probe_clips": integer(2),
     "train.static_dropout.lam": number(-1.0, 1.0),
     "train.static_dropout.mode": one_of("static", "all", "random"),
     "train.static_dropout.init": one_of("trained", "start"),
     "trainer.max_epochs": integer(-1),
     "task.roots": roots,
     "task.size": integer(1, allow_null=True),
-    "task.num_clips": integer(1, allow_null=True),
     "task.train.clips": integer(1),
     "task.train.val_clips": integer(1),
     "task.train.max_epochs": integer(1),
     "task.train.batch_size": integer(1),
-}
-
-
-# nodes that take only these keys: an added key (``+train.static_dropout.foo=1``) is a typo
-KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "train.static_dropout": (
-        "p",
-        "layer",
-        "units",
-        "refresh_every",
-        "probe_clips",
-        "lam",
-        "mode",
-        "init",
-    ),
-    "train.segmentation": ("bce_weight", "iou_weight", "threshold"),
 }
 
 
@@ -303,7 +289,8 @@ def _plain(cfg: Any) -> Any:
 def validate(cfg: Any) -> None:
     """Raise a StbiasError for the first value of ``cfg`` that is not valid.
 
-    In order: the keys of :data:`CHECKS`, an unknown key in a node of :data:`KNOWN_KEYS`, and
+    In order: the keys of :data:`CHECKS` (their ranges), every key and type
+    (:func:`stbias.settings.check`: a key that is not a setting, a value of the wrong type), and
     any NaN or infinite number anywhere in the config.
     """
     for key, check in CHECKS.items():
@@ -313,13 +300,14 @@ def validate(cfg: Any) -> None:
         valid = check(value)
         if valid is not None:
             raise StbiasError(f"{key}={value!r} is not valid; {key} takes {valid}")
-    for node, keys in KNOWN_KEYS.items():
-        present, value = _lookup(cfg, node)
-        if not present or not isinstance(value, Mapping):
-            continue
-        for key in value:
-            if key not in keys:
-                raise StbiasError(f"{node}.{key} is not a setting; {node} takes {', '.join(keys)}")
+    _, dropout = _lookup(cfg, "train.static_dropout.p")
+    _, clips = _lookup(cfg, "probe.num_clips")
+    if isinstance(dropout, (int, float)) and dropout > 0 and not (_is_int(clips) and clips >= 2):
+        raise StbiasError(
+            f"probe.num_clips={clips!r} is not valid; StaticDropout (train.static_dropout.p > 0) "
+            "scores units on probe.num_clips training clips: an integer >= 2"
+        )
+    settings.check(cfg)
     found = first_non_finite(_plain(cfg))
     if found is not None:
         key = found[0]
@@ -387,3 +375,128 @@ def require_finite(values: Any, what: str, advice: str = "nothing was written") 
     key, bad, total = found
     where = f" ({key})" if key else ""
     raise StbiasError(f"{what}{where}: {bad} of {total} values are NaN or infinite; {advice}")
+
+
+# Hydra flags: the config folder (its value joins the search path); flags after which Hydra
+# runs nothing or composes another primary config (left to Hydra); flags that print the config
+# (checked, but a mistake does not stop the printing), with the words they take
+_FLAGS_WITH_VALUE = ("--config-dir", "-cd")
+_FLAGS_LEFT_TO_HYDRA = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--shell-completion",
+    "-sc",
+    "--experimental-rerun",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+)
+_FLAGS_PRINTING = {
+    "--cfg": ("job", "hydra", "all"),
+    "-c": ("job", "hydra", "all"),
+    "--package": None,
+    "-p": None,
+    "--info": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"),
+    "-i": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"),
+    "--resolve": (),
+}
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra's message of a failed composition on one line."""
+    text = str(err).split("Config search path")[0].removeprefix("In 'config': ")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines).replace(" Available options in", "; available options in")
+
+
+def _compose_checked(overrides: list[str]) -> Any:
+    """The config of ``overrides``; a key that cannot be set (not in its node) is named with
+    what its node takes, any other failure to compose is Hydra's message on one line."""
+    try:
+        return compose(overrides)
+    except StbiasError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Hydra raises several composition errors
+        text = str(err)
+        for i, override in enumerate(overrides):
+            key = settings.override_key(override)
+            if f"Could not override '{key}'" in text and not override.startswith("~"):
+                rest = overrides[:i] + overrides[i + 1 :]
+                try:
+                    cfg = compose(rest)
+                except Exception:  # noqa: BLE001 - report Hydra's own message below
+                    break
+                with open_dict(cfg):
+                    OmegaConf.update(cfg, key, override.split("=", 1)[1], force_add=True)
+                settings.check(cfg)  # raises the line naming the key and what its node takes
+        raise StbiasError(_one_line(err)) from None
+
+
+def check_arguments(args: Sequence[str]) -> list[str]:
+    """Check the command line ``python run.py <args>`` before Hydra runs it; the arguments to
+    run (with ``task=<home>`` added where the chosen metric or model names the task it runs in).
+
+    Composes the config as Hydra will (each sweep at its first value) and raises one
+    StbiasError line for an unknown option or key, a value of the wrong type or outside its
+    range (:func:`validate`), a key the chosen task does not read and a contradictory task
+    (:func:`stbias.settings.check_command_line`).
+    """
+    args = list(args)
+    overrides: list[str] = []
+    search = []
+    printing = False
+    i = 0
+    while i < len(args):
+        arg, flag = args[i], args[i].split("=")[0]
+        i += 1
+        if flag in _FLAGS_LEFT_TO_HYDRA:
+            return args
+        if flag in _FLAGS_WITH_VALUE:
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i] if i < len(args) else "")
+            search.append(f"file://{os.path.abspath(value)}")
+            i += 0 if "=" in arg else 1
+        elif flag in _FLAGS_PRINTING:
+            printing = True
+            words = _FLAGS_PRINTING[flag]
+            if "=" not in arg and i < len(args) and (words is None or args[i] in words):
+                i += 1  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    if printing:  # --cfg job metric=asdt prints the task the metric runs in; nothing runs
+        try:
+            return _checked(args, overrides, search)
+        except StbiasError:
+            return args
+    return _checked(args, overrides, search)
+
+
+def _checked(args: list[str], overrides: list[str], search: list[str]) -> list[str]:
+    """:func:`check_arguments` on the overrides and search path it found in ``args``."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # noqa: BLE001 - Hydra's override grammar errors
+        raise StbiasError(_one_line(err)) from None
+    chosen = []
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") and key != "hydra.searchpath":
+            continue  # the run folder, the launcher: Hydra's own
+        if key == "hydra.searchpath":
+            value = override.get_value_element_as_str().strip("[]")
+            search += [v.strip() for v in value.split(",") if v.strip()]
+            continue
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()))
+            chosen.append(f"{override.get_key_element()}={first}")
+        else:
+            chosen.append(override.input_line)
+    extra = [f"hydra.searchpath=[{','.join(search)}]"] if search else []
+    cfg = _compose_checked([*chosen, *extra])
+    validate(cfg)
+    settings.check_command_line(cfg, chosen)
+    home = None if names_task(chosen) else home_task(cfg)
+    # Hydra composes without the home-task rule of stbias.config.compose: name the task for it
+    added = [f"task={home[1]}"] if home and str(cfg.task.name) == home[1] else []
+    return [*args, *added]

@@ -37,7 +37,7 @@ SMALL = [
     "experiment=byvshev_brushmnist_small",
     "dataset.num_samples=200",
     "train.val_clips=100",
-    "test.clips=100",
+    "probe.num_clips=100",
     "trainer.max_epochs=1",
     *QUIET,
 ]
@@ -211,7 +211,7 @@ def trained(tmp_path_factory):
 def run_test(compose, tmp_path, *overrides):
     cfg = compose("task=test", *SMALL, *overrides)
     with open_dict(cfg):
-        cfg.test.output_dir = str(tmp_path)
+        cfg.task.output_dir = str(tmp_path)
     record, objects = evaluate.run(cfg)
     return record, objects
 
@@ -242,9 +242,9 @@ def test_task_test_writes_the_breakdown_and_predictions(compose, tmp_path, train
 
 
 def test_reversed_frames_equal_the_reversed_dataset(compose, tmp_path, trained):
-    """test.reverse=true (any dataset) and BrushMNIST's reversed variant predict the same."""
+    """task.reverse=true (any dataset) and BrushMNIST's reversed variant predict the same."""
     ckpt = f"model.checkpoint={trained['checkpoint']}"
-    a, _ = run_test(compose, tmp_path / "a", ckpt, "test.reverse=true")
+    a, _ = run_test(compose, tmp_path / "a", ckpt, "task.reverse=true")
     b, _ = run_test(compose, tmp_path / "b", ckpt, "dataset.variant=reversed")
     read = lambda p: [r["pred"] for r in csv.DictReader(open(p / "predictions.csv"))]  # noqa: E731
     assert read(tmp_path / "a") == read(tmp_path / "b")

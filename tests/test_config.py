@@ -180,3 +180,120 @@ def test_a_sweep_is_counted_from_its_overrides_and_the_sweeper_params():
         ["seed", "probe.layers"],
     )
     assert sweep_points(["model=glob(i3d*)"]) == (None, [])  # a glob is not counted
+
+
+# --- one convention, one clip selection, one group choosing the task, typed settings -----------
+
+SHARED_ROOT_NODES = {"task", "probe", "train", "runs"}
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "task").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_task_yaml_follows_the_one_convention(path):
+    """`# @package _global_`, its own settings in `task` (named after the file), defaults of
+    shared nodes only."""
+    text = path.read_text()
+    assert text.startswith("# @package _global_\n"), path.name
+    node = OmegaConf.load(path)
+    assert node.task.name == path.stem
+    assert set(node) - {"defaults"} <= SHARED_ROOT_NODES, set(node)
+
+
+def test_the_clip_selection_is_one_node_with_each_task_s_defaults(compose):
+    for metric in ("temporal_mask", "gradcam"):
+        cfg = compose(f"metric={metric}", "model=i3d_tiny")
+        assert cfg.task.name == metric and "num_clips" not in cfg.metric
+        assert (cfg.probe.num_clips, cfg.probe.batch_size) == (64, 16)
+        assert compose(f"metric={metric}", "probe.num_clips=6").probe.num_clips == 6
+    assert compose("task=test", "model=i3d_tiny").probe.num_clips is None  # every clip
+    train = compose("task=train", "model=i3d_tiny")
+    assert train.probe.num_clips == 64 and "probe_clips" not in train.train.static_dropout
+    assert compose("model=i3d_tiny").probe.num_clips == 256
+    assert "test" not in compose("task=test", "model=i3d_tiny")  # task=test's own: task.*
+
+
+def test_one_group_chooses_the_task_and_options_name_their_home(compose):
+    assert compose().task.name == "quickstart"
+    assert compose("model=i3d").task.name == "probe"
+    assert compose("metric=selfconv", "model=i3d").task.name == "weights"
+    # an experiment that names its task keeps it under the default model=quickstart
+    assert compose("experiment=figures/center_bias_embedded").task.name == "center_bias"
+    # keys of the home task's node can be set on the command line
+    assert compose("task.train.clips=64").task.train.clips == 64
+
+
+def run_cli(args, monkeypatch, capsys, tmp_path):
+    """``stbias <args>`` in this process: exit code and the lines written to stderr."""
+    import sys
+
+    from stbias.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stbias", *args, f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return done.value.code, lines
+
+
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["metric.iterations=abc"], "metric.iterations is not a setting; metric (metric=unitwise)"),
+        (["metric=temporal_mask", "metric.iterations=abc"], "metric.iterations='abc' is not valid"),
+        (["metric=gradcam", "metric.save_maps=maybe"], "metric.save_maps takes true or false"),
+        (["probe.nmu_clips=3"], "probe.nmu_clips is not a setting; probe takes layers, num_clips"),
+        (["+probe.nmu_clips=3"], "probe.nmu_clips is not a setting"),
+        (["model=i3d_tiny", "+model.builder.depth=2"], "model.builder.depth is not a setting"),
+        (["model=i3d_tiny", "model.builder.dropout=x"], "model.builder.dropout='x' is not valid"),
+        (["model=i3d_tiny", "+dataset.colour=1"], "dataset.colour is not a setting; dataset ("),
+        (["model=i3d_tiny", "trainer.max_epochs=ten"], "trainer.max_epochs='ten' is not valid"),
+        (["model=i3d_tiny", "+trainer.max_epoch=1"], "trainer.max_epoch is not a setting"),
+        (["task=train", "+train.optimizer.momentun=1"], "optimizer.momentun is not a setting"),
+        (["metric=asdt", "model=i3d", "probe.num_clips=3"], "probe.num_clips is not read by"),
+        (["task=test", "model=i3d_tiny", "probe.sampling=first"], "probe.sampling is not read by"),
+        (["task=train", "metric=asdt"], "metric=asdt runs in task=weights, not task=train"),
+        (
+            ["task=train", "model=i3d_tiny", "train.static_dropout.p=0.5", "probe.num_clips=null"],
+            "probe.num_clips=None is not valid; StaticDropout",
+        ),
+        (["model=nosuch"], "Could not find 'model/nosuch'; available options in 'model'"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_and_exit_2_before_anything_runs(
+    args, named, monkeypatch, capsys, tmp_path
+):
+    code, lines = run_cli(args, monkeypatch, capsys, tmp_path)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("stbias: error: ") and named in lines[0], lines[0]
+    assert not (tmp_path / ".hydra").exists()  # Hydra never started the run
+
+
+def test_flags_and_group_options_pass_and_printing_the_config_shows_the_home_task():
+    from stbias.validation import check_arguments
+
+    assert check_arguments(["debug=fast", "model=i3d_tiny"]) == ["debug=fast", "model=i3d_tiny"]
+    assert check_arguments(["--cfg", "job", "metric=asdt"])[-1] == "task=weights"
+    assert check_arguments(["-c", "job", "probe.nmu=1"]) == ["-c", "job", "probe.nmu=1"]
+    assert check_arguments(["--help"]) == ["--help"]
+    # the paths a figure passes to its experiment reach the task through interpolations
+    figure = [
+        "experiment=figures/byvshev_table1_test_embedded",
+        "paths.runs.byvshev_table1_train_embedded=/runs",
+    ]
+    assert check_arguments(figure) == figure
+
+
+def test_every_packaged_option_passes_the_typed_checks(compose):
+    from stbias.settings import check
+
+    for group in ("model", "dataset", "stylization", "trainer", "logger", "metric", "task"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            extra = ["model=i3d_tiny"] if group in ("dataset", "stylization", "trainer") else []
+            check(compose(f"{group}={path.stem}", *extra))
+
+
+def test_the_typed_checks_know_every_task_and_every_packaged_metric():
+    from stbias.settings import READS, SCHEMAS
+
+    assert set(SCHEMAS["task"]) == set(TASKS) == set(READS)
+    assert {p.stem for p in (CONF / "metric").glob("*.yaml")} <= set(SCHEMAS["metric"])

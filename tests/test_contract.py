@@ -93,12 +93,12 @@ def _shrink(words: list[str]) -> list[str]:
             "train.val_clips=8",
         ]
         if _value(words, "train.static_dropout.p"):
-            shrink.append("train.static_dropout.probe_clips=8")
+            shrink.append("probe.num_clips=8")
         return shrink
     if metric in ("temporal_mask", "gradcam"):
-        return ["metric.num_clips=2", "metric.batch_size=2"]
+        return ["probe.num_clips=2", "probe.batch_size=2"]
     if task == "center_bias":
-        return ["task.num_clips=8"]
+        return ["probe.num_clips=8"]
     if task == "layers" or _value(words, "metric") in ("asdt", "selfconv"):
         return []
     if _value(words, "model") is None:  # model=quickstart: two tiny models trained, then probed

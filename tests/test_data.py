@@ -495,8 +495,8 @@ def test_every_dataset_yaml_builds(compose, tmp_path):
     assert compose().dataset._target_.endswith("PlacesFacesMNIST")
     for name in names:
         cfg = compose(f"dataset={name}")
-        synthetic = ("BrushMNIST", "PlacesFacesMNIST", "MixedCuePFM", "SyntheticVOS")
-        if cfg.dataset._target_.split(".")[-1] in synthetic:
+        # a generated dataset says how many clips it makes; a reader of files needs a root
+        if "num_samples" in cfg.dataset:
             ds = instantiate(cfg.dataset, num_frames=4, size=32, num_samples=3)
             assert ds[2]["video"].shape[:3] == (4, 32, 32)
         elif name == "video_folder":

@@ -490,8 +490,8 @@ SMALL = [
     "dataset=brushmnist_small",
     "model.input.frames=8",
     "model.input.size=32",
-    "metric.num_clips=4",
-    "metric.batch_size=2",
+    "probe.num_clips=4",
+    "probe.batch_size=2",
     "metric.figures=1",
     "logger=none",
     "trainer.enable_progress_bar=false",
@@ -557,7 +557,7 @@ def _run_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_ddp_processes_explain_every_clip_once_as_one_process(compose, tmp_path):
-    args = ["metric=temporal_mask", "metric.iterations=3", "metric.num_clips=5"]
+    args = ["metric=temporal_mask", "metric.iterations=3", "probe.num_clips=5"]
     (tmp_path / "one").mkdir()
     a, _ = run_task(compose(*SMALL, *args, run_dir=tmp_path / "one"))
     two = _run_py(tmp_path, *SMALL, *args, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}")
@@ -577,7 +577,7 @@ def test_parity_options_reach_the_search_and_bad_values_stop_early(compose, tmp_
         *SMALL,
         "metric=temporal_mask",
         "metric.iterations=1",
-        "metric.num_clips=2",
+        "probe.num_clips=2",
         "metric.figures=0",
         "metric.init=reference",
         "metric.tv_weights=reference",

@@ -111,7 +111,7 @@ def _rows(files):
         (["model=i3d_tiny", "stylization=precomputed"], "stylization.stylizer.root"),
         (["task=train"], "names several models"),
         (["metric=asdt"], "metric=asdt takes one"),
-        (["model=i3d_tiny", "task=probe", "metric=asdt"], "task=probe reports the pair"),
+        (["model=i3d_tiny", "task=probe", "metric=asdt"], "metric=asdt runs in task=weights"),
         (["metric=asdt", "model=i3d_tiny", "metric.rule=foo"], "metric.rule takes one of"),
         (["model=i3d_tiny", "+trainer.logger=true"], "trainer.logger is not set through"),
         (["model=i3d_tiny", "+trainer.callbacks=[1]"], "trainer.callbacks must be a list"),

@@ -76,8 +76,8 @@ SETTINGS = [
     ),
     Case("mean inf", ("model.input.mean=[inf,0.4,0.4]",), REFUSED, "model.input.mean"),
     Case("fps zero", ("metric=gradcam", "metric.fps=0"), REFUSED, "metric.fps=0"),
-    Case("batch zero", ("metric=gradcam", "metric.batch_size=0"), REFUSED, "metric.batch_size=0"),
-    Case("batch zero tm", ("metric=temporal_mask", "metric.batch_size=0"), REFUSED, "batch_size"),
+    Case("batch zero", ("metric=gradcam", "probe.batch_size=0"), REFUSED, "probe.batch_size=0"),
+    Case("batch zero tm", ("metric=temporal_mask", "probe.batch_size=0"), REFUSED, "batch_size"),
     Case("eps abc", ("metric=gradcam", "metric.eps=abc"), REFUSED, "metric.eps='abc'"),
     Case("eps negative", ("metric=gradcam", "metric.eps=-1"), REFUSED, "metric.eps=-1"),
     Case("normalize", ("metric=gradcam", "metric.normalize=max"), REFUSED, "frame, clip, none"),
@@ -85,8 +85,8 @@ SETTINGS = [
     Case("grid two", ("metric=gradcam", "metric.grid=[2,2]"), REFUSED, "three integers"),
     Case("blobs abc", ("metric=gradcam", "metric.blobs=abc"), REFUSED, "metric.blobs='abc'"),
     Case("label_key", ("metric=temporal_mask", "metric.label_key=''"), REFUSED, "label_key"),
-    Case("num_clips zero", ("metric=gradcam", "metric.num_clips=0"), REFUSED, "^metric.num_clips"),
-    Case("num_clips abc", ("metric=temporal_mask", "metric.num_clips=abc"), REFUSED, "^metric."),
+    Case("num_clips zero", ("metric=gradcam", "probe.num_clips=0"), REFUSED, "^probe.num_clips"),
+    Case("num_clips abc", ("metric=temporal_mask", "probe.num_clips=abc"), REFUSED, "^probe."),
     Case("lam nan", ("metric.lam=nan",), REFUSED, "metric.lam=nan"),
     Case(
         "unknown static dropout key",
@@ -192,11 +192,11 @@ IN_PROCESS, WORKER = "dataset.num_workers=0", "dataset.num_workers=1"
 BROKEN = [
     Case(
         "temporal masks",
-        ("metric=temporal_mask", "metric.iterations=2", "metric.batch_size=3", "metric.figures=1"),
+        ("metric=temporal_mask", "metric.iterations=2", "probe.batch_size=3", "metric.figures=1"),
         SKIPS,
     ),
-    Case("gradcam", ("metric=gradcam", "metric.batch_size=3", "metric.figures=1"), SKIPS),
-    Case("test", ("task=test", "test.split=train", "test.batch_size=3"), SKIPS),
+    Case("gradcam", ("metric=gradcam", "probe.batch_size=3", "metric.figures=1"), SKIPS),
+    Case("test", ("task=test", "task.split=train", "probe.batch_size=3"), SKIPS),
     # the reader warns in the process that decodes: here, so that the test sees the warnings
     Case("probe", ("task=probe", "probe.num_clips=null", "probe.batch_size=3", IN_PROCESS), SKIPS),
     # views rendered in a loader worker (the CPU default with workers): the same answer
@@ -224,7 +224,7 @@ def test_unreadable_videos_are_skipped_and_counted_never_replaced(
         f"dataset.root={broken_folder}",
         "model.builder.num_classes=2",
         *case.command,
-        *(["metric.num_clips=null"] if case.command[0].startswith("metric=") else []),
+        *(["probe.num_clips=null"] if case.command[0].startswith("metric=") else []),
         f"probe.cache_dir={tmp_path / 'cache'}",
         run_dir=tmp_path,
     )
@@ -273,7 +273,7 @@ def test_a_folder_of_only_unreadable_videos_stops_with_one_line(compose, broken_
         "dataset=video_folder",
         f"dataset.root={only}",
         "metric=gradcam",
-        "metric.num_clips=null",
+        "probe.num_clips=null",
         run_dir=tmp_path / "run",
     )
     with pytest.raises(StbiasError, match="could not be read|none of the clips") as err:
@@ -312,12 +312,12 @@ NAN_OUTPUTS = [
     Case("probe", ("task=probe", "probe.num_clips=4"), STOPS, "gave NaN or infinite features"),
     Case(
         "temporal masks",
-        ("metric=temporal_mask", "metric.num_clips=4", "metric.iterations=2"),
+        ("metric=temporal_mask", "probe.num_clips=4", "metric.iterations=2"),
         STOPS,
         "temporal-mask search gave NaN",
     ),
-    Case("gradcam", ("metric=gradcam", "metric.num_clips=4"), STOPS, "Grad-CAM of layer"),
-    Case("test", ("task=test", "test.clips=4"), STOPS, "NaN or infinite logits"),
+    Case("gradcam", ("metric=gradcam", "probe.num_clips=4"), STOPS, "Grad-CAM of layer"),
+    Case("test", ("task=test", "probe.num_clips=4"), STOPS, "NaN or infinite logits"),
     Case("asdt", ("metric=asdt",), STOPS, "the results of task=weights"),
     Case(
         "train",
@@ -360,7 +360,7 @@ def test_gradcam_of_a_dead_layer_gives_flat_maps_never_nan(compose, nan_weights,
         "model.builder.num_classes=100",
         f"model.checkpoint={nan_weights['dead']}",
         "metric=gradcam",
-        "metric.num_clips=4",
+        "probe.num_clips=4",
         "metric.eps=0",
         "layer=res4",
         run_dir=tmp_path,

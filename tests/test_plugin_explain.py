@@ -57,19 +57,13 @@ class FrameOcclusion(Explanation):
 '''
 
 YAML = """
-defaults:
-  - override /task@_global_.task: explain
-
 name: occlusion
+task: explain
 method:
   _target_: occlusion_method.FrameOcclusion
   fill: mean
 target_class: predicted
 label_key: label
-num_clips: 3
-sampling: first
-batch_size: 2
-num_workers: 0
 figures: 0
 """
 
@@ -83,6 +77,9 @@ def test_a_new_explanation_method_runs_from_run_py(tmp_path):
         sys.executable,
         str(ROOT / "run.py"),
         "metric=occlusion",
+        "probe.num_clips=3",
+        "probe.sampling=first",
+        "probe.batch_size=2",
         "model=i3d_tiny",
         "dataset=brushmnist_small",
         "model.input.frames=8",

@@ -103,8 +103,8 @@ EXPLAIN = [
     "dataset=brushmnist_small",
     "model.input.frames=8",
     "model.input.size=32",
-    "metric.num_clips=2",
-    "metric.batch_size=2",
+    "probe.num_clips=2",
+    "probe.batch_size=2",
     "metric.figures=1",
 ]
 

@@ -505,7 +505,7 @@ def test_the_static_dropout_experiment_reduced(compose, tmp_path, monkeypatch):
         "train.val_clips=16",
         "train.batch_size=8",
         "trainer.max_epochs=1",
-        "train.static_dropout.probe_clips=8",
+        "probe.num_clips=8",
         "logger=none",
     )
     rows, objects = run_task(cfg)
@@ -610,7 +610,7 @@ SAME_DATA = [
     "train.batch_size=8",
     "trainer.max_epochs=2",
     "model.builder.dropout=0.5",  # the network's own dropout draws too
-    "train.static_dropout.probe_clips=8",
+    "probe.num_clips=8",
 ]
 
 
@@ -709,7 +709,7 @@ def test_static_dropout_on_grey_clips_probes_the_network_adapted_to_them(compose
         "train.batch_size=8",
         "trainer.max_epochs=1",
         "train.static_dropout.p=0.5",
-        "train.static_dropout.probe_clips=8",
+        "probe.num_clips=8",
     ]
     record, _ = train.run(train_cfg(compose, tmp_path, *grey))
     assert record["in_channels"] == 1  # the network takes one channel, and so do the probe's views

@@ -447,7 +447,7 @@ def test_center_bias_task_side_by_side(compose, tmp_path, monkeypatch):
     cfg = compose(
         "task=center_bias",
         "task.datasets=[camouflage,salient]",
-        "task.num_clips=200",
+        "probe.num_clips=200",
         "task.size=32",
         *TINY,
         run_dir=tmp_path / "run",

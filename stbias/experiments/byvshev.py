@@ -3,7 +3,7 @@
 Table 1 (docs/byvshev.md): a model trained on normal BrushMNIST clips and one on footprint clips
 (``dataset.variant=footprint``), then four evaluations (``task=test``): normal model on normal
 clips (the error breakdown, 1a), footprint model on footprints (1b), normal model on footprints
-(test only), normal model on reversed clips (``test.reverse=true``, 1c). :func:`table1` runs them
+(test only), normal model on reversed clips (``task.reverse=true``, 1c). :func:`table1` runs them
 all; :func:`table1_rows` reads the evaluations back from their run directories.
 
 Table 2: one training per (place classes, motion classes, seed), a Hydra multirun
@@ -234,14 +234,14 @@ def table1(
             [
                 *base,
                 f"dataset.variant={variant}",
-                f"test.reverse={str(reverse).lower()}",
+                f"task.reverse={str(reverse).lower()}",
                 f"model.checkpoint={checkpoints[trained]}",
             ],
         )
         with open_dict(cfg):
-            cfg.test.output_dir = os.path.join(out_dir, name)
+            cfg.task.output_dir = os.path.join(out_dir, name)
         evaluate.run(cfg)
-        folders.append(cfg.test.output_dir)
+        folders.append(cfg.task.output_dir)
     records, _ = load_records(folders)
     rows = table1_rows(records)
     write_table1(rows, out_dir)

@@ -8,7 +8,7 @@ and writes the map scaled to [0, 1] with its numbers (see :mod:`stbias.metrics.s
 (``task.roots={davis: /data/DAVIS}`` gives the roots of real ones). The model plays no part.
 
 Real datasets are read mask file by mask file (every annotated frame of every video);
-synthetic ones sample by sample (``task.num_clips`` clips, default all of ``num_samples``).
+synthetic ones sample by sample (``probe.num_clips`` clips, default all of ``num_samples``).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _graft(cfg: Any, node: Any) -> Any:
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure every dataset; write results, maps and the side-by-side figure."""
     size = int(cfg.task.size)
-    num_clips = cfg.task.get("num_clips")
+    num_clips = cfg.probe.get("num_clips")
     normalise = str(cfg.task.get("normalise", "minmax"))
     CenterBias(size, normalise)  # a bad setting stops here, before any data is read
     entries = {}

@@ -570,8 +570,8 @@ EXPLAIN_TRAINER = {
 
 def explanation_clips(cfg: Any) -> Any:
     """The node that says which clips an explanation reads and how many at a time
-    (``num_clips``, ``sampling``, ``batch_size``, ``num_workers``): ``metric``."""
-    return cfg.metric
+    (``num_clips``, ``sampling``, ``batch_size``, ``num_workers``): the shared ``probe`` node."""
+    return cfg.probe
 
 
 def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch.nn.Module]:
@@ -590,7 +590,7 @@ def explanation_setup(cfg: Any, metric: str) -> tuple[str, InputSpec, Any, torch
     spec = InputSpec.from_dict(plain(cfg.model.input))
     m = explanation_clips(cfg)
     dataset = build_dataset(cfg.dataset, spec)
-    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="metric")
+    chosen = choose_clips(dataset, m.num_clips, str(m.sampling), int(cfg.seed), node="probe")
     if len(chosen) < len(dataset):
         dataset = Subset(dataset, chosen)
     return name, spec, dataset, build_model(cfg.model)

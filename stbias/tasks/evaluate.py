@@ -2,10 +2,10 @@
 
 ``python run.py task=test model=i3d_tiny model.checkpoint=<run>/checkpoints/last.ckpt
 dataset=brushmnist_small`` evaluates the trained network (its classes, input channels and clip
-geometry come from the checkpoint) on ``test.split`` and writes ``results.json`` (``test/acc``,
+geometry come from the checkpoint) on ``task.split`` and writes ``results.json`` (``test/acc``,
 ``test/acc5``, ``test/loss`` and, for datasets whose label is a motion and an appearance factor,
 the per-factor accuracies and the error breakdown of :mod:`stbias.metrics.breakdown`) and
-``predictions.csv`` (one row per clip) into the run directory. ``test.reverse=true`` reverses
+``predictions.csv`` (one row per clip) into the run directory. ``task.reverse=true`` reverses
 every clip's frames (any dataset, any model); dataset options such as ``dataset.variant=footprint``
 pick what is evaluated.
 """
@@ -134,17 +134,17 @@ def summary(record: dict[str, Any]) -> str:
 
 
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluate ``cfg.model`` on ``test.split`` of ``cfg.dataset``; returns the record, objects."""
+    """Evaluate ``cfg.model`` on ``task.split`` of ``cfg.dataset``; returns the record, objects."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     require_one_model(cfg, "task=test")
     apply_checkpoint_settings(cfg)
     name = choice(cfg, "model")
     check_weights(cfg.model, name)
     warn_if_random(cfg.model, name)
-    tcfg = cfg.test
+    tcfg, clips = cfg.task, cfg.probe  # the task's own settings; the shared clip selection
     label_key = str(tcfg.label_key)
     spec = InputSpec.from_dict(plain(cfg.model.input))
-    dataset = build_dataset(cfg.dataset, spec, split=str(tcfg.split), num_samples=tcfg.get("clips"))
+    dataset = build_dataset(cfg.dataset, spec, split=str(tcfg.split), num_samples=clips.num_clips)
     model = build_model(cfg.model)
     num_classes = model_outputs(model, cfg.model, spec)
     check_classes(dataset, label_key, num_classes, name)
@@ -171,7 +171,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         task="task=test",
         default_root_dir=folder,
     )
-    data = EvalData(dataset, int(tcfg.batch_size), int(tcfg.num_workers))
+    data = EvalData(dataset, int(clips.batch_size), int(clips.num_workers))
     try:
         trainer.test(module, datamodule=data, verbose=False)
     except BaseException:

@@ -3,23 +3,18 @@
 An explanation method is a class of :class:`stbias.api.Explanation`'s shape: constructed from a
 model, a layer and settings, ``run(clips)`` returning results with ``table()``, ``plot()`` and
 ``save(folder)``. ``conf/metric/<name>.yaml`` names the class under ``method._target_`` (its
-settings beside it) and selects this task::
+settings beside it) and names this task as the one it runs in::
 
-    defaults:
-      - override /task@_global_.task: explain
     name: occlusion
+    task: explain
     method:
       _target_: my_package.FrameOcclusion
       fill: 0.0
     target_class: predicted
     label_key: label
-    num_clips: 16
-    sampling: stratified
-    batch_size: 8
-    num_workers: 0
     figures: 0
 
-``python run.py metric=occlusion model=i3d_tiny`` then explains ``num_clips`` clips of the
+``python run.py metric=occlusion model=i3d_tiny probe.num_clips=16`` then explains 16 clips of the
 dataset (the root key ``layer`` picks a layer for a method that takes one) and writes the run
 directory the method's results save. ``metric=gradcam`` and ``metric=temporal_mask`` run through
 the same driver (:func:`explain`), their methods built from their own keys.

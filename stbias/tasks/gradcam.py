@@ -1,7 +1,7 @@
 """`metric=gradcam` (task=gradcam): Grad-CAM per time step of one layer, and its blob statistics.
 
 ``python run.py metric=gradcam model=<name> dataset=<name> layer=<alias>`` computes the maps of
-``metric.num_clips`` clips of ``dataset.split`` (one backward pass per batch, clips split across
+``probe.num_clips`` clips of ``dataset.split`` (one backward pass per batch, clips split across
 processes by the Trainer) and the blobs of every frame. Writes into the run directory:
 
 * ``results.json`` — the settings (Grad-CAM options, every blob detector setting), the blob
@@ -78,7 +78,7 @@ def explain_gradcam(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, An
             keep_maps=bool(m.save_maps),
             target_class=str(m.target_class),
             label_key=str(m.label_key),
-            batch_size=int(m.batch_size),
+            batch_size=int(cfg.probe.batch_size),
             model_name=name,
         )
 

@@ -229,7 +229,7 @@ def explanation_config(cfg: Any, metric: str, model: Any, settings: Any) -> Any:
     with open_dict(sub):
         sub.dataset.split = str(cfg.task.eval_split)
         for key, value in (plain(settings) or {}).items():
-            sub.metric[key] = value
+            (sub.probe if key in sub.probe else sub.metric)[key] = value  # clips: probe.*
     return sub
 
 

@@ -94,6 +94,7 @@ def checkpoint_folder(cfg: Any, model_node: Any) -> str:
         trainer={k: v for k, v in plain(train_cfg.trainer).items() if k not in DISPLAY_ONLY},
         seed=int(train_cfg.seed),
     )
+    keyed["train"]["static_dropout"]["probe_clips"] = train_cfg.probe.num_clips  # its clips
     key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(os.path.abspath(str(cfg.task.cache_dir)), f"{model_node.name}-{key}")
 

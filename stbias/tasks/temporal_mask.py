@@ -1,8 +1,8 @@
 """`metric=temporal_mask` (task=temporal_mask): Mänttäri et al.'s temporal masks of a model.
 
 ``python run.py metric=temporal_mask model=<name> dataset=<name> [model.checkpoint=<file>]``
-searches one mask per clip for ``metric.num_clips`` clips of ``dataset.split``, batched
-(``metric.batch_size`` clips at once) and split across processes by the Trainer
+searches one mask per clip for ``probe.num_clips`` clips of ``dataset.split``, batched
+(``probe.batch_size`` clips at once) and split across processes by the Trainer
 (``trainer.devices=N trainer.strategy=ddp``). Writes into the run directory:
 
 * ``results.json`` — the settings, per-run summary (mask length, drop ratio, drop difference:
@@ -50,13 +50,13 @@ def explain_masks(cfg: Any, folder: str) -> tuple[dict[str, Any], dict[str, Any]
             input_spec=spec,
             target_class=str(m.target_class),
             label_key=str(m.label_key),
-            batch_size=int(m.batch_size),
+            batch_size=int(cfg.probe.batch_size),
             model_name=name,
             **settings,
         )
 
     iterations = int(settings["iterations"])
-    detail = f"{iterations} iterations per clip, batches of {int(m.batch_size)} clips"
+    detail = f"{iterations} iterations per clip, batches of {int(cfg.probe.batch_size)} clips"
     progress = f"searching masks of {choice(cfg, 'model')}"
     return explain(cfg, build, folder, detail=detail, progress=progress)
 

@@ -46,7 +46,8 @@ def dropout_settings(cfg: Any) -> StaticDropoutSettings:
         alias = str(alias)
     else:
         alias = default_layer(layers)
-    return StaticDropoutSettings(layer=alias, path=layers.get(alias) if alias else None, **node)
+    path = layers.get(alias) if alias else None
+    return StaticDropoutSettings(layer=alias, path=path, probe_clips=cfg.probe.num_clips, **node)
 
 
 def check(cfg: Any) -> None:
@@ -73,7 +74,9 @@ def probe_setup(
         was_training = model.training
         channels.update(infer_channels(model, undeclared, spec, layout, name))
         model.train(was_training)
-    chosen = choose_clips(train_set, int(settings.probe_clips), "stratified", int(cfg.seed))
+    chosen = choose_clips(
+        train_set, int(settings.probe_clips), str(cfg.probe.sampling), int(cfg.seed)
+    )
     motion = getattr(base_dataset(val_set), "motion_only_classes", None)
     return ProbeSetup(
         spec=spec,

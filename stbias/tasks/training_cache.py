@@ -30,6 +30,8 @@ def training_key(train_cfg: Any) -> str:
         trainer=plain(train_cfg.trainer),
         seed=int(train_cfg.seed),
     )
+    if isinstance(keyed["train"].get("static_dropout"), dict):  # its clips: probe.num_clips
+        keyed["train"]["static_dropout"]["probe_clips"] = train_cfg.probe.get("num_clips")
     return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
