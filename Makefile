@@ -30,12 +30,12 @@ test-fast: install  ## the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install  ## ruff check and format check
-	$(PY) -m ruff check stbias tests benchmarks experiments run.py
-	$(PY) -m ruff format --check stbias tests benchmarks experiments run.py
+	$(PY) -m ruff check stbias tests benchmarks run.py
+	$(PY) -m ruff format --check stbias tests benchmarks run.py
 
 format: install  ## ruff fix and format
-	$(PY) -m ruff check --fix stbias tests benchmarks experiments run.py
-	$(PY) -m ruff format stbias tests benchmarks experiments run.py
+	$(PY) -m ruff check --fix stbias tests benchmarks run.py
+	$(PY) -m ruff format stbias tests benchmarks run.py
 
 bench: install  ## the benchmarks in benchmarks/
 	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -53,7 +53,7 @@ _stop_on_unwritable_run_folder()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _main(cfg: DictConfig):
     from stbias.errors import StbiasError
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     try:
         return run_task(cfg)

@@ -15,7 +15,7 @@ from stbias.tasks.common import build_model, plain
 
 
 def test_probe_api_gives_the_numbers_of_the_command_line(tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     torch.manual_seed(0)
     cfg = compose(["model=i3d_tiny"])

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stbias.errors import StbiasError
-from stbias.tasks import TASKS
+from stbias.runner import RUNS as TASKS
 from stbias.tasks.common import build_logger, build_model, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

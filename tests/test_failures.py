@@ -20,7 +20,7 @@ from stbias import io
 from stbias.cli import main as cli_main
 from stbias.config import compose
 from stbias.errors import StbiasError
-from stbias.tasks import run_task
+from stbias.runner import run_task
 from stbias.tasks.common import build_model, checkpoint_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,8 @@ from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.lit import checkpoints
 from stbias.lit.checkpoints import RunCheckpointIO, inside, resume_state
-from stbias.tasks import run_task, training_cache
+from stbias.runner import run_task
+from stbias.studies import base as training_cache
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # a training of a few seconds: i3d_tiny on 32 BrushMNIST clips of 8 frames, 32 pixels

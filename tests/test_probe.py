@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from stbias.lit.probe import ProbeModule
-from stbias.tasks import run_task
+from stbias.runner import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

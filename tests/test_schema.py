@@ -12,8 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from stbias.errors import StbiasError
+from stbias.runner import RUNS as TASKS
+from stbias.runner import run_task
 from stbias.schema import SCHEMA_FILE, errors, numbers_key, schema, validate
-from stbias.tasks import TASKS, run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

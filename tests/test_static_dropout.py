@@ -38,9 +38,10 @@ from stbias.metrics import score_pairs
 from stbias.models.inputs import InputSpec
 from stbias.plotting.bias_over_training import bias_over_training
 from stbias.plotting.static_dropout import figure, read_rows, summarize, table
+from stbias.runner import run_task
 from stbias.stylization.base import Stylizer
 from stbias.stylization.pairs import PairSampler, make_pair_views
-from stbias.tasks import run_task, train
+from stbias.tasks import train
 from stbias.tasks.probe_series import settling
 
 ROOT = Path(__file__).resolve().parents[1]

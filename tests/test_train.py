@@ -26,6 +26,7 @@ from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
 from stbias.models.inputs import InputSpec, pack_inputs
+from stbias.studies import base, shuffled_baseline
 from stbias.tasks import common, loggers, train
 from stbias.tasks.common import build_logger, build_model, build_trainer
 
@@ -443,7 +444,9 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
         "trainer.max_epochs=3",
         *TINY[5:],
     ]
-    rows = train.shuffled_baseline(["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides)
+    rows = shuffled_baseline.shuffled_baseline(
+        ["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides
+    )
     (row,) = rows
     assert row["num_classes"] == 10 and row["label_key"] == "shape_label"
     assert row["acc_std"] >= 0.8  # chance: 0.1
@@ -460,7 +463,7 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
 
 
 def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     small = [
         f"task.cache_dir={tmp_path}",
@@ -489,14 +492,14 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(tmp_path):
 
 def test_lightning_keys_mean_what_they_mean_in_the_quickstart(tmp_path):
     """trainer.max_epochs=1 trains the quickstart's models one epoch; other Trainer keys pass."""
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     def trainer_of(*overrides):
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
             cfg = compose("config", overrides=[f"task.cache_dir={tmp_path}", *overrides])
         node = quickstart.quickstart_models(cfg)[1]
-        folder = quickstart.checkpoint_folder(cfg, node)
-        return quickstart.train_config(cfg, node).trainer, folder
+        train_cfg = quickstart.train_config(cfg, node)
+        return train_cfg.trainer, base.cache_folder(cfg, node.name, train_cfg)
 
     default, default_folder = trainer_of()
     assert default.max_epochs == 6  # task.train.max_epochs where trainer.max_epochs is not set
@@ -614,7 +617,7 @@ def test_a_checkpoint_brings_the_input_it_was_trained_at(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     small = [
         f"task.cache_dir={tmp_path}",
@@ -626,10 +629,11 @@ def test_an_interrupted_quickstart_training_resumes_in_place(tmp_path, caplog):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=small)
     c2d = quickstart.quickstart_models(cfg)[0]
-    folder = quickstart.checkpoint_folder(cfg, c2d)
+    first = quickstart.train_config(cfg, c2d)
+    folder = base.cache_folder(cfg, c2d.name, first)
     # an interrupted first run: one epoch done, its last.ckpt written, no results.json
-    first = quickstart.train_config(cfg, c2d, folder)
     with open_dict(first):
+        first.train.output_dir = folder
         first.trainer.max_epochs = 1
     train.run(first)
     os.remove(os.path.join(folder, "results.json"))

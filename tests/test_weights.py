@@ -313,7 +313,7 @@ ZOO = ["r2plus1d_18", "s3d", "i3d", "x3d_m", "i3d_inception"]
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_task_on_model_zoo_with_random_weights(name, tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
     from stbias.tasks.common import build_model
 
     monkeypatch.chdir(tmp_path)
@@ -360,7 +360,7 @@ def checkpoint_loader(monkeypatch):
 def test_task_compares_checkpoints_on_one_plot(tmp_path, monkeypatch, checkpoint_loader):
     from hydra.utils import instantiate
 
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     monkeypatch.chdir(tmp_path)
     model_cfg = OmegaConf.create(TINY)
@@ -401,7 +401,7 @@ def test_task_compares_checkpoints_on_one_plot(tmp_path, monkeypatch, checkpoint
 
 
 def test_task_rejects_mismatched_labels(tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     monkeypatch.chdir(tmp_path)
     cfg = _compose(["metric=asdt", "metric.compare=[null,a.pt]", "metric.labels=[one]"])
@@ -440,7 +440,7 @@ def test_command_line_writes_into_hydra_run_dir(tmp_path):
 def test_trained_tiny_checkpoint_against_its_initialisation(tmp_path, monkeypatch):
     from omegaconf import open_dict
 
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     train_args = [
         "task=train",

@@ -21,21 +21,25 @@ import os
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from omegaconf import open_dict
 
 from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.static_dropout import final_report
 from stbias.plotting import save_figure
+from stbias.plotting.explain import draw_table
 from stbias.plotting.latex import latex_table
 from stbias.plotting.static_dropout import (
     MODES,
     figure,
     paired_differences,
+    read_rows,
     summarize,
     table,
     table_cells,
 )
+from stbias.studies.base import run_dirs
 from stbias.tasks import train, train_extras
 from stbias.tasks.common import (
     build_logger,
@@ -211,3 +215,28 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     log.info("%s", text)
     log.info("results: %s", os.path.join(folder, "static_dropout.csv"))
     return rows, {"summary": summary, "figures": figures}
+
+
+# Paper figures (stbias.figures): the study's runs read back and drawn ------------------------
+
+
+def _static_dropout(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of every study's ``static_dropout.csv`` (beside its task=train runs), summarised."""
+    rows = []
+    for folder in run_dirs(table, "train", beside="static_dropout.csv"):
+        rows += read_rows(os.path.join(folder, "static_dropout.csv"))
+    return rows, summarize(rows)
+
+
+def static_dropout_figure(table: pd.DataFrame, title: str | None = None):
+    """Top-1, motion-only top-1 and dynamic units per mode, intervals over seeds."""
+    rows, summary = _static_dropout(table)
+    return figure(rows, summary, title)
+
+
+def static_dropout_table(table: pd.DataFrame, title: str | None = None):
+    """The StaticDropout table (``static_dropout.md``'s cells) drawn as a figure: every mode over
+    seeds, then every mode against ``none`` paired by seed."""
+    runs, summary = _static_dropout(table)
+    header, rows = table_cells(summary + paired_differences(runs))
+    return draw_table(header, rows, title=title)
