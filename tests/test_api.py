@@ -11,7 +11,8 @@ from stbias.config import compose
 from stbias.data import PlacesFacesMNIST
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
-from stbias.tasks.common import build_model, plain
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.run_config import plain
 
 
 def test_probe_api_gives_the_numbers_of_the_command_line(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from stbias.cli import main as cli_main
 from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.runner import run_task
-from stbias.tasks.common import build_model, checkpoint_settings
+from stbias.tasks.model_setup import build_model, checkpoint_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]

@@ -478,7 +478,7 @@ def test_every_figure_reads_the_stylized_activitynet_by_time(
 
     from stbias.lit.probe import stylizer_context
     from stbias.models.inputs import InputSpec
-    from stbias.tasks.common import build_dataset
+    from stbias.tasks.dataset_setup import build_dataset
 
     root, stylized = fixtures.activitynet(tmp_path / "anet", tmp_path / "sty")
     name = FIGURE_OF[experiment]

@@ -598,7 +598,7 @@ def test_a_training_cache_with_a_damaged_results_file_trains_again(tmp_path, cap
     first = train_once(cfg.copy(), folder, "i3d_tiny")
     results = Path(folder, "results.json")
     results.write_text('{"task": "tra')
-    with caplog.at_level(logging.WARNING, logger="stbias.tasks.common"):
+    with caplog.at_level(logging.WARNING, logger="stbias.studies.base"):
         again = train_once(cfg.copy(), folder, "i3d_tiny")
     assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
     assert json.loads(results.read_text())["task"] == "train"

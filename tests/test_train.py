@@ -27,8 +27,10 @@ from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
 from stbias.models.inputs import InputSpec, pack_inputs
 from stbias.studies import base, shuffled_baseline
-from stbias.tasks import common, loggers, train
-from stbias.tasks.common import build_logger, build_model, build_trainer
+from stbias.tasks import loggers, model_setup, train
+from stbias.tasks.loggers import build_logger
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.trainer_setup import build_trainer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -272,7 +274,7 @@ def test_trained_checkpoint_loads_by_model_checkpoint(tmp_path):
     assert model.stem[0][0].in_channels == 1 and model.head.proj.out_features == 2
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
-    adapted = common.model_config_for_checkpoint(probe_cfg.model)
+    adapted = model_setup.model_config_for_checkpoint(probe_cfg.model)
     assert adapted.input.channels == 1 and list(adapted.input.mean) == [0.45]
     x = torch.randn(2, 1, 8, 32, 32)
     torch.testing.assert_close(model(x), trained(x))

@@ -29,7 +29,7 @@ from stbias.models.twostream import twostream_seg
 from stbias.plotting.vos import center_bias_maps, fig4, fig7, table1_markdown, table1_rows
 from stbias.runner import run_task
 from stbias.stylization import PairSampler, TextureStylizer, hsv_to_rgb, make_flow_pair_views
-from stbias.tasks.common import build_model
+from stbias.tasks.model_setup import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

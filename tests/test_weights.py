@@ -314,7 +314,7 @@ ZOO = ["r2plus1d_18", "s3d", "i3d", "x3d_m", "i3d_inception"]
 @pytest.mark.parametrize("name", ZOO)
 def test_task_on_model_zoo_with_random_weights(name, tmp_path, monkeypatch):
     from stbias.runner import run_task
-    from stbias.tasks.common import build_model
+    from stbias.tasks.model_setup import build_model
 
     monkeypatch.chdir(tmp_path)
     cfg = _compose(["metric=asdt", f"model={name}"])

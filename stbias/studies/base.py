@@ -25,7 +25,7 @@ from stbias.config import compose
 from stbias.errors import StbiasError
 from stbias.lit.checkpoints import inside
 from stbias.results import UnreadableRecord, read_record
-from stbias.tasks.common import plain, task_epochs
+from stbias.tasks.run_config import plain, task_epochs
 from stbias.tasks.train import run as train
 
 log = logging.getLogger(__name__)

@@ -58,16 +58,11 @@ from stbias.plotting.manttari import fig4, table2
 from stbias.results import blob_samples, explanation_statistics, mask_samples
 from stbias.studies import base
 from stbias.studies.base import label_of, read_run, run_dirs, sub_run, train_run
-from stbias.tasks.common import (
-    apply_checkpoint_settings,
-    build_dataset,
-    build_model,
-    choice,
-    output_dir,
-    plain,
-)
+from stbias.tasks.dataset_setup import build_dataset
 from stbias.tasks.gradcam import explain_gradcam
+from stbias.tasks.model_setup import apply_checkpoint_settings, build_model
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
 from stbias.tasks.temporal_mask import explain_masks
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,18 @@ from stbias.plotting import save_figure
 from stbias.results import layer_rows, rows_of
 from stbias.studies import base
 from stbias.studies.base import train_run
-from stbias.tasks.common import build_logger, check_results, output_dir
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.loggers import (
+    build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
 from stbias.tasks.probe import FIGURE, draw, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import check_results, output_dir
 
 log = logging.getLogger(__name__)
 

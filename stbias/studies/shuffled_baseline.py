@@ -27,8 +27,10 @@ from stbias.models.inputs import InputSpec
 from stbias.plotting import save_figure
 from stbias.plotting.training import shuffled_drop
 from stbias.tasks import train
-from stbias.tasks.common import build_dataset, build_logger, build_model, plain
-from stbias.tasks.loggers import finish_logger, log_run, run_identity
+from stbias.tasks.dataset_setup import build_dataset
+from stbias.tasks.loggers import build_logger, finish_logger, log_run, run_identity
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.run_config import plain
 from stbias.tasks.train import (
     adapt_model_config,
     infer_channels,

@@ -41,16 +41,17 @@ from stbias.plotting.static_dropout import (
 )
 from stbias.studies.base import run_dirs
 from stbias.tasks import train, train_extras
-from stbias.tasks.common import (
+from stbias.tasks.loggers import (
     build_logger,
-    check_results,
-    choice,
-    output_dir,
-    plain,
-    require_one_model,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import require_one_model
 from stbias.tasks.record import write_results
+from stbias.tasks.run_config import check_results, choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 

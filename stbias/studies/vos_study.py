@@ -58,19 +58,20 @@ from stbias.results import center_bias_arrays, layer_rows
 from stbias.studies import base
 from stbias.studies.base import label_of, read_run, run_dirs, train_run
 from stbias.tasks.center_bias import center_bias
-from stbias.tasks.common import (
-    build_dataset,
+from stbias.tasks.dataset_setup import build_dataset
+from stbias.tasks.loggers import (
     build_logger,
-    build_model,
-    choice,
-    output_dir,
-    plain,
-    require_one_model,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import build_model, require_one_model
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.probe import summary_table
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
 
 # short labels for the figures
 CROSS_LABELS = {

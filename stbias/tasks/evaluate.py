@@ -27,24 +27,27 @@ from stbias.errors import StbiasError
 from stbias.lit.evaluate import Evaluator
 from stbias.lit.probe import EvalData
 from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.tasks.common import (
-    apply_checkpoint_settings,
-    base_dataset,
-    build_dataset,
+from stbias.tasks.dataset_setup import base_dataset, build_dataset
+from stbias.tasks.loggers import (
     build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
+from stbias.tasks.model_setup import (
+    apply_checkpoint_settings,
     build_model,
-    build_trainer,
     check_weights,
-    choice,
-    output_dir,
-    plain,
     require_one_model,
     warn_if_random,
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import complete, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
+from stbias.tasks.trainer_setup import build_trainer
 
 log = logging.getLogger(__name__)
 

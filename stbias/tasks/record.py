@@ -21,7 +21,7 @@ SETTINGS_NODES = ("task", "metric", "probe", "train", "stylization")
 
 
 def _config_value(cfg: Any, group: str) -> str | None:
-    from stbias.tasks.common import choice
+    from stbias.tasks.run_config import choice
 
     node = cfg.get(group) if cfg is not None else None
     return choice(cfg, group) if node is not None else None
@@ -41,7 +41,8 @@ def complete(record: dict[str, Any], cfg: Any = None) -> dict[str, Any]:
     (``random``, ``pretrained:...``, ``file:...``), the seed, ``settings`` (the task, metric,
     probe, train and stylization nodes), the resolved config and the environment.
     """
-    from stbias.tasks.common import plain, resolved, weights_record
+    from stbias.tasks.model_setup import weights_record
+    from stbias.tasks.run_config import plain, resolved
 
     config = record.get("config")
     if config is None and cfg is not None:
@@ -75,7 +76,7 @@ def write_results(folder: str | os.PathLike, record: dict[str, Any], cfg: Any = 
     Returns:
         The path of ``results.json``.
     """
-    from stbias.tasks.common import check_results
+    from stbias.tasks.run_config import check_results
 
     complete(record, cfg)
     path = os.path.join(os.fspath(folder), "results.json")

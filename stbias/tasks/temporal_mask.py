@@ -32,20 +32,16 @@ from stbias.lit.explain import TemporalMaskModule, packer
 from stbias.metrics.masks import SEARCH_SETTINGS, TemporalMask, freeze
 from stbias.plotting import save_figure
 from stbias.plotting.explain import mask_strip, table4
-from stbias.tasks.common import (
-    check_results,
-    choice,
-    clip_by_index,
-    dataset_indices,
+from stbias.tasks.dataset_setup import clip_by_index, dataset_indices
+from stbias.tasks.explanations import (
     explanation_setup,
-    output_dir,
-    plain,
     report_explanation,
     run_explanation,
     skipped_note,
-    weights_record,
 )
+from stbias.tasks.model_setup import weights_record
 from stbias.tasks.record import random_note, write_results
+from stbias.tasks.run_config import check_results, choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 

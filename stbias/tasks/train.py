@@ -42,23 +42,25 @@ from stbias.lit.segmentation import VideoSegmenter
 from stbias.lit.train_data import ClassificationData, EpochSetter, ResumeState
 from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
-from stbias.tasks.common import (
-    MODEL_OVERRIDES,
-    base_dataset,
-    build_dataset,
+from stbias.tasks.dataset_setup import base_dataset, build_dataset
+from stbias.tasks.loggers import (
     build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
+from stbias.tasks.model_setup import (
+    MODEL_OVERRIDES,
     build_model,
-    build_trainer,
-    choice,
-    device_label,
-    output_dir,
-    plain,
     prepare_model,
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import complete, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
+from stbias.tasks.trainer_setup import build_trainer, device_label
 from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)

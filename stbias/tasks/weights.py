@@ -26,15 +26,17 @@ from stbias.plotting.weights import (
     plot_asdt,
     plot_temporal_channels,
 )
-from stbias.tasks.common import (
+from stbias.tasks.loggers import (
     build_logger,
-    build_model,
-    output_dir,
-    prepare_model,
-    resolved,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import build_model, prepare_model
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import output_dir, resolved
 
 log = logging.getLogger(__name__)
 
