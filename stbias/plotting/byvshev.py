@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from stbias.plotting.latex import attach_table, markdown_cells  # noqa: E402
+from stbias.plotting.static_dropout import interval
 from stbias.plotting.style import paper_subplots  # noqa: E402
 
 # Table 1 of the paper (I3D trained from scratch on BrushMNIST, 150 frames of 224x224), in %
@@ -247,8 +248,6 @@ def table2_cells(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list
 
     One seed gives ``nan`` bounds; the interval is of the mean over the seeds' final accuracies.
     """
-    from stbias.plotting.static_dropout import interval
-
     cells: dict[tuple[int, int], list[float]] = defaultdict(list)
     for row in rows:
         cells[(int(row["places"]), int(row["motions"]))].append(float(row["acc"]))
@@ -288,8 +287,6 @@ def table2_trend(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> dict
     The paper's trend (more appearance classes cost more than more motion classes) is ``gap < 0``.
     A grid with fewer than two values on either axis has no trend (``nan``).
     """
-    from stbias.plotting.static_dropout import interval
-
     by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
     for row in rows:
         by_seed[int(row["seed"])][(int(row["places"]), int(row["motions"]))] = float(row["acc"])
