@@ -15,6 +15,9 @@ from datetime import datetime
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from stbias.errors import StbiasError
+from stbias.runner import run_task
+
 
 @functools.cache
 def run_id() -> str:
@@ -52,9 +55,6 @@ _stop_on_unwritable_run_folder()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _main(cfg: DictConfig):
-    from stbias.errors import StbiasError
-    from stbias.runner import run_task
-
     try:
         return run_task(cfg)
     except Exception as err:

@@ -15,14 +15,14 @@ from typing import Any
 
 from stbias import io
 from stbias.schema import HEADER, SCHEMA_NAME, validate
+from stbias.tasks.model_setup import weights_record
+from stbias.tasks.run_config import check_results, choice, plain, resolved
 
 # the config nodes that set a task's numbers: a record's ``settings`` unless the task gives its own
 SETTINGS_NODES = ("task", "metric", "probe", "train", "stylization")
 
 
 def _config_value(cfg: Any, group: str) -> str | None:
-    from stbias.tasks.run_config import choice
-
     node = cfg.get(group) if cfg is not None else None
     return choice(cfg, group) if node is not None else None
 
@@ -41,9 +41,6 @@ def complete(record: dict[str, Any], cfg: Any = None) -> dict[str, Any]:
     (``random``, ``pretrained:...``, ``file:...``), the seed, ``settings`` (the task, metric,
     probe, train and stylization nodes), the resolved config and the environment.
     """
-    from stbias.tasks.model_setup import weights_record
-    from stbias.tasks.run_config import plain, resolved
-
     config = record.get("config")
     if config is None and cfg is not None:
         config = resolved(cfg)
@@ -76,8 +73,6 @@ def write_results(folder: str | os.PathLike, record: dict[str, Any], cfg: Any = 
     Returns:
         The path of ``results.json``.
     """
-    from stbias.tasks.run_config import check_results
-
     complete(record, cfg)
     path = os.path.join(os.fspath(folder), "results.json")
     check_results(record, f"task={record['task']}")  # no NaN or inf is written
