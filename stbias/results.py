@@ -32,6 +32,7 @@ damaged ``.npz`` file.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
@@ -610,3 +611,20 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tupl
         record["run_dir"] = os.path.dirname(os.path.abspath(file))
         records.append(record)
     return records, skipped
+
+
+def static_dropout_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a StaticDropout study's ``static_dropout.csv`` (numbers as floats, ``mode`` as
+    text)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in rows:
+        parsed: dict[str, Any] = {}
+        for key, value in row.items():
+            try:
+                parsed[key] = float(value) if key != "mode" and value != "" else value
+            except ValueError:
+                parsed[key] = value
+        out.append(parsed)
+    return out

@@ -34,11 +34,11 @@ from stbias.plotting.static_dropout import (
     MODES,
     figure,
     paired_differences,
-    read_rows,
     summarize,
     table,
     table_cells,
 )
+from stbias.results import static_dropout_rows
 from stbias.studies.base import run_dirs
 from stbias.tasks import train, train_extras
 from stbias.tasks.loggers import (
@@ -225,7 +225,7 @@ def _static_dropout(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dic
     """The rows of every study's ``static_dropout.csv`` (beside its task=train runs), summarised."""
     rows = []
     for folder in run_dirs(table, "train", beside="static_dropout.csv"):
-        rows += read_rows(os.path.join(folder, "static_dropout.csv"))
+        rows += static_dropout_rows(os.path.join(folder, "static_dropout.csv"))
     return rows, summarize(rows)
 
 
