@@ -1,6 +1,6 @@
 """Byvshev et al. (CVIU'22) Table 1 (BrushMNIST experiments) and Table 2 (P+F+M accuracy grid).
 
-Pure functions from result rows (see :mod:`stbias.experiments.byvshev`, which reads them from run
+Pure functions from result rows (see :mod:`stbias.studies.byvshev`, which reads them from run
 directories) to figures and Markdown tables, with the paper's numbers beside stbias's.
 """
 
