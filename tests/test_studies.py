@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from stbias.config import compose
 from stbias.errors import StbiasError
@@ -92,3 +92,12 @@ def test_nothing_below_the_studies_imports_them(layer):
     for path in (p for p in paths if p.exists()):
         upward = {m for m in _imported(path) if m.startswith(("stbias.studies", "stbias.runner"))}
         assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)}"
+
+
+def test_a_sub_run_composes_from_a_yaml_node_with_defaults():
+    node = OmegaConf.create(
+        "defaults: [{task: train}, dataset=pfm]\ntrain.batch_size: 3\ndataset.num_places: 2\n"
+    )
+    sub = base.sub_run(compose(["seed=3"]), node)
+    assert sub.task.name == "train" and sub.dataset._target_.endswith("PlacesFacesMNIST")
+    assert (sub.train.batch_size, sub.dataset.num_places, sub.seed) == (3, 2, 3)
