@@ -30,7 +30,7 @@ test-fast: install  ## the tests not marked slow (minutes each): for development
 	$(PY) -m pytest -q -m "not slow"
 
 # the Python of the tree: the folders and files of this list that exist
-LINT_PATHS = $(wildcard stbias tests benchmarks experiments run.py)
+LINT_PATHS = $(wildcard stbias tests benchmarks run.py)
 
 lint: install  ## ruff check and format check (CI runs it before the tests)
 	$(PY) -m ruff check $(LINT_PATHS)

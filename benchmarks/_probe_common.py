@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 
 from stbias.lit.probe import build_probe_module, channels_last
 from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.tasks.common import build_model, plain
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.run_config import plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

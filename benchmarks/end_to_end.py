@@ -63,7 +63,10 @@ from stbias.lit.probe import (  # noqa: E402
 )
 from stbias.models.inputs import InputSpec, pack_inputs  # noqa: E402
 from stbias.reporting import quiet_libraries  # noqa: E402
-from stbias.tasks.common import build_dataset, build_model, build_trainer, plain  # noqa: E402
+from stbias.tasks.dataset_setup import build_dataset  # noqa: E402
+from stbias.tasks.model_setup import build_model  # noqa: E402
+from stbias.tasks.run_config import plain  # noqa: E402
+from stbias.tasks.trainer_setup import build_trainer  # noqa: E402
 
 CONF = ROOT / "conf"
 # (name, extension, codec, width, height, fps): SSv2 as released; Kinetics at YouTube's 360p

@@ -32,7 +32,7 @@ from stbias.config import option_node  # noqa: E402
 from stbias.lit.explain import packer  # noqa: E402
 from stbias.metrics.masks import TemporalMask  # noqa: E402
 from stbias.models.inputs import InputSpec  # noqa: E402
-from stbias.tasks.common import build_model  # noqa: E402
+from stbias.tasks.model_setup import build_model  # noqa: E402
 
 DEVICE = torch.device("cpu")
 INPUT: dict[str, int] = {}  # frames / size replacing the model's (tiny smoke runs)

@@ -92,7 +92,9 @@ def setup(name: str, num_clips: int, seed: int = 0):
     from hydra.utils import instantiate
 
     from stbias.config import compose
-    from stbias.tasks.common import build_dataset, build_model, plain
+    from stbias.tasks.dataset_setup import build_dataset
+    from stbias.tasks.model_setup import build_model
+    from stbias.tasks.run_config import plain
 
     cfg = compose([f"model={name}", "dataset=pfm", "dataset.num_places=8", "dataset.num_motions=8"])
     torch.manual_seed(seed)

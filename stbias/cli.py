@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stbias.errors import StbiasError
+from stbias.runner import run_task
 from stbias.validation import check_arguments
 
 
@@ -55,8 +56,6 @@ _stop_on_unwritable_run_folder()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _main(cfg: DictConfig):
-    from stbias.tasks import run_task
-
     try:
         return run_task(cfg)
     except Exception as err:

@@ -32,6 +32,7 @@ damaged ``.npz`` file.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
@@ -567,3 +568,63 @@ def explanation_statistics(
         return summaries, None
     samples = {label: SAMPLES[task](d) for label, d in runs.items()}
     return summaries, {key: _welch(samples, key) for key in measures}
+
+
+def center_bias_arrays(run_dir: str) -> dict[str, np.ndarray]:
+    """The mean foreground mask of every dataset of a run's ``center_bias.npz`` (dataset -> map);
+    one line naming the file if it cannot be read."""
+    path = os.path.join(run_dir, "center_bias.npz")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key.split("/")[0]: npz[key] for key in npz.files if key.endswith("/map")}
+    except Exception as err:  # noqa: BLE001 - zip, header and pickle errors alike
+        raise StbiasError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+
+
+def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list, int]:
+    """``results.json`` of run directories (or globs of them, or of the files themselves).
+
+    Returns:
+        The records, each with ``run_dir`` added, and the number of files that could not be read
+        (skipped and counted, never fatal).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        matches = sorted(glob.glob(path)) or [path]
+        for match in matches:
+            files.append(match if match.endswith(".json") else os.path.join(match, "results.json"))
+    records, skipped = [], 0
+    for file in dict.fromkeys(files):
+        try:
+            with open(file) as fh:
+                record = json.load(fh)
+        except (OSError, ValueError) as err:
+            log.warning("skipped %s (%s)", file, err)
+            skipped += 1
+            continue
+        if not isinstance(record, dict):
+            skipped += 1
+            continue
+        record["run_dir"] = os.path.dirname(os.path.abspath(file))
+        records.append(record)
+    return records, skipped
+
+
+def static_dropout_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a StaticDropout study's ``static_dropout.csv`` (numbers as floats, ``mode`` as
+    text)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in rows:
+        parsed: dict[str, Any] = {}
+        for key, value in row.items():
+            try:
+                parsed[key] = float(value) if key != "mode" and value != "" else value
+            except ValueError:
+                parsed[key] = value
+        out.append(parsed)
+    return out

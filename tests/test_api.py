@@ -27,7 +27,7 @@ NUMBERS = ("scores_", "dims_", "percent_", "units_", "n_pairs_")
 
 
 def test_probe_api_gives_the_rows_of_the_command_line(tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     torch.manual_seed(0)
     weights = tmp_path / "i3d_tiny.pt"

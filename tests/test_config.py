@@ -9,8 +9,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stbias.errors import StbiasError
-from stbias.tasks import TASKS
-from stbias.tasks.common import build_logger, build_model, build_trainer
+from stbias.runner import RUNS as TASKS
+from stbias.tasks.loggers import build_logger
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.trainer_setup import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -152,7 +154,7 @@ def test_clip_geometry_follows_the_model(compose, model, size, short_side, frame
 
 def test_a_dataset_value_that_contradicts_the_model_names_both_keys(compose):
     from stbias.models.inputs import InputSpec
-    from stbias.tasks.common import build_dataset
+    from stbias.tasks.dataset_setup import build_dataset
 
     cfg = compose("model=i3d", "dataset=kinetics", "dataset.size=112")
     spec = InputSpec.from_dict(OmegaConf.to_container(cfg.model.input, resolve=True))
@@ -164,7 +166,7 @@ def test_a_dataset_value_that_contradicts_the_model_names_both_keys(compose):
 
 
 def test_published_weights_are_declared_where_the_builders_have_them():
-    from stbias.tasks.common import models_with_published_weights
+    from stbias.tasks.model_setup import models_with_published_weights
 
     have = set(models_with_published_weights())
     assert {"i3d", "slowfast", "r3d_18", "x3d_m", "mvit"} <= have

@@ -47,7 +47,7 @@ def world(tmp_path_factory):
     """Fixture data and weights, and the folder every command runs in (shared caches)."""
     base = tmp_path_factory.mktemp("contract")
     data = base / "data"
-    from stbias.tasks.common import build_model
+    from stbias.tasks.model_setup import build_model
 
     anet, stylized = fixtures.activitynet(data / "activitynet", data / "stylized_activitynet")
     torch.manual_seed(0)

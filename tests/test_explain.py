@@ -34,7 +34,7 @@ from stbias.metrics.masks import (
     temporal_mask_statistics,
     tv_beta,
 )
-from stbias.tasks import run_task
+from stbias.runner import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -668,7 +668,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
         assert (out / label / "temporal_mask" / "masks.npz").is_file()
     assert "Table 4: temporal masks" in run.stdout and "Welch t-test" in run.stdout
     # the tables are drawn again from the run's files alone
-    from stbias.tasks.manttari import redraw
+    from stbias.studies.manttari import redraw
 
     again = redraw(str(out))
     assert again["tables"]["table4"]["summaries"] == record["tables"]["table4"]["summaries"]
@@ -697,7 +697,7 @@ def test_experiment_manttari_reduced_writes_tables_1_3_and_4(tmp_path):
 
 
 def test_manttari_checkpoints_name_a_model_and_a_file(compose, tmp_path):
-    from stbias.tasks.manttari import user_checkpoints
+    from stbias.studies.manttari import user_checkpoints
 
     ckpt = tmp_path / "m.ckpt"
     ckpt.write_bytes(b"")

@@ -20,8 +20,8 @@ from conftest import compose_config
 from stbias import io
 from stbias.cli import main as cli_main
 from stbias.errors import StbiasError
-from stbias.tasks import run_task
-from stbias.tasks.common import build_model, checkpoint_settings
+from stbias.runner import run_task
+from stbias.tasks.model_setup import build_model, checkpoint_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]

@@ -218,8 +218,9 @@ def test_embedded_center_bias_shows_each_datasets_center_mass(embedded):
 @pytest.mark.slow
 def test_embedded_byvshev_table1_runs_the_four_evaluations_of_the_driver(embedded):
     """Each job of the test stage evaluates the model, clips and frame order that
-    stbias.experiments.byvshev.TABLE1_EVALUATIONS name."""
-    from stbias.experiments.byvshev import TABLE1_EVALUATIONS, load_records, table1_rows
+    stbias.studies.byvshev.TABLE1_EVALUATIONS name."""
+    from stbias.results import load_records
+    from stbias.studies.byvshev import TABLE1_EVALUATIONS, table1_rows
 
     record = embedded("byvshev-table1")
     records, skipped = load_records(f"{record['runs'][1]}/*/")
@@ -237,7 +238,8 @@ def test_embedded_byvshev_table1_runs_the_four_evaluations_of_the_driver(embedde
 def test_embedded_byvshev_table2_draws_the_grid_of_its_runs(embedded):
     import csv
 
-    from stbias.experiments.byvshev import load_records, table2_rows
+    from stbias.results import load_records
+    from stbias.studies.byvshev import table2_rows
 
     record = embedded("byvshev-table2")
     rows = table2_rows(load_records(f"{record['runs'][0]}/*/")[0])
@@ -465,7 +467,7 @@ def test_every_figure_reads_the_stylized_activitynet_by_time(compose, experiment
 
     from stbias.lit.probe import stylizer_context
     from stbias.models.inputs import InputSpec
-    from stbias.tasks.common import build_dataset
+    from stbias.tasks.dataset_setup import build_dataset
 
     root, stylized = fixtures.activitynet(tmp_path / "anet", tmp_path / "sty")
     name = FIGURE_OF[experiment]

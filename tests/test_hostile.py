@@ -33,7 +33,7 @@ from conftest import compose_config
 from hydra.core.hydra_config import HydraConfig
 
 from stbias.errors import StbiasError
-from stbias.tasks import run_task
+from stbias.runner import run_task
 from stbias.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -570,7 +570,7 @@ def test_split_sets_keeps_spaces_and_quotes_inside_a_path():
 
 @pytest.mark.slow
 def test_a_training_cache_with_a_damaged_results_file_trains_again(compose, tmp_path, caplog):
-    from stbias.tasks.training_cache import train_once
+    from stbias.studies.base import train_once
 
     cfg = compose(
         *SMALL,
@@ -587,7 +587,7 @@ def test_a_training_cache_with_a_damaged_results_file_trains_again(compose, tmp_
     first = train_once(cfg.copy(), folder, "i3d_tiny")
     results = Path(folder, "results.json")
     results.write_text('{"task": "tra')
-    with caplog.at_level(logging.WARNING, logger="stbias.tasks.common"):
+    with caplog.at_level(logging.WARNING, logger="stbias.studies.base"):
         again = train_once(cfg.copy(), folder, "i3d_tiny")
     assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
     assert json.loads(results.read_text())["task"] == "train"
@@ -720,14 +720,15 @@ def test_results_load_arguments(tmp_path):
 
 
 def test_study_readers_name_the_file_they_cannot_read(tmp_path):
-    from stbias.figures.tables import _maps, _record
-    from stbias.tasks.manttari import redraw
+    from stbias.results import center_bias_arrays
+    from stbias.studies.base import read_run
+    from stbias.studies.manttari import redraw
 
     (tmp_path / "results.json").write_text('{"task": "mant')
     (tmp_path / "center_bias.npz").write_bytes(b"PK\x03\x04 not a zip")
-    for read in (_record, redraw):
+    for read in (read_run, redraw):
         with pytest.raises(StbiasError, match="results.json: not a readable results file") as err:
             read(str(tmp_path))
         assert str(tmp_path) in one_line(err.value)
     with pytest.raises(StbiasError, match="center_bias.npz cannot be read"):
-        _maps(str(tmp_path))
+        center_bias_arrays(str(tmp_path))

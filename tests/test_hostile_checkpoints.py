@@ -28,7 +28,8 @@ from stbias.cli import main as cli_main
 from stbias.errors import StbiasError
 from stbias.lit import checkpoints
 from stbias.lit.checkpoints import RunCheckpointIO, inside, resume_state
-from stbias.tasks import run_task, training_cache
+from stbias.runner import run_task
+from stbias.studies import base as study_base
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # a training of a few seconds: i3d_tiny on 32 BrushMNIST clips of 8 frames, 32 pixels
@@ -264,9 +265,7 @@ def test_a_training_cache_resuming_on_its_own_from_a_planted_checkpoint_deletes_
     (folder / "checkpoints").mkdir(parents=True)
     _victims(tmp_path)
     _edit(trained, folder / "checkpoints" / "last.ckpt", _callback_paths(folder))
-    record = training_cache.train_once(
-        compose(*TRAIN, "trainer.max_epochs=3"), str(folder), "planted"
-    )
+    record = study_base.train_once(compose(*TRAIN, "trainer.max_epochs=3"), str(folder), "planted")
     assert record["epochs"] == 3 and os.path.isfile(record["checkpoint"])
     for victim in VICTIMS:
         assert (tmp_path / "x" / victim).read_text() == "keep me", victim
@@ -441,7 +440,7 @@ def test_a_training_cache_on_a_full_disk_returns_the_training(
     cfg = compose(*TRAIN, "trainer.max_epochs=1")
     _full_under(folder, monkeypatch, name="results.json")
     caplog.set_level(logging.WARNING)
-    record = training_cache.train_once(cfg, str(folder), "c2d")
+    record = study_base.train_once(cfg, str(folder), "c2d")
     assert os.path.isfile(record["checkpoint"]) and record["epochs"] == 1
     assert f"cannot write '{folder / 'results.json'}': no space left" in caplog.text
     assert not (folder / "results.json").exists()
@@ -452,33 +451,31 @@ def test_a_broken_training_cache_entry_is_trained_again(tmp_path, trained, caplo
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "results.json").write_text("{broken")
     caplog.set_level(logging.WARNING)
-    assert training_cache._cached_training(str(folder / "results.json"), str(folder), "c2d") == (
+    assert study_base._cached_training(str(folder / "results.json"), str(folder), "c2d") == (
         None,
         True,
     )
     assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
     # a record naming a checkpoint outside the cache folder is not reused either
     io.write_json(folder / "results.json", {"checkpoint": str(trained["last"])})
-    assert training_cache._cached_training(str(folder / "results.json"), str(folder), "c2d") == (
+    assert study_base._cached_training(str(folder / "results.json"), str(folder), "c2d") == (
         None,
         False,
     )
     assert "names a checkpoint outside" in caplog.text
     (folder / "checkpoints" / "last.ckpt").write_bytes(trained["last"].read_bytes())
     io.write_json(folder / "results.json", {"checkpoint": str(folder / "checkpoints/last.ckpt")})
-    record, damaged = training_cache._cached_training(
-        str(folder / "results.json"), str(folder), "c2d"
-    )
+    record, damaged = study_base._cached_training(str(folder / "results.json"), str(folder), "c2d")
     assert record["checkpoint"] and not damaged
 
 
 def test_a_corrupt_cached_training_is_picked_up_again_with_one_warning(compose, tmp_path, caplog):
     folder = tmp_path / "cache" / "i3d"
     cfg = compose(*TRAIN, "trainer.max_epochs=1")
-    first = training_cache.train_once(cfg, str(folder), "i3d")
+    first = study_base.train_once(cfg, str(folder), "i3d")
     (folder / "results.json").write_text('{"checkpoint": ')  # torn by hand
     caplog.set_level(logging.WARNING)
-    again = training_cache.train_once(compose(*TRAIN, "trainer.max_epochs=1"), str(folder), "i3d")
+    again = study_base.train_once(compose(*TRAIN, "trainer.max_epochs=1"), str(folder), "i3d")
     assert f"cannot read the cached training {folder / 'results.json'}" in caplog.text
     assert again["checkpoint"] == first["checkpoint"] and os.path.isfile(again["checkpoint"])
     assert json.loads((folder / "results.json").read_text())["checkpoint"] == again["checkpoint"]

@@ -29,7 +29,7 @@ from stbias.models import (
     slow_indices,
     zoo,
 )
-from stbias.tasks.common import build_model
+from stbias.tasks.model_setup import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL_YAMLS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

@@ -13,7 +13,7 @@ import pytest
 from conftest import read_wandb_run
 
 from stbias.lit.probe import ProbeModule
-from stbias.tasks import run_task
+from stbias.runner import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

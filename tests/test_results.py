@@ -192,7 +192,7 @@ def _compare(cwd, *runs):
 
 
 def test_compare_draws_models_and_datasets_side_by_side(compose, tmp_path, monkeypatch, caplog):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     caplog.set_level(logging.INFO, logger="stbias")
     for k, (model, dataset) in enumerate([("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]):
@@ -226,7 +226,7 @@ def test_compare_of_a_lam_sweep_plots_units_against_lam(sweep, tmp_path):
 
 
 def test_compare_needs_runs(compose, tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StbiasError, match="task=compare needs the runs to compare: runs="):

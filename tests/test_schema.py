@@ -9,8 +9,9 @@ import pytest
 from conftest import read_wandb_run
 
 from stbias.errors import StbiasError
+from stbias.runner import RUNS as TASKS
+from stbias.runner import run_task
 from stbias.schema import SCHEMA_FILE, errors, numbers_key, schema, validate
-from stbias.tasks import TASKS, run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

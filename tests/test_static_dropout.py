@@ -35,10 +35,12 @@ from stbias.lit.train_data import ClassificationData
 from stbias.metrics import score_pairs
 from stbias.models.inputs import InputSpec
 from stbias.plotting.bias_over_training import bias_over_training
-from stbias.plotting.static_dropout import figure, read_rows, summarize, table
+from stbias.plotting.static_dropout import figure, summarize, table
+from stbias.results import static_dropout_rows
+from stbias.runner import run_task
 from stbias.stylization.base import Stylizer
 from stbias.stylization.pairs import PairSampler, make_pair_views
-from stbias.tasks import run_task, train
+from stbias.tasks import train
 from stbias.tasks.probe_series import settling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -527,7 +529,7 @@ def test_the_static_dropout_experiment_reduced(compose, tmp_path, monkeypatch):
     refreshes = static["static_dropout"]["refreshes"]
     assert len(refreshes) == 1 and refreshes[0]["dropped_set"] == refreshes[0]["static_set"]
     assert rows[0]["refreshes"] == 0
-    stored = read_rows(tmp_path / "static_dropout.csv")
+    stored = static_dropout_rows(tmp_path / "static_dropout.csv")
     assert [r["mode"] for r in stored] == ["none", "static", "all", "random"]
     assert (tmp_path / "static_dropout.png").stat().st_size > 5000
     assert "| static | 1 |" in (tmp_path / "static_dropout.md").read_text()

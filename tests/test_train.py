@@ -24,8 +24,11 @@ from stbias.errors import StbiasError
 from stbias.lit.classifier import VideoClassifier, shuffle_clips
 from stbias.lit.train_data import ClassificationData
 from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.tasks import common, loggers, train
-from stbias.tasks.common import build_logger, build_model, build_trainer
+from stbias.studies import base, shuffled_baseline
+from stbias.tasks import loggers, model_setup, train
+from stbias.tasks.loggers import build_logger
+from stbias.tasks.model_setup import build_model
+from stbias.tasks.trainer_setup import build_trainer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -268,7 +271,7 @@ def test_trained_checkpoint_loads_by_model_checkpoint(compose, tmp_path):
     assert model.stem[0][0].in_channels == 1 and model.head.proj.out_features == 2
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
-    adapted = common.model_config_for_checkpoint(probe_cfg.model)
+    adapted = model_setup.model_config_for_checkpoint(probe_cfg.model)
     assert adapted.input.channels == 1 and list(adapted.input.mean) == [0.45]
     x = torch.randn(2, 1, 8, 32, 32)
     torch.testing.assert_close(model(x), trained(x))
@@ -443,7 +446,9 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
         "trainer.max_epochs=3",
         *TINY[5:],
     ]
-    rows = train.shuffled_baseline(["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides)
+    rows = shuffled_baseline.shuffled_baseline(
+        ["i3d_tiny"], ["brushmnist_small"], tmp_path, overrides
+    )
     (row,) = rows
     assert row["num_classes"] == 10 and row["label_key"] == "shape_label"
     assert row["acc_std"] >= 0.8  # chance: 0.1
@@ -460,7 +465,7 @@ def test_shuffled_baseline_on_brushmnist_shapes(tmp_path):
 
 
 def test_quickstart_checkpoint_is_trained_once_and_cached(compose, tmp_path):
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     small = [
         f"task.cache_dir={tmp_path}",
@@ -488,13 +493,13 @@ def test_quickstart_checkpoint_is_trained_once_and_cached(compose, tmp_path):
 
 def test_lightning_keys_mean_what_they_mean_in_the_quickstart(compose, tmp_path):
     """trainer.max_epochs=1 trains the quickstart's models one epoch; other Trainer keys pass."""
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     def trainer_of(*overrides):
         cfg = compose(f"task.cache_dir={tmp_path}", *overrides)
         node = quickstart.quickstart_models(cfg)[1]
-        folder = quickstart.checkpoint_folder(cfg, node)
-        return quickstart.train_config(cfg, node).trainer, folder
+        train_cfg = quickstart.train_config(cfg, node)
+        return train_cfg.trainer, base.cache_folder(cfg, node.name, train_cfg)
 
     default, default_folder = trainer_of()
     assert default.max_epochs == 6  # task.train.max_epochs where trainer.max_epochs is not set
@@ -609,7 +614,7 @@ def test_a_checkpoint_brings_the_input_it_was_trained_at(compose, tmp_path, monk
 
 
 def test_an_interrupted_quickstart_training_resumes_in_place(compose, tmp_path, caplog):
-    from stbias.tasks import quickstart
+    from stbias.studies import quickstart
 
     small = [
         f"task.cache_dir={tmp_path}",
@@ -620,10 +625,11 @@ def test_an_interrupted_quickstart_training_resumes_in_place(compose, tmp_path, 
     ]
     cfg = compose(*small)
     c2d = quickstart.quickstart_models(cfg)[0]
-    folder = quickstart.checkpoint_folder(cfg, c2d)
+    first = quickstart.train_config(cfg, c2d)
+    folder = base.cache_folder(cfg, c2d.name, first)
     # an interrupted first run: one epoch done, its last.ckpt written, no results.json
-    first = quickstart.train_config(cfg, c2d, folder)
     with open_dict(first):
+        first.train.output_dir = folder
         first.trainer.max_epochs = 1
     train.run(first)
     os.remove(os.path.join(folder, "results.json"))

@@ -25,9 +25,9 @@ from stbias.models.inputs import InputSpec, check_pair_input, pack_inputs
 from stbias.models.taps import LayerTap
 from stbias.models.twostream import twostream_seg
 from stbias.plotting.vos import center_bias_maps, fig4, fig7, table1_markdown, table1_rows
+from stbias.runner import run_task
 from stbias.stylization import PairSampler, TextureStylizer, hsv_to_rgb, make_flow_pair_views
-from stbias.tasks import run_task
-from stbias.tasks.common import build_model
+from stbias.tasks.model_setup import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -584,7 +584,7 @@ def test_vos_figures_draw_the_given_numbers(tmp_path):
 @pytest.mark.slow
 def test_cross_connection_study_reduced_embedded(compose, tmp_path, monkeypatch):
     """experiment=vos_cross_connections at a toy size: two cross connections, both datasets."""
-    from stbias.tasks.vos_study import draw_study
+    from stbias.studies.vos_study import draw_study
 
     monkeypatch.chdir(tmp_path)
     cfg = compose(
@@ -648,7 +648,7 @@ def test_cross_connection_study_reduced_embedded(compose, tmp_path, monkeypatch)
 
 
 def test_j_intervals_and_paired_cross_effects_known_answers():
-    from stbias.tasks.vos_study import bootstrap_mean, cross_effects, segmentation_scores
+    from stbias.studies.vos_study import bootstrap_mean, cross_effects, segmentation_scores
 
     assert bootstrap_mean(np.full(5, 0.3), 200, 0) == pytest.approx([0.3, 0.3])
     lo, hi = bootstrap_mean(np.array([0.0, 1.0] * 50), 2000, 0)

@@ -307,8 +307,8 @@ ZOO = ["r2plus1d_18", "s3d", "i3d", "x3d_m", "i3d_inception"]
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_task_on_model_zoo_with_random_weights(compose, name, tmp_path, monkeypatch):
-    from stbias.tasks import run_task
-    from stbias.tasks.common import build_model
+    from stbias.runner import run_task
+    from stbias.tasks.model_setup import build_model
 
     monkeypatch.chdir(tmp_path)
     cfg = compose("metric=asdt", f"model={name}")
@@ -354,7 +354,7 @@ def checkpoint_loader(monkeypatch):
 def test_task_compares_checkpoints_on_one_plot(compose, tmp_path, monkeypatch, checkpoint_loader):
     from hydra.utils import instantiate
 
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     monkeypatch.chdir(tmp_path)
     model_cfg = OmegaConf.create(TINY)
@@ -395,7 +395,7 @@ def test_task_compares_checkpoints_on_one_plot(compose, tmp_path, monkeypatch, c
 
 
 def test_task_rejects_mismatched_labels(compose, tmp_path, monkeypatch):
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     monkeypatch.chdir(tmp_path)
     cfg = compose("metric=asdt", "metric.compare=[null,a.pt]", "metric.labels=[one]")
@@ -434,7 +434,7 @@ def test_command_line_writes_into_hydra_run_dir(tmp_path):
 def test_trained_tiny_checkpoint_against_its_initialisation(compose, tmp_path, monkeypatch):
     from omegaconf import open_dict
 
-    from stbias.tasks import run_task
+    from stbias.runner import run_task
 
     train_args = [
         "task=train",

@@ -20,25 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from stbias.errors import StbiasError
-from stbias.figures.tables import (
-    bias_over_training_figure,
-    byvshev_table1,
-    byvshev_table2,
-    center_bias_figure,
-    manttari_fig4,
-    manttari_table1,
-    manttari_table2,
-    manttari_table3,
-    manttari_table4,
-    static_dropout_figure,
-    static_dropout_table,
-    vos_fig4,
-    vos_fig7,
-    vos_table1,
-)
 from stbias.plotting.pairs import fig1, fig3, fig5_left, fig6
 from stbias.plotting.training import fig5_right
 from stbias.plotting.weights import asdt_figure, channels_figure
+from stbias.studies import bias_over_training, byvshev, manttari, static_dropout, vos_study
 
 
 @dataclass(frozen=True)
@@ -137,7 +122,7 @@ FIGURES: dict[str, Figure] = {
     "manttari-table1": Figure(
         title="Mänttäri et al. ACCV'20, Table 1",
         about="top-1 and macro F1 of I3D and ConvLSTM on clips in order and reversed",
-        plot=manttari_table1,
+        plot=manttari.manttari_table1,
         experiments=("manttari",),
         embedded=("manttari_embedded",),
         checks=("Top-1", "Top-1 (rev.)", "F1 (rev.)", "I3D", "C-LSTM"),
@@ -145,7 +130,7 @@ FIGURES: dict[str, Figure] = {
     "manttari-table2": Figure(
         title="Mänttäri et al. ACCV'20, Table 2",
         about="F1 per class of I3D and ConvLSTM on the held-out clips",
-        plot=manttari_table2,
+        plot=manttari.manttari_table2,
         experiments=("manttari",),
         embedded=("manttari_embedded",),
         checks=("Class", "I3D F1", "C-LSTM F1"),
@@ -153,7 +138,7 @@ FIGURES: dict[str, Figure] = {
     "manttari-table3": Figure(
         title="Mänttäri et al. ACCV'20, Table 3",
         about="Grad-CAM blobs per frame, blob size and distance to the centre, Welch t-tests",
-        plot=manttari_table3,
+        plot=manttari.manttari_table3,
         experiments=("manttari",),
         embedded=("manttari_embedded",),
         checks=(
@@ -168,7 +153,7 @@ FIGURES: dict[str, Figure] = {
     "manttari-table4": Figure(
         title="Mänttäri et al. ACCV'20, Table 4",
         about="temporal masks (freeze): mask length, drop ratio, drop difference, t-tests",
-        plot=manttari_table4,
+        plot=manttari.manttari_table4,
         experiments=("manttari",),
         embedded=("manttari_embedded",),
         checks=("Model (Dataset)", "Mask length", "Welch t-test", "I3D", "C-LSTM"),
@@ -176,7 +161,7 @@ FIGURES: dict[str, Figure] = {
     "manttari-fig4": Figure(
         title="Mänttäri et al. ACCV'20, Fig. 4",
         about="normalised histograms of the Grad-CAM blob and temporal-mask measures per model",
-        plot=manttari_fig4,
+        plot=manttari.manttari_fig4,
         experiments=("manttari",),
         embedded=("manttari_embedded",),
         checks=("Blob count", "Center distance", "Mask length", "Drop ratio", "density", "I3D"),
@@ -184,7 +169,7 @@ FIGURES: dict[str, Figure] = {
     "static-dropout": Figure(
         title="StaticDropout (Kowal et al., extended)",
         about="top-1, motion-only top-1 and dynamic units per dropout mode, intervals over seeds",
-        plot=static_dropout_figure,
+        plot=static_dropout.static_dropout_figure,
         experiments=("static_dropout",),
         embedded=("static_dropout_embedded",),
         checks=("top-1", "top-1 motion-only", "dynamic units", "none", "static", "all", "random"),
@@ -192,7 +177,7 @@ FIGURES: dict[str, Figure] = {
     "static-dropout-table": Figure(
         title="StaticDropout (Kowal et al., extended), table",
         about="every measure per dropout mode: mean ± half-width of the interval over seeds",
-        plot=static_dropout_table,
+        plot=static_dropout.static_dropout_table,
         experiments=("static_dropout",),
         embedded=("static_dropout_embedded",),
         checks=("mode", "seeds", "top-1 shuffled", "drop, static zeroed", "random"),
@@ -200,7 +185,7 @@ FIGURES: dict[str, Figure] = {
     "bias-over-training": Figure(
         title="Bias over training (Kowal et al., extended)",
         about="layer-wise split and S_F of every checkpoint of a training run against its step",
-        plot=bias_over_training_figure,
+        plot=bias_over_training.bias_over_training_figure,
         experiments=("bias_over_training_train", "bias_over_training"),
         embedded=("bias_over_training_train_embedded", "bias_over_training_embedded"),
         checks=("share of units (%)", "raw score $S_F$", "training step", "residual"),
@@ -208,7 +193,7 @@ FIGURES: dict[str, Figure] = {
     "vos-fig4": Figure(
         title="Kowal et al. CVPR'22, Fig. 4",
         about="two-stream segmentation per cross connection: motion, appearance, fusion layers",
-        plot=vos_fig4,
+        plot=vos_study.vos_fig4,
         experiments=("vos_cross_connections",),
         embedded=("vos_cross_connections_embedded",),
         checks=("none (FusionSeg-like)", "mot→app (MATNet-like)", "fusion5"),
@@ -216,7 +201,7 @@ FIGURES: dict[str, Figure] = {
     "vos-table1": Figure(
         title="Kowal et al. CVPR'22, Table 1",
         about="dynamic and static % of fusion layers 5 and 2 per segmentation training dataset",
-        plot=vos_table1,
+        plot=vos_study.vos_table1,
         experiments=("vos_cross_connections",),
         embedded=("vos_cross_connections_embedded",),
         checks=("camouflage", "salient", "fusion5", "fusion2"),
@@ -224,7 +209,7 @@ FIGURES: dict[str, Figure] = {
     "vos-fig7": Figure(
         title="Kowal et al. CVPR'22, Fig. 7",
         about="unit classes of fusion layers 5 and 2 per training dataset, and center bias",
-        plot=vos_fig7,
+        plot=vos_study.vos_fig7,
         experiments=("vos_cross_connections",),
         embedded=("vos_cross_connections_embedded",),
         checks=("units of fusion5", "units of fusion2", "center bias", "dynamic", "static"),
@@ -232,7 +217,7 @@ FIGURES: dict[str, Figure] = {
     "center-bias": Figure(
         title="Kowal et al. CVPR'22, Fig. 7 (right)",
         about="center bias of segmentation datasets: the mean foreground mask, scaled to [0, 1]",
-        plot=center_bias_figure,
+        plot=vos_study.center_bias_figure,
         experiments=("center_bias",),
         embedded=("center_bias_embedded",),
         checks=("center mass", "camouflage", "salient"),
@@ -240,7 +225,7 @@ FIGURES: dict[str, Figure] = {
     "byvshev-table1": Figure(
         title="Byvshev et al. CVIU'22, Table 1",
         about="BrushMNIST error breakdown (normal, footprint training) and reversed-frame accuracy",
-        plot=byvshev_table1,
+        plot=byvshev.byvshev_table1,
         experiments=("byvshev_table1_train", "byvshev_table1_test"),
         embedded=("byvshev_table1_train_embedded", "byvshev_table1_test_embedded"),
         checks=("(a) errors, normal clips", "(b) errors, footprints", "(c) frame order", "paper"),
@@ -248,7 +233,7 @@ FIGURES: dict[str, Figure] = {
     "byvshev-table2": Figure(
         title="Byvshev et al. CVIU'22, Table 2",
         about="P+F+M accuracy over place classes (rows) and motion classes (columns)",
-        plot=byvshev_table2,
+        plot=byvshev.byvshev_table2,
         experiments=("byvshev_table2",),
         embedded=("byvshev_table2_embedded",),
         checks=("motion classes (M)", "place classes (A)"),

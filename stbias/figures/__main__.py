@@ -18,6 +18,7 @@ import os
 import sys
 
 from stbias.errors import StbiasError
+from stbias.figures.make import SETS_ENV, listing, make, split_sets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="check paths, print the commands")
     parser.add_argument("--force", action="store_true", help="run finished multiruns again")
     args = parser.parse_intermixed_args(argv)
-    from stbias.figures.make import SETS_ENV, listing, make, split_sets
-
     sets = split_sets(os.environ.get(SETS_ENV, "")) + args.set
 
     try:

@@ -31,8 +31,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from stbias import io
+from stbias.config import CONF_DIR, compose
 from stbias.errors import StbiasError
 from stbias.figures import FIGURES, Figure, get
+from stbias.plotting import save_figure
+from stbias.results import RESULTS, UnreadableRecord, damaged_arrays, find_runs, load, read_record
 
 GROUP = "figures"  # experiment/figures/<name>.yaml
 LOCAL_PATHS = "figures.local.yaml"
@@ -82,8 +85,6 @@ def experiments_of(figure: Figure, embedded: bool) -> tuple[str, ...]:
 
 def compose_experiment(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The composed config of ``experiment=figures/<experiment>`` (hydra node included)."""
-    from stbias.config import CONF_DIR, compose
-
     if not (CONF_DIR / "experiment" / GROUP / f"{experiment}.yaml").is_file():
         raise StbiasError(
             f"no experiment config {GROUP}/{experiment}.yaml under {CONF_DIR / 'experiment'}"
@@ -249,8 +250,6 @@ def plan(
 
 def unreadable_run(folder: str) -> str | None:
     """The first run under ``folder`` whose ``results.json`` or ``.npz`` files cannot be read."""
-    from stbias.results import UnreadableRecord, damaged_arrays, find_runs, read_record
-
     try:
         paths = find_runs(folder)
     except StbiasError as err:
@@ -288,8 +287,6 @@ def run_stage(stage: Stage, force: bool = False) -> None:
         )
     # a run stopped from outside (Lightning ends training quietly on SIGTERM) writes no results:
     # such a multirun is not finished, and is not reused
-    from stbias.results import RESULTS
-
     written = sum(RESULTS in files for _, _, files in os.walk(stage.folder))
     if written < stage.jobs:
         raise StbiasError(
@@ -324,9 +321,6 @@ def figure_texts(fig: Any) -> list[str]:
 
 def draw(name: str, stages: Sequence[Stage], out_dir: str) -> dict[str, Any]:
     """Load the stages' runs, draw the figure and write it with its table and record."""
-    from stbias.plotting import save_figure
-    from stbias.results import load
-
     base, embedded = split_name(name)
     figure = get(base)
     # a run that cannot be read (results.json or an .npz) is left out with one warning line

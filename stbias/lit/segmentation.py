@@ -25,6 +25,7 @@ from torch import nn
 from stbias.data import video_to_float
 from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
+from stbias.lit.classifier import optimization
 from stbias.metrics.segmentation import RegionSimilarity, segmentation_loss
 from stbias.models.inputs import InputSpec, pack_inputs
 
@@ -150,6 +151,4 @@ class VideoSegmenter(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over every trainable parameter and, if given, an epoch-wise scheduler."""
-        from stbias.lit.classifier import optimization
-
         return optimization(self, self.optimizer_factory, self.scheduler_factory, "val/J")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbias.errors import StbiasError
+from stbias.models.weights import extract_state_dict, load_state_dict_into, read_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def read_state_file(path: str) -> dict[str, torch.Tensor]:
             return load_file(path, device="cpu")
         except Exception as err:  # noqa: BLE001 - a damaged file of any kind
             raise StbiasError(f"cannot read {path!r} as safetensors ({err})") from None
-    from stbias.models.weights import extract_state_dict, read_weights_file
-
     return extract_state_dict(read_weights_file(path), path)[0]
 
 
@@ -125,8 +124,6 @@ def load_backbone_file(encoder: nn.Module, path: str, backbone: str) -> None:
     The classifier's keys (``pretrained_cfg["classifier"]``, e.g. ``fc``) are dropped, as timm
     does for ``features_only`` models; every other key must fit.
     """
-    from stbias.models.weights import load_state_dict_into
-
     state = read_state_file(path)
     classifier = str(getattr(encoder, "pretrained_cfg", {}).get("classifier") or "fc")
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}

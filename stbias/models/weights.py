@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stbias.errors import StbiasError
+from stbias.io import load_tensors, unpickling_detail
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def _listing(what: str, items: list[str]) -> str:
 
 def read_weights_file(path: str) -> Any:
     """Read a local weights file (tensors and plain containers only; see ``io.load_tensors``)."""
-    from stbias.io import load_tensors
-
     return load_tensors(path, what="checkpoint file")
 
 
@@ -216,8 +215,6 @@ def download_state(url: str, model_name: str, check_hash: bool = False) -> Any:
             url, map_location="cpu", progress=False, check_hash=check_hash, weights_only=True
         )
     except pickle.UnpicklingError as err:
-        from stbias.io import unpickling_detail
-
         raise StbiasError(
             f"refused the pretrained weights of {model_name} from {url}: the file would run code "
             f"when unpickled ({unpickling_detail(err)}); stbias never unpickles code"

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from stbias.errors import StbiasError
-from stbias.models.weights import download_state
+from stbias.models.weights import download_state, extract_state_dict, load_state_dict_into
 
 KINETICS_CLASSES = 400
 
@@ -53,8 +53,6 @@ def _new_classifier(model: nn.Module, path: str, num_classes: int) -> nn.Module:
 
 
 def _pretrained_pytorchvideo(model: nn.Module, url: str, name: str) -> None:
-    from stbias.models.weights import extract_state_dict, load_state_dict_into
-
     state, _ = extract_state_dict(download_state(url, name), url)
     load_state_dict_into(model, state, strict=True, path=url)
 
@@ -218,8 +216,6 @@ def torchvision_video(
     classes = KINETICS_CLASSES if pretrained else num_classes
     model = getattr(tv, arch)(weights=None, num_classes=classes, **kwargs)
     if pretrained:
-        from stbias.models.weights import load_state_dict_into
-
         weights = get_model_weights(arch).DEFAULT
         state = download_state(weights.url, arch, check_hash=True)
         load_state_dict_into(model, state, strict=True, path=weights.url)

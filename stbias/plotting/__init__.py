@@ -8,6 +8,10 @@ from collections.abc import Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
+from stbias.io import _atomic_write, write_text
+from stbias.plotting.latex import figure_latex
+from stbias.plotting.style import SAVE_RC
+
 
 def save_figure(
     fig: Figure,
@@ -20,10 +24,6 @@ def save_figure(
     A figure that is a table (a paper table) is also written as ``stem.tex``, a booktabs LaTeX
     table (:mod:`stbias.plotting.latex`); its path comes last.
     """
-    from stbias.io import _atomic_write, write_text
-    from stbias.plotting.latex import figure_latex
-    from stbias.plotting.style import SAVE_RC
-
     paths = []
     for fmt in formats:
         path = f"{os.fspath(stem)}.{fmt}"
@@ -48,8 +48,6 @@ def save_animation(frames, path: str | os.PathLike, fps: float = 4.0) -> str:
     """Save uint8 frames ``(T, H, W, 3)`` as an animated GIF (looping), atomically; returns it."""
     import numpy as np
     from PIL import Image
-
-    from stbias.io import _atomic_write
 
     images = [Image.fromarray(np.ascontiguousarray(f)) for f in np.asarray(frames, dtype=np.uint8)]
     duration = int(round(1000.0 / float(fps)))

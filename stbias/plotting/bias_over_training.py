@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,12 +12,6 @@ from stbias.plotting.style import paper_subplots
 
 SPLIT = ("dynamic", "static", "residual")
 FACTORS = ("dynamic", "static")
-
-
-def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a results CSV (``results.csv`` of a series), as strings."""
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:

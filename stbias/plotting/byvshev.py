@@ -1,6 +1,6 @@
 """Byvshev et al. (CVIU'22) Table 1 (BrushMNIST experiments) and Table 2 (P+F+M accuracy grid).
 
-Pure functions from result rows (see :mod:`stbias.experiments.byvshev`, which reads them from run
+Pure functions from result rows (see :mod:`stbias.studies.byvshev`, which reads them from run
 directories) to figures and Markdown tables, with the paper's numbers beside stbias's.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from stbias.plotting.latex import attach_table, markdown_cells
+from stbias.plotting.static_dropout import interval
 from stbias.plotting.style import paper_subplots
 
 # Table 1 of the paper (I3D trained from scratch on BrushMNIST, 150 frames of 224x224), in %
@@ -244,8 +245,6 @@ def table2_cells(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list
 
     One seed gives ``nan`` bounds; the interval is of the mean over the seeds' final accuracies.
     """
-    from stbias.plotting.static_dropout import interval
-
     cells: dict[tuple[int, int], list[float]] = defaultdict(list)
     for row in rows:
         cells[(int(row["places"]), int(row["motions"]))].append(float(row["acc"]))
@@ -285,8 +284,6 @@ def table2_trend(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> dict
     The paper's trend (more appearance classes cost more than more motion classes) is ``gap < 0``.
     A grid with fewer than two values on either axis has no trend (``nan``).
     """
-    from stbias.plotting.static_dropout import interval
-
     by_seed: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
     for row in rows:
         by_seed[int(row["seed"])][(int(row["places"]), int(row["motions"]))] = float(row["acc"])

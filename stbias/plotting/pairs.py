@@ -43,6 +43,7 @@ from stbias.plotting.style import (
     paper_subplots,
     weights_title,
 )
+from stbias.results import probe_rows
 
 UNIT_CLASSES = ("dynamic", "static", "joint", "residual")
 FACTORS = ("dynamic", "static")
@@ -59,8 +60,6 @@ def as_table(results: pd.DataFrame | Mapping[str, Mapping[str, Any]]) -> pd.Data
     """A probe table from a table, or from ``{label: {layer: results.json entry}}``."""
     if isinstance(results, pd.DataFrame):
         return results
-    from stbias.results import probe_rows
-
     rows = []
     for label, layers in results.items():
         meta = {"run": str(label), "task": "probe", "model": str(label)}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,22 +32,6 @@ MODE_COLOURS = {
     "all": COLOURS["joint"],
     "random": FLOOR_COLOUR,
 }
-
-
-def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of ``static_dropout.csv`` (numbers as floats, ``mode`` as text)."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for row in rows:
-        parsed: dict[str, Any] = {}
-        for key, value in row.items():
-            try:
-                parsed[key] = float(value) if key != "mode" and value != "" else value
-            except ValueError:
-                parsed[key] = value
-        out.append(parsed)
-    return out
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -15,6 +15,7 @@ from stbias.plotting.style import (
     paper_subplots,
     weights_title,
 )
+from stbias.results import shuffled_drops
 
 # datasets are told apart by neutral shades: red and blue mean static and dynamic in these papers
 DATASET_SHADES = ("#3a3a3a", "#8c8c8c", "#cfcfcf", "#606060", "#b0b0b0", "#e8e8e8")
@@ -86,8 +87,6 @@ def fig5_right(
         order: models and datasets in this order first.
         title: figure title (random initialisation is added to it).
     """
-    from stbias.results import shuffled_drops
-
     drops = shuffled_drops(table, dataset_column)
     rank = {name: i for i, name in enumerate(order or ())}
     drops = drops.sort_values(

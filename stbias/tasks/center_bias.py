@@ -29,14 +29,16 @@ from stbias.errors import StbiasError
 from stbias.metrics.segmentation import CenterBias
 from stbias.plotting import save_figure
 from stbias.plotting.vos import center_bias_maps
-from stbias.tasks.common import (
+from stbias.tasks.loggers import (
     build_logger,
-    choice,
-    output_dir,
-    plain,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import write_results
+from stbias.tasks.run_config import choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 

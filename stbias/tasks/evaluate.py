@@ -27,24 +27,27 @@ from stbias.errors import StbiasError
 from stbias.lit.evaluate import Evaluator
 from stbias.lit.probe import EvalData
 from stbias.models.inputs import InputSpec, pack_inputs
-from stbias.tasks.common import (
-    apply_checkpoint_settings,
-    base_dataset,
-    build_dataset,
+from stbias.tasks.dataset_setup import base_dataset, build_dataset
+from stbias.tasks.loggers import (
     build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
+from stbias.tasks.model_setup import (
+    apply_checkpoint_settings,
     build_model,
-    build_trainer,
     check_weights,
-    choice,
-    output_dir,
-    plain,
     require_one_model,
     warn_if_random,
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import complete, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
+from stbias.tasks.trainer_setup import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +136,9 @@ def summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluate ``cfg.model`` on ``task.split`` of ``cfg.dataset``; returns the record, objects."""
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    require_one_model(cfg, "task=test")
-    apply_checkpoint_settings(cfg)
-    name = choice(cfg, "model")
-    check_weights(cfg.model, name)
-    warn_if_random(cfg.model, name)
+def _evaluator(cfg: Any, name: str) -> tuple[Evaluator, Dataset, Any]:
+    """The evaluation module of ``cfg.model``, the clips of ``task.split`` it evaluates and the
+    dataset's label factors (``None`` without a motion/appearance split)."""
     tcfg, clips = cfg.task, cfg.probe  # the task's own settings; the shared clip selection
     label_key = str(tcfg.label_key)
     spec = InputSpec.from_dict(plain(cfg.model.input))
@@ -158,6 +156,44 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         factors=factors,
         keep_predictions=bool(tcfg.predictions),
     )
+    return module, dataset, factors
+
+
+def _record(cfg: Any, name: str, module: Evaluator, factors: Any) -> dict[str, Any]:
+    """The results record of a finished evaluation."""
+    tcfg = cfg.task
+    return {
+        "task": "test",
+        "model": name,
+        **weights_record(cfg.model),
+        "dataset": choice(cfg, "dataset"),
+        "variant": cfg.dataset.get("variant"),
+        "split": str(tcfg.split),
+        "reverse": bool(tcfg.reverse),
+        "label_key": str(tcfg.label_key),
+        "num_classes": module.num_classes,
+        "factors": [list(f) for f in factors] if factors else None,
+        "num_clips": module.clips,
+        "skipped_clips": module.skipped_clips,
+        "seed": int(cfg.seed),
+        "trained_on": training_record(cfg.model.get("checkpoint")),
+        **module.results,
+        "metrics": dict(module.results),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": io.environment(),
+    }
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate ``cfg.model`` on ``task.split`` of ``cfg.dataset``; returns the record, objects."""
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    require_one_model(cfg, "task=test")
+    apply_checkpoint_settings(cfg)
+    name = choice(cfg, "model")
+    check_weights(cfg.model, name)
+    warn_if_random(cfg.model, name)
+    module, dataset, factors = _evaluator(cfg, name)
+    tcfg = cfg.task
     folder = str(tcfg.get("output_dir") or output_dir())
     logger = build_logger(
         cfg.get("logger"), folder, **run_identity("test", name, choice(cfg, "dataset"))
@@ -171,36 +207,18 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         task="task=test",
         default_root_dir=folder,
     )
+    clips = cfg.probe  # the shared clip selection
     data = EvalData(dataset, int(clips.batch_size), int(clips.num_workers))
     try:
         trainer.test(module, datamodule=data, verbose=False)
     except BaseException:
         finish_logger(logger)
         raise
-    objects = {"model": model, "module": module, "trainer": trainer, "dataset": dataset}
+    objects = {"model": module.model, "module": module, "trainer": trainer, "dataset": dataset}
     if not trainer.is_global_zero:
         finish_logger(logger)
         return {}, objects
-    record = {
-        "task": "test",
-        "model": name,
-        **weights_record(cfg.model),
-        "dataset": choice(cfg, "dataset"),
-        "variant": cfg.dataset.get("variant"),
-        "split": str(tcfg.split),
-        "reverse": bool(tcfg.reverse),
-        "label_key": label_key,
-        "num_classes": num_classes,
-        "factors": [list(f) for f in factors] if factors else None,
-        "num_clips": module.clips,
-        "skipped_clips": module.skipped_clips,
-        "seed": int(cfg.seed),
-        "trained_on": training_record(cfg.model.get("checkpoint")),
-        **module.results,
-        "metrics": dict(module.results),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": io.environment(),
-    }
+    record = _record(cfg, name, module, factors)
     write_results(folder, record, cfg)
     if module.predictions:
         io.write_csv(os.path.join(folder, "predictions.csv"), module.predictions)

@@ -34,17 +34,15 @@ from torch import nn
 from stbias.api import Explanation
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec
-from stbias.tasks.common import (
-    check_results,
-    choice,
+from stbias.record import check_results
+from stbias.tasks.explanations import (
     explanation_clips,
     explanation_setup,
-    output_dir,
-    plain,
     report_explanation,
     run_explanation,
     skipped_note,
 )
+from stbias.tasks.run_config import choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,7 @@ from stbias.data.flow import two_stream_input
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec, pack_inputs, spec_shapes
 from stbias.models.taps import capture, channels_of, suggest_layers
-from stbias.tasks.common import (
-    build_model,
-    prepare_model,
-)
+from stbias.tasks.model_setup import build_model, prepare_model
 
 
 def _sized_model_config(model_cfg: Any, task_cfg: Any) -> Any:

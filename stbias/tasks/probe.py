@@ -35,23 +35,20 @@ from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
 from stbias.results import layer_rows, rows_of
-from stbias.tasks.common import (
+from stbias.tasks.dataset_setup import choose_probe_clips
+from stbias.tasks.loggers import (
     build_logger,
-    build_model,
-    build_trainer,
-    check_results,
-    choice,
-    choose_probe_clips,
-    device_label,
-    output_dir,
-    plain,
-    prepare_model,
-    weights_label,
-    weights_record,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import build_model, prepare_model, weights_label, weights_record
 from stbias.tasks.probe_series import run_series
 from stbias.tasks.record import write_results
+from stbias.tasks.run_config import check_results, choice, output_dir, plain
+from stbias.tasks.trainer_setup import build_trainer, device_label
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 4  # 4: the replaced samples of unreadable videos add no pairs

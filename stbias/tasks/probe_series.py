@@ -24,18 +24,11 @@ from stbias.models.inputs import InputSpec
 from stbias.plotting import save_figure
 from stbias.plotting.bias_over_training import bias_over_training
 from stbias.results import layer_rows
-from stbias.tasks.common import (
-    apply_checkpoint_settings,
-    build_logger,
-    check_results,
-    checkpoint_settings,
-    choice,
-    choose_probe_clips,
-    output_dir,
-    plain,
-)
-from stbias.tasks.loggers import finish_logger, run_identity
+from stbias.tasks.dataset_setup import choose_probe_clips
+from stbias.tasks.loggers import build_logger, finish_logger, run_identity
+from stbias.tasks.model_setup import apply_checkpoint_settings, checkpoint_settings
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import check_results, choice, output_dir, plain
 
 # the probe of one model on chosen clips: (cfg, clips=...) -> (record, unit scores, objects)
 ProbeOne = Callable[..., tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]

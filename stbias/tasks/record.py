@@ -12,14 +12,14 @@ from typing import Any
 
 from stbias import record as base
 from stbias.record import header, joined, random_note  # noqa: F401 - the tasks import them here
+from stbias.tasks.model_setup import weights_record
+from stbias.tasks.run_config import choice, plain, resolved
 
 # the config nodes that set a task's numbers: a record's ``settings`` unless the task gives its own
 SETTINGS_NODES = ("task", "metric", "probe", "train", "stylization")
 
 
 def _config_value(cfg: Any, group: str) -> str | None:
-    from stbias.tasks.common import choice
-
     node = cfg.get(group) if cfg is not None else None
     return choice(cfg, group) if node is not None else None
 
@@ -31,8 +31,6 @@ def complete(record: dict[str, Any], cfg: Any = None) -> dict[str, Any]:
     (``random``, ``pretrained:...``, ``file:...``), the seed, ``settings`` (the task, metric,
     probe, train and stylization nodes), the resolved config and the environment.
     """
-    from stbias.tasks.common import plain, resolved, weights_record
-
     config = record.get("config")
     if config is None and cfg is not None:
         config = resolved(cfg)

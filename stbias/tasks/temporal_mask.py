@@ -23,14 +23,9 @@ import pytorch_lightning as pl
 
 from stbias.api import TemporalMask
 from stbias.metrics.masks import SEARCH_SETTINGS
-from stbias.tasks.common import (
-    choice,
-    output_dir,
-    plain,
-    report_explanation,
-    skipped_note,
-)
 from stbias.tasks.explain import explain
+from stbias.tasks.explanations import report_explanation, skipped_note
+from stbias.tasks.run_config import choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 

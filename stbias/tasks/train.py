@@ -22,7 +22,7 @@ import copy
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,23 +42,25 @@ from stbias.lit.segmentation import VideoSegmenter
 from stbias.lit.train_data import ClassificationData, EpochSetter, ResumeState
 from stbias.models.inputs import InputSpec
 from stbias.tasks import train_extras
-from stbias.tasks.common import (
-    MODEL_OVERRIDES,
-    base_dataset,
-    build_dataset,
+from stbias.tasks.dataset_setup import base_dataset, build_dataset
+from stbias.tasks.loggers import (
     build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
+from stbias.tasks.model_setup import (
+    MODEL_OVERRIDES,
     build_model,
-    build_trainer,
-    choice,
-    device_label,
-    output_dir,
-    plain,
     prepare_model,
     weights_label,
     weights_record,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.record import complete, write_results
+from stbias.tasks.run_config import choice, output_dir, plain
+from stbias.tasks.trainer_setup import build_trainer, device_label
 from stbias.validation import require_finite
 
 log = logging.getLogger(__name__)
@@ -244,46 +246,36 @@ OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
 }
 
 
-def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used.
-
-    With ``cache`` (a training kept for reuse, :func:`~stbias.tasks.training_cache.train_once`), a
-    ``results.json`` that cannot be written (disk full) is one warning: the record is returned
-    and the training runs again next time.
-    """
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    prepare_model(cfg, "task=train")
-    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
-    tcfg = cfg.train
+def _objective(cfg: Any) -> str:
     objective = str(cfg.model.get("objective") or "classification")
     if objective not in OBJECTIVES:
         raise StbiasError(f"unknown model.objective={objective!r}; valid: {', '.join(OBJECTIVES)}")
-    folder = str(tcfg.get("output_dir") or output_dir())
-    spec = InputSpec.from_dict(plain(cfg.model.input))
+    return objective
+
+
+def _datasets(cfg: Any, spec: InputSpec) -> tuple[Dataset, Dataset | None]:
+    """The training clips and, where ``train.val_split`` names one, the validation clips."""
+    tcfg = cfg.train
     train_set = build_dataset(cfg.dataset, spec, num_samples=tcfg.get("train_clips"))
     val_set = None
     if tcfg.get("val_split"):
         val_set = build_dataset(cfg.dataset, spec, tcfg.val_split, tcfg.get("val_clips"))
-    setup = OBJECTIVES[objective](cfg, train_set, spec)
-    module, model, name = setup.module, setup.model, setup.name
-    init_checksum = weights_checksum(model)
-    dataset = choice(cfg, "dataset")
-    data = ClassificationData(
-        train_set,
-        val_set,
-        batch_size=int(tcfg.batch_size),
-        num_workers=int(tcfg.num_workers),
-        pin_memory=str(cfg.trainer.get("accelerator", "cpu")) not in ("cpu",),
-        seed=int(cfg.seed),
-    )
+    return train_set, val_set
+
+
+def _callbacks(
+    cfg: Any, setup: Objective, folder: str, train_set: Dataset, val_set: Dataset | None, logger
+) -> tuple[list[pl.Callback], dict[str, Any]]:
+    """The training's callbacks (checkpoints, resume state, StaticDropout and the checkpoint
+    series of ``train``, learning rate where a logger is) and those the record reads."""
+    checkpoints = os.path.join(folder, "checkpoints")
     last, best = final_and_best_checkpoints(
-        os.path.join(folder, "checkpoints"), setup.monitor if val_set is not None else None
+        checkpoints, setup.monitor if val_set is not None else None
     )
-    logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
     # StaticDropout (train.static_dropout) and the checkpoint series (train.checkpoint_every)
     # the module's input spec: the model's, adapted to the clips' channels (grey clips: one)
     extras = train_extras.training_callbacks(
-        cfg, model, module.spec, train_set, val_set, os.path.join(folder, "checkpoints")
+        cfg, setup.model, setup.module.spec, train_set, val_set, checkpoints
     )
     # random streams and minutes trained: a resumed run ends exactly where one run does
     resume_state = ResumeState(os.path.join(folder, "train_minutes.json"))
@@ -292,6 +284,117 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     callbacks += extras
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    return callbacks, {"last": last, "best": best, "extras": extras, "resume_state": resume_state}
+
+
+def _fit(trainer: pl.Trainer, module: pl.LightningModule, data: Any, resume, io_: Any, logger):
+    """Fit, resuming from ``resume``; the final metrics go to the logger even when it fails.
+
+    Every checkpoint the run reads, writes or removes goes through the run folder's own I/O
+    (``io_``): resumed state is weights, optimizer and counters only; nothing outside the folder
+    is touched.
+    """
+    trainer.strategy.checkpoint_io = io_
+    if resume:
+        io_.read(resume, module)
+    try:
+        trainer.fit(
+            module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
+        )
+    finally:
+        if trainer.is_global_zero:
+            log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
+
+
+def _record(
+    cfg: Any, setup: Objective, trainer: pl.Trainer, kept: dict[str, Any], val_set, resume
+) -> dict[str, Any]:
+    """The results record of a finished training."""
+    best = kept["best"]
+    overrides = setup.record.pop(MODEL_OVERRIDES)
+    return {
+        "task": "train",
+        "model": setup.name,
+        "dataset": choice(cfg, "dataset"),
+        "seed": int(cfg.seed),
+        "objective": _objective(cfg),
+        **setup.record,
+        **_metrics(trainer),
+        "metrics": _metrics(trainer),
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "minutes": kept["resume_state"].minutes(),
+        "resumed_from": resume,
+        "resumed_after_epochs": kept["resume_state"].resumed_epochs,
+        "checkpoint": kept["last"].best_model_path or None,
+        "best_checkpoint": (best.best_model_path or None) if best else None,
+        "best": {setup.monitor: float(best.best_model_score)}
+        if best and best.best_model_score is not None
+        else {},
+        **(setup.report(setup.module, val_set) if setup.report else {}),
+        "init_checksum": kept["init_checksum"],
+        **train_extras.training_record(kept["extras"]),
+        MODEL_OVERRIDES: overrides,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": io.environment(),
+    }
+
+
+def _write(cfg: Any, folder: str, record: dict[str, Any], trainer, monitor: str, cache: bool):
+    """Write ``results.json`` (a training kept for reuse survives a full disk) and say so."""
+    require_finite(  # a diverged training logs NaN, which _metrics would leave out unsaid
+        dict(trainer.callback_metrics),
+        "the training's final metrics",
+        f"results.json was not written (a diverged training, or NaN weights?); "
+        f"the checkpoints are in {os.path.join(folder, 'checkpoints')}",
+    )
+    try:
+        write_results(folder, record, cfg)
+    except io.WriteError as err:
+        if not cache:
+            raise
+        log.warning("%s; the training is not cached, its results are used as they are", err)
+    score = record.get(monitor)
+    name, dataset = record["model"], record["dataset"]
+    log.info(
+        "%s (%d epochs, %.2f min); checkpoint: %s",
+        f"{name} on {dataset}: {monitor} {score:.4f}" if score is not None else f"{name}: trained",
+        record["epochs"],
+        record["minutes"],
+        record["checkpoint"],
+    )
+    log.info("results: %s", os.path.join(folder, "results.json"))
+
+
+def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the results record and the objects used.
+
+    With ``cache`` (a training kept for reuse, :func:`stbias.studies.base.train_once`), a
+    ``results.json`` that cannot be written (disk full) is one warning: the record is returned
+    and the training runs again next time.
+    """
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    prepare_model(cfg, "task=train")
+    train_extras.check(cfg)  # StaticDropout and checkpoint-series settings stop here if bad
+    tcfg, objective = cfg.train, _objective(cfg)
+    folder = str(tcfg.get("output_dir") or output_dir())
+    spec = InputSpec.from_dict(plain(cfg.model.input))
+    train_set, val_set = _datasets(cfg, spec)
+    setup = OBJECTIVES[objective](cfg, train_set, spec)
+    init_checksum = weights_checksum(setup.model)
+    name, dataset = setup.name, choice(cfg, "dataset")
+    data = ClassificationData(
+        train_set,
+        val_set,
+        batch_size=int(tcfg.batch_size),
+        num_workers=int(tcfg.num_workers),
+        pin_memory=str(cfg.trainer.get("accelerator", "cpu")) not in ("cpu",),
+        seed=int(cfg.seed),
+    )
+    logger = build_logger(cfg.get("logger"), folder, **run_identity("train", name, dataset))
+    callbacks, kept = _callbacks(cfg, setup, folder, train_set, val_set, logger)
+    kept["init_checksum"] = init_checksum
+    if logger:
         header = complete({"task": "train", "model": name, "dataset": dataset}, cfg)
         log_run(logger, config=record_config(header))
     trainer = build_trainer(
@@ -312,198 +415,15 @@ def run(cfg: Any, cache: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         len(val_set) if val_set is not None else "no",
         device_label(cfg.trainer),
     )
-    # every checkpoint this run reads, writes or removes goes through the run folder's own I/O:
-    # resumed state is weights, optimizer and counters only; nothing outside the folder is touched
-    checkpoint_io = RunCheckpointIO(folder, last.dirpath)
-    trainer.strategy.checkpoint_io = checkpoint_io
-    if resume:
-        checkpoint_io.read(resume, module)
     try:
-        trainer.fit(
-            module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None
-        )
+        checkpoint_io = RunCheckpointIO(folder, kept["last"].dirpath)
+        _fit(trainer, setup.module, data, resume, checkpoint_io, logger)
     except BaseException:
-        if trainer.is_global_zero:
-            log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
         finish_logger(logger)
         raise
+    record = _record(cfg, setup, trainer, kept, val_set, resume)
     if trainer.is_global_zero:
-        log_run(logger, summary={f"final/{k}": v for k, v in _metrics(trainer).items()})
-    overrides = setup.record.pop(MODEL_OVERRIDES)
-    record = {
-        "task": "train",
-        "model": name,
-        "dataset": dataset,
-        "seed": int(cfg.seed),
-        "objective": objective,
-        **setup.record,
-        **_metrics(trainer),
-        "metrics": _metrics(trainer),
-        "epochs": int(trainer.current_epoch),
-        "global_step": int(trainer.global_step),
-        "minutes": resume_state.minutes(),
-        "resumed_from": resume,
-        "resumed_after_epochs": resume_state.resumed_epochs,
-        "checkpoint": last.best_model_path or None,
-        "best_checkpoint": (best.best_model_path or None) if best else None,
-        "best": {setup.monitor: float(best.best_model_score)}
-        if best and best.best_model_score is not None
-        else {},
-        **(setup.report(module, val_set) if setup.report else {}),
-        "init_checksum": init_checksum,
-        **train_extras.training_record(extras),
-        MODEL_OVERRIDES: overrides,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": io.environment(),
-    }
-    if trainer.is_global_zero:
-        require_finite(  # a diverged training logs NaN, which _metrics would leave out unsaid
-            dict(trainer.callback_metrics),
-            "the training's final metrics",
-            f"results.json was not written (a diverged training, or NaN weights?); "
-            f"the checkpoints are in {os.path.join(folder, 'checkpoints')}",
-        )
-        try:
-            write_results(folder, record, cfg)
-        except io.WriteError as err:
-            if not cache:
-                raise
-            log.warning("%s; the training is not cached, its results are used as they are", err)
-        score = record.get(setup.monitor)
-        log.info(
-            "%s (%d epochs, %.2f min); checkpoint: %s",
-            f"{name} on {dataset}: {setup.monitor} {score:.4f}"
-            if score is not None
-            else f"{name}: trained",
-            record["epochs"],
-            record["minutes"],
-            record["checkpoint"],
-        )
-        log.info("results: %s", os.path.join(folder, "results.json"))
+        _write(cfg, folder, record, trainer, setup.monitor, cache)
         log_run(logger, files=run_files(folder))
     finish_logger(logger)
-    return record, {"model": model, "module": module, "trainer": trainer, "data": data}
-
-
-def compose_config(overrides: Sequence[str]) -> Any:
-    """The root config with ``task=train`` and ``overrides`` (works inside a Hydra app too)."""
-    from stbias.config import compose
-
-    return compose(["task=train", *overrides])
-
-
-def initial_weights(cfg: Any, path: str | os.PathLike) -> str:
-    """Build the network ``cfg`` would train, seeded by ``cfg.seed``, and save its weights.
-
-    Returns the weights' checksum. Runs given ``model.checkpoint=<path>`` then start from the
-    same initialisation, which their ``init_checksum`` confirms.
-    """
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    spec = InputSpec.from_dict(plain(cfg.model.input))
-    train_set = build_dataset(cfg.dataset, spec, num_samples=cfg.train.get("train_clips"))
-    label_key = str(cfg.train.label_key)
-    num_classes = int(cfg.train.get("num_classes") or infer_num_classes(train_set, label_key))
-    model_cfg, _ = adapt_model_config(cfg.model, num_classes, infer_channels(train_set))
-    model = build_model(model_cfg)
-    io.torch_save(model.state_dict(), path)
-    return weights_checksum(model)
-
-
-def shuffled_baseline(
-    models: Sequence[str],
-    datasets: Sequence[str],
-    out_dir: str | os.PathLike,
-    overrides: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Kowal et al. Fig. 5 (right): standard vs shuffled-frame training from one initialisation.
-
-    For every model and dataset, trains twice from the same initial weights, once as usual and
-    once with ``train.shuffle_frames=true``, and reports the relative top-1 drop
-    ``(acc_std - acc_shuf) / acc_std`` (final ``val/acc`` of each run). Writes
-    ``shuffled_baseline.csv`` and ``shuffled_baseline.{png,pdf}`` into ``out_dir`` and each
-    run's folder below it.
-
-    Args:
-        models: model options (``model=<name>``).
-        datasets: dataset options (``dataset=<name>``).
-        out_dir: output folder.
-        overrides: config overrides for every run (e.g. ``trainer.max_epochs=4``).
-
-    Returns:
-        One row per (model, dataset): ``acc_std``, ``acc_shuf``, ``drop``, ``chance``, ...
-    """
-    from stbias.plotting import save_figure
-    from stbias.plotting.training import shuffled_drop
-
-    out_dir = os.fspath(out_dir)
-    rows = []
-    for dataset in datasets:
-        for model in models:
-            folder = os.path.join(out_dir, f"{model}-{dataset}")
-            base = compose_config([f"model={model}", f"dataset={dataset}", *overrides])
-            init = os.path.join(folder, "init.pt")
-            checksum = initial_weights(base, init)
-            accs, records = {}, {}
-            for variant, shuffle in (("std", False), ("shuf", True)):
-                cfg = compose_config(
-                    [f"model={model}", f"dataset={dataset}", *overrides]
-                    + [f"train.shuffle_frames={str(shuffle).lower()}", f"model.checkpoint={init}"]
-                )
-                with open_dict(cfg):
-                    cfg.train.output_dir = os.path.join(folder, variant)
-                record, _ = run(cfg)
-                if record["init_checksum"] != checksum:
-                    raise StbiasError(f"the {variant} run of {model} did not start from {init}")
-                accs[variant], records[variant] = float(record["val/acc"]), record
-            drop = (accs["std"] - accs["shuf"]) / accs["std"] if accs["std"] > 0 else float("nan")
-            rows.append(
-                {
-                    "model": model,
-                    "dataset": dataset,
-                    "label_key": records["std"]["label_key"],
-                    "num_classes": records["std"]["num_classes"],
-                    "chance": 1.0 / records["std"]["num_classes"],
-                    "acc_std": accs["std"],
-                    "acc_shuf": accs["shuf"],
-                    "drop": drop,
-                    "epochs": records["std"]["epochs"],
-                    "minutes": records["std"]["minutes"] + records["shuf"]["minutes"],
-                    "init_checksum": checksum,
-                }
-            )
-            log.info(
-                "%s on %s (%s, chance %.3f): acc_std %.4f  acc_shuf %.4f  drop %.3f",
-                model,
-                dataset,
-                rows[-1]["label_key"],
-                rows[-1]["chance"],
-                accs["std"],
-                accs["shuf"],
-                drop,
-            )
-    io.write_csv(os.path.join(out_dir, "shuffled_baseline.csv"), rows)
-    finite = [r for r in rows if np.isfinite(r["drop"])]
-    figures = []
-    if finite:
-        figures = save_figure(
-            shuffled_drop(finite, "shuffled-frame training"),
-            os.path.join(out_dir, "shuffled_baseline"),
-        )
-    identity = run_identity("shuffled_baseline", "+".join(models), "+".join(datasets))
-    logger = build_logger(base.get("logger"), out_dir, **identity)
-    columns = list(rows[0]) if rows else []
-    log_run(
-        logger,
-        config={
-            "task": "shuffled_baseline",
-            "model": "+".join(models),
-            "dataset": "+".join(datasets),
-            "models": list(models),
-            "datasets": list(datasets),
-        },
-        summary={f"shuffled/drop/{r['model']}/{r['dataset']}": r["drop"] for r in finite},
-        tables={"shuffled/results": (columns, [[r.get(c) for c in columns] for r in rows])},
-        images={"shuffled/figure": figures},
-    )
-    finish_logger(logger)
-    return rows
+    return record, {"model": setup.model, "module": setup.module, "trainer": trainer, "data": data}

@@ -28,7 +28,8 @@ from stbias.lit.static_dropout import (
 )
 from stbias.models.inputs import InputSpec
 from stbias.models.taps import infer_channels, select_layers
-from stbias.tasks.common import base_dataset, plain
+from stbias.tasks.dataset_setup import base_dataset
+from stbias.tasks.run_config import plain
 
 
 def dropout_settings(cfg: Any) -> StaticDropoutSettings:

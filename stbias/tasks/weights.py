@@ -26,15 +26,17 @@ from stbias.plotting.weights import (
     plot_asdt,
     plot_temporal_channels,
 )
-from stbias.tasks.common import (
+from stbias.tasks.loggers import (
     build_logger,
-    build_model,
-    output_dir,
-    prepare_model,
-    resolved,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import build_model, prepare_model
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import output_dir, resolved
 
 log = logging.getLogger(__name__)
 
@@ -124,26 +126,10 @@ def _weights_kind(model_cfg: Any, checkpoint: str | None) -> str:
     return "random"
 
 
-def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure ASDT and self-convolution of ``cfg.model``; write results and figures.
-
-    Returns:
-        ``(results, objects)``: the ``results.json`` content, and ``{"dir", "figures"}``.
-    """
-    if cfg.get("model") is None:
-        raise StbiasError(
-            "metric=asdt/selfconv needs a model: python run.py metric=asdt model=<name>"
-        )
-    prepare_model(cfg, f"metric={cfg.metric.get('name')}")
-    metric = cfg.metric
-    rule = str(metric.get("rule", "spec"))
-    if rule not in RULES:
-        raise StbiasError(f"unknown metric.rule {rule!r}; valid rules: {', '.join(RULES)}")
-    delta = float(metric.get("delta", 0.0))
+def _measure(cfg: Any, rule: str, delta: float) -> tuple[dict[str, dict[str, Any]], dict]:
+    """Every set of weights measured: label -> checkpoint and layers; and what each set is."""
+    metric, name = cfg.metric, str(cfg.model.get("name", ""))
     aliases = OmegaConf.to_container(cfg.model.layers) if cfg.model.get("layers") else {}
-    seed = int(cfg.get("seed", 0))
-
-    name = str(cfg.model.get("name", ""))
     runs: dict[str, dict[str, Any]] = {}
     kinds = {}
     for label, checkpoint in _runs(cfg.model, metric):
@@ -156,44 +142,20 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 f" in run {label!r}" if metric.get("compare") else "",
             )
         # the same seed for every run, so builder-initialised weights are reproducible
-        torch.manual_seed(seed)
+        torch.manual_seed(int(cfg.get("seed", 0)))
         model = _build_with_checkpoint(cfg.model, checkpoint)
         layers = weight_temporality(model, delta=delta, rule=rule, aliases=aliases)
         runs[label] = {"checkpoint": checkpoint, "layers": layers}
         del model
+    return runs, kinds
 
-    first_label = next(iter(runs))
-    results: dict[str, Any] = {
-        "task": "weights",
-        "metric": str(metric.get("name", "asdt")),
-        "model": name,
-        "dataset": None,
-        "weights": joined(kinds.values()),
-        "seed": seed,
-        "delta": delta,
-        "rule": rule,
-        "run": first_label,
-        "checkpoint": runs[first_label]["checkpoint"],
-        "layers": runs[first_label]["layers"],
-        "config": resolved(cfg),
-        "environment": io.environment(),
-    }
-    if len(runs) > 1 or metric.get("compare"):
-        results["compare"] = runs
 
-    out = Path(output_dir())
-    write_results(out, results, cfg)
-    rows = [
-        {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
-        for label, r in runs.items()
-        for row in _rows(label, r["checkpoint"], r["layers"])
-    ]
-    io.write_csv(out / "results.csv", rows)
-
+def _figures(out: Path, runs: dict[str, dict[str, Any]], name: str, kinds: dict) -> dict:
+    """ASDT (raw and scaled) and temporal channels of every set of weights, per layer."""
     per_run = {label: r["layers"] for label, r in runs.items()}
     note = weights_title(list(kinds.values()))
     title = f"{name} ({note})" if name and note else (name or note or None)
-    figures = {
+    return {
         "asdt": save_figure(plot_asdt(per_run, title=title), out / "asdt"),
         "asdt_scaled": save_figure(
             plot_asdt(per_run, scaled=True, title=title), out / "asdt_scaled"
@@ -202,6 +164,10 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             plot_temporal_channels(per_run, title=title), out / "temporal_channels"
         ),
     }
+
+
+def _log(cfg: Any, out: Path, results: dict[str, Any], rows: list[dict], figures: dict) -> None:
+    """The run's summary, table, figures and files to the chosen logger."""
     summary = {
         f"weights/{key}/{layer}": values[key]
         for layer, values in results["layers"].items()
@@ -220,6 +186,53 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         files=run_files(out),
     )
     finish_logger(logger)
+
+
+def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure ASDT and self-convolution of ``cfg.model``; write results and figures.
+
+    Returns:
+        ``(results, objects)``: the ``results.json`` content, and ``{"dir", "figures"}``.
+    """
+    if cfg.get("model") is None:
+        raise StbiasError(
+            "metric=asdt/selfconv needs a model: python run.py metric=asdt model=<name>"
+        )
+    prepare_model(cfg, f"metric={cfg.metric.get('name')}")
+    metric = cfg.metric
+    rule = str(metric.get("rule", "spec"))
+    if rule not in RULES:
+        raise StbiasError(f"unknown metric.rule {rule!r}; valid rules: {', '.join(RULES)}")
+    delta = float(metric.get("delta", 0.0))
+    runs, kinds = _measure(cfg, rule, delta)
+    first = next(iter(runs))
+    results: dict[str, Any] = {
+        "task": "weights",
+        "metric": str(metric.get("name", "asdt")),
+        "model": str(cfg.model.get("name", "")),
+        "dataset": None,
+        "weights": joined(kinds.values()),
+        "seed": int(cfg.get("seed", 0)),
+        "delta": delta,
+        "rule": rule,
+        "run": first,
+        "checkpoint": runs[first]["checkpoint"],
+        "layers": runs[first]["layers"],
+        "config": resolved(cfg),
+        "environment": io.environment(),
+    }
+    if len(runs) > 1 or metric.get("compare"):
+        results["compare"] = runs
+    out = Path(output_dir())
+    write_results(out, results, cfg)
+    rows = [
+        {"model": results["model"], **{k: row.get(k, "") for k in CSV_FIELDS}}
+        for label, r in runs.items()
+        for row in _rows(label, r["checkpoint"], r["layers"])
+    ]
+    io.write_csv(out / "results.csv", rows)
+    figures = _figures(out, runs, results["model"], kinds)
+    _log(cfg, out, results, rows, figures)
     log.info(
         "%s: weight temporality of %d layers of %s%s",
         results["metric"],

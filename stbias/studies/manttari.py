@@ -25,17 +25,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from filelock import FileLock
 from omegaconf import open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import multiclass_f1_score
 
 from stbias import io
-from stbias.config import compose, option_node
+from stbias.config import option_node
 from stbias.data import video_to_float
 from stbias.errors import StbiasError
 from stbias.models.inputs import InputSpec, pack_inputs
@@ -44,22 +48,22 @@ from stbias.plotting.explain import (
     DIGITS,
     TABLE3,
     TABLE4,
+    draw_table,
     table1,
     table3,
     table4,
+    table_rows,
 )
-from stbias.results import UnreadableRecord, explanation_statistics, read_record
-from stbias.tasks.common import (
-    apply_checkpoint_settings,
-    build_dataset,
-    build_model,
-    choice,
-    output_dir,
-    plain,
-    task_epochs,
-)
+from stbias.plotting.manttari import fig4, table2
+from stbias.results import blob_samples, explanation_statistics, mask_samples
+from stbias.studies import base
+from stbias.studies.base import label_of, read_run, run_dirs, sub_run, train_run
+from stbias.tasks.dataset_setup import build_dataset
+from stbias.tasks.gradcam import explain_gradcam
+from stbias.tasks.model_setup import apply_checkpoint_settings, build_model
 from stbias.tasks.record import joined, write_results
-from stbias.tasks.training_cache import train_once, training_key
+from stbias.tasks.run_config import choice, output_dir, plain
+from stbias.tasks.temporal_mask import explain_masks
 
 log = logging.getLogger(__name__)
 
@@ -75,38 +79,30 @@ def model_node(cfg: Any, entry: Any) -> Any:
     return node
 
 
-def _sub_config(cfg: Any, overrides: list[str], model: Any) -> Any:
-    """The root config with ``overrides``, this run's dataset, seed and Trainer, and ``model``."""
-    sub = compose([*overrides, "logger=none"])
-    with open_dict(sub):
-        sub.model = copy.deepcopy(model)
-        sub.dataset = copy.deepcopy(cfg.dataset)
-        sub.seed = int(cfg.seed)
-        sub.trainer = copy.deepcopy(cfg.trainer)
-    return sub
+def _sub_config(cfg: Any, defaults: list[str], model: Any) -> Any:
+    """A sub-run on this study's dataset with ``defaults`` picked and ``model``."""
+    return sub_run(cfg, {"defaults": defaults, "model": model, "dataset": cfg.dataset})
 
 
 def train_config(cfg: Any, model: Any) -> Any:
     """The ``task=train`` config of one model."""
     t = cfg.task.train
-    sub = _sub_config(cfg, ["task=train"], model)
-    with open_dict(sub):
-        sub.dataset.split = "train"
-        sub.dataset.num_samples = int(t.clips)
-        sub.train.label_key = str(t.label_key)
-        sub.train.num_classes = t.num_classes
-        sub.train.val_clips = int(t.val_clips)
-        sub.train.batch_size = int(t.batch_size)
-        sub.train.optimizer.lr = float(t.lr)
-        sub.trainer.max_epochs = task_epochs(cfg, t.max_epochs)
-    return sub
+    return train_run(
+        cfg,
+        {
+            "model": model,
+            "dataset": cfg.dataset,
+            "dataset.split": "train",
+            "dataset.num_samples": int(t.clips),
+            "train.label_key": str(t.label_key),
+            "train.num_classes": t.num_classes,
+        },
+    )
 
 
 def ensure_trained(cfg: Any, label: str, model: Any) -> dict[str, Any]:
     """Train one model once: ``<task.cache_dir>/<label>-<key>/`` (resumes an interrupted run)."""
-    sub = train_config(cfg, model)
-    folder = os.path.join(os.path.abspath(str(cfg.task.cache_dir)), f"{label}-{training_key(sub)}")
-    return train_once(sub, folder, f"{label} ({model.name})")
+    return base.ensure_trained(cfg, label, train_config(cfg, model), f"{label} ({model.name})")
 
 
 def precise_batch_norm(network: torch.nn.Module, batches: Any, spec: InputSpec) -> int:
@@ -185,8 +181,6 @@ def trained_model(cfg: Any, model: Any, checkpoint: str) -> Any:
 
 def reversed_accuracy(cfg: Any, model: Any, label_key: str) -> dict[str, Any]:
     """Table 1 of one trained model: top-1 and macro F1 in order and with frames reversed."""
-    from torchmetrics.functional.classification import multiclass_f1_score
-
     sub = _sub_config(cfg, [], model)
     apply_checkpoint_settings(sub)
     spec = InputSpec.from_dict(plain(sub.model.input))
@@ -284,9 +278,6 @@ def user_checkpoints(cfg: Any) -> dict[str, str]:
 
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, measure Table 1, explain, and write Tables 1, 3 and 4."""
-    from stbias.tasks.gradcam import explain_gradcam
-    from stbias.tasks.temporal_mask import explain_masks
-
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     folder = output_dir()
     entries = cfg.task.models
@@ -327,16 +318,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             accuracy["acc_reversed"],
             trained.get("val/acc"),
         )
-        base = os.path.join(folder, label)
+        below = os.path.join(folder, label)
         sub = explanation_config(cfg, "temporal_mask", model, cfg.task.temporal_mask)
-        record, _ = explain_masks(sub, os.path.join(base, "temporal_mask"))
-        masks = {"dir": os.path.join(base, "temporal_mask"), "summary": record.get("summary")}
+        record, _ = explain_masks(sub, os.path.join(below, "temporal_mask"))
+        masks = {"dir": os.path.join(below, "temporal_mask"), "summary": record.get("summary")}
         cams = []
         for layer in entry.layers:
             sub = explanation_config(cfg, "gradcam", model, cfg.task.gradcam)
             with open_dict(sub):
                 sub.layer = str(layer)
-            where = os.path.join(base, f"gradcam_{layer}")
+            where = os.path.join(below, f"gradcam_{layer}")
             record, _ = explain_gradcam(sub, where)
             cams.append({"layer": str(layer), "dir": where, "summary": record.get("summary")})
         runs[label] = {
@@ -459,10 +450,7 @@ def redraw(folder: str) -> dict[str, Any]:
     path = os.path.join(folder, "results.json")
     if not os.path.isfile(path):
         raise StbiasError(f"{folder} holds no results.json of an experiment=manttari run")
-    try:
-        record = read_record(path)
-    except UnreadableRecord as err:
-        raise StbiasError(f"{path}: {err}") from None
+    record = read_run(folder)
     if record.get("task") != "manttari":
         raise StbiasError(
             f"{path} is not an experiment=manttari result (task={record.get('task')})"
@@ -470,11 +458,108 @@ def redraw(folder: str) -> dict[str, Any]:
     return write_tables(folder, record["dataset"], record["runs"], previous=record)
 
 
-__all__ = [
-    "ensure_trained",
-    "format_tables",
-    "redraw",
-    "reversed_accuracy",
-    "run",
-    "write_tables",
-]
+# Paper figures (stbias.figures): Tables 1-4 and Fig. 4 drawn from the runs' records -----------
+
+
+def _manttari_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [read_run(run) for run in run_dirs(table, "manttari")]
+
+
+def _relabel(summaries: Mapping[str, Any], dataset: str, shown: str) -> dict[str, Any]:
+    return {k.replace(f"({dataset})", f"({shown})"): v for k, v in summaries.items()}
+
+
+def _manttari_table(table: pd.DataFrame, pick, columns, title, labels):
+    records = _manttari_records(table)
+    header, rows = None, []
+    for record in records:
+        dataset = record["dataset"]
+        shown = label_of(labels, dataset)
+        part = pick(record)
+        head, body = table_rows(_relabel(part["summaries"], dataset, shown), columns, part["tests"])
+        if part["tests"] and len(records) > 1:
+            body[-1][0] = f"Welch t-test ({shown})"
+        header, rows = head, rows + body
+    return draw_table(header, rows, title=title)
+
+
+def manttari_table1(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Table 1: top-1 and macro F1 of every model in order and reversed, per dataset."""
+    rows = []
+    for record in _manttari_records(table):
+        shown = label_of(labels, record["dataset"])
+        rows += [{"model": f"{m} ({shown})", **r["table1"]} for m, r in record["runs"].items()]
+    return table1(rows, title=title)
+
+
+def manttari_table3(
+    table: pd.DataFrame,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    layer_set: int = 1,
+):
+    """Table 3: Grad-CAM blob count, size and centre distance per model (``layer_set``: which
+    position of the models' Grad-CAM layer lists; 1 = the paper's), Welch t-tests."""
+
+    def pick(record):
+        sets = record["tables"]["table3"]
+        if not 1 <= layer_set <= len(sets):
+            raise StbiasError(f"figure.layer_set={layer_set}: the runs have {len(sets)} layer sets")
+        return sets[layer_set - 1]
+
+    return _manttari_table(table, pick, TABLE3, title, labels)
+
+
+def manttari_table4(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Table 4: temporal-mask length, drop ratio and drop difference per model, t-tests."""
+    return _manttari_table(table, lambda record: record["tables"]["table4"], TABLE4, title, labels)
+
+
+def manttari_table2(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Table 2: F1 per class of every model on the held-out clips in order, per dataset."""
+    classes: list[str] = []
+    f1: dict[str, dict[str, float]] = {}
+    for record in _manttari_records(table):
+        shown = label_of(labels, record["dataset"])
+        for model, r in record["runs"].items():
+            t = r["table1"]
+            if "f1_per_class" not in t:
+                raise StbiasError(
+                    f"{record['dataset']}: the manttari run has no per-class F1 (written before "
+                    "Table 2 existed); run it again with FORCE=1"
+                )
+            named = [f"{c} ({shown})" for c in t["classes"]]
+            classes += [c for c in named if c not in classes]
+            scores = dict(zip(named, t["f1_per_class"]))
+            f1.setdefault(model, {}).update(scores)
+    columns = {m: [s.get(c, float("nan")) for c in classes] for m, s in f1.items()}
+    return table2(classes, columns, title=title)
+
+
+def manttari_fig4(
+    table: pd.DataFrame,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    layer_set: int = 1,
+    bins: int = 20,
+):
+    """Fig. 4: normalised histograms of the Table 3 (Grad-CAM blobs at ``layer_set``) and
+    Table 4 (temporal masks) measures per model and dataset."""
+    samples: dict[str, dict[str, np.ndarray]] = {}
+    for record in _manttari_records(table):
+        shown = label_of(labels, record["dataset"])
+        for model, r in record["runs"].items():
+            cams = r["gradcam"]
+            if not 1 <= layer_set <= len(cams):
+                raise StbiasError(f"figure.layer_set={layer_set}: the runs have {len(cams)} layers")
+            samples[f"{model} ({shown})"] = {
+                **blob_samples(cams[layer_set - 1]["dir"]),
+                **mask_samples(r["temporal_mask"]["dir"]),
+            }
+    return fig4(samples, title=title, bins=bins)

@@ -15,17 +15,33 @@ first job that the data sources hold the largest grid values, and after the last
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stbias import io
+from stbias.config import compose
+from stbias.data.sources import face_images, mnist_digits, place_images
 from stbias.errors import StbiasError
+from stbias.plotting import save_figure
+from stbias.plotting.byvshev import (
+    table1_figure,
+    table1_markdown,
+    table2_cells,
+    table2_interval_figure,
+    table2_interval_markdown,
+    table2_trend,
+)
+from stbias.results import load_records
+from stbias.studies.base import run_dirs
+from stbias.tasks import evaluate, train
 
 log = logging.getLogger(__name__)
 TABLE1_EXPERIMENT = "byvshev_brushmnist_small"
@@ -36,38 +52,6 @@ TABLE1_EVALUATIONS = (
     ("footprint", "footprint", False),
     ("normal", "footprint", False),
 )
-
-
-def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list, int]:
-    """``results.json`` of run directories (or globs of them, or of the files themselves).
-
-    Returns:
-        The records, each with ``run_dir`` added, and the number of files that could not be read
-        (skipped and counted, never fatal).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[str] = []
-    for path in paths:
-        path = os.fspath(path)
-        matches = sorted(glob.glob(path)) or [path]
-        for match in matches:
-            files.append(match if match.endswith(".json") else os.path.join(match, "results.json"))
-    records, skipped = [], 0
-    for file in dict.fromkeys(files):
-        try:
-            with open(file) as fh:
-                record = json.load(fh)
-        except (OSError, ValueError) as err:
-            log.warning("skipped %s (%s)", file, err)
-            skipped += 1
-            continue
-        if not isinstance(record, dict):
-            skipped += 1
-            continue
-        record["run_dir"] = os.path.dirname(os.path.abspath(file))
-        records.append(record)
-    return records, skipped
 
 
 def _write_text(path: str, text: str) -> None:
@@ -137,9 +121,6 @@ def table2_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_table1(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> list[str]:
     """``table1.csv``, ``table1.md`` and ``table1.{png,pdf}`` in ``out_dir``; returns the paths."""
-    from stbias.plotting import save_figure
-    from stbias.plotting.byvshev import table1_figure, table1_markdown
-
     out_dir = os.fspath(out_dir)
     if not rows:
         raise StbiasError(f"no BrushMNIST evaluations (task=test results) to tabulate in {out_dir}")
@@ -158,14 +139,6 @@ def write_table2(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> 
     """``table2.csv`` (one row per run), ``table2_summary.csv`` (per cell: mean and interval over
     seeds, chance), ``table2_trend.json`` (accuracy per doubling of place and of motion classes),
     ``table2.md`` and the heat map ``table2.{png,pdf}`` in ``out_dir``."""
-    from stbias.plotting import save_figure
-    from stbias.plotting.byvshev import (
-        table2_cells,
-        table2_interval_figure,
-        table2_interval_markdown,
-        table2_trend,
-    )
-
     out_dir = os.fspath(out_dir)
     if not rows:
         raise StbiasError(f"no P+F+M training runs (task=train results) to tabulate in {out_dir}")
@@ -184,8 +157,6 @@ def write_table2(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> 
 
 
 def _compose(task: str, overrides: Sequence[str]) -> Any:
-    from stbias.config import compose
-
     return compose([f"task={task}", *overrides])
 
 
@@ -209,8 +180,6 @@ def table1(
     Returns:
         One row per evaluation (see :func:`table1_rows`).
     """
-    from stbias.tasks import evaluate, train
-
     out_dir = os.path.abspath(os.fspath(out_dir))
     base = [f"experiment={experiment}", *overrides]
     checkpoints = {}
@@ -250,8 +219,6 @@ def table1(
 
 def _sweep_values(config: DictConfig, key: str) -> list[Any]:
     """The values a multirun gives ``key``: sweeper params, then the command line (which wins)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     arguments = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     arguments += list(config.hydra.overrides.task)
     values = None
@@ -274,8 +241,6 @@ def check_pfm_grid(config: DictConfig) -> tuple[list[int], list[int]]:
     dataset does, so a grid beyond the embedded photographs stops with the dataset's message
     naming ``dataset.places_root``. Returns the place and motion values of the grid.
     """
-    from stbias.data.sources import face_images, mnist_digits, place_images
-
     places = [int(v) for v in _sweep_values(config, "dataset.num_places")]
     motions = [int(v) for v in _sweep_values(config, "dataset.num_motions")]
     bad = [v for v in places + motions if v < 1]
@@ -288,19 +253,11 @@ def check_pfm_grid(config: DictConfig) -> tuple[list[int], list[int]]:
     return sorted(set(places)), sorted(set(motions))
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - Hydra < 1.1
-    Callback = object
-
-
 class Table2Sweep(Callback):
     """Hydra callback of the Table 2 multirun: checks the grid first, tabulates it at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Stop before any training when the sources cannot hold the largest grid values."""
-        import sys
-
         try:
             places, motions = check_pfm_grid(config)
         except StbiasError as err:
@@ -317,8 +274,28 @@ class Table2Sweep(Callback):
             log.warning("no P+F+M training results under %s: no Table 2 written", sweep_dir)
             return
         paths = write_table2(rows, sweep_dir)
-        from stbias.plotting.byvshev import table2_interval_markdown
-
         log.info("%s", table2_interval_markdown(rows))
         note = f" ({skipped} unreadable results skipped)" if skipped else ""
         log.info("Table 2: %s, %s%s", paths[0], paths[2], note)
+
+
+# Paper figures (stbias.figures): Tables 1 and 2 drawn from the runs a figure target made -------
+
+
+def byvshev_table1(table: pd.DataFrame, title: str | None = None):
+    """Table 1 on BrushMNIST: the error breakdowns (a, b) and reversed-frame accuracy (c)."""
+    records, _ = load_records(run_dirs(table, "test"))
+    rows = table1_rows(records)
+    if not rows:
+        raise StbiasError("no BrushMNIST evaluations (task=test with shape and brush labels)")
+    return table1_figure(rows, title)
+
+
+def byvshev_table2(table: pd.DataFrame, title: str | None = None):
+    """Table 2: accuracy on P+F+M over place classes (rows) and motion classes (columns), the
+    interval over seeds in every cell and the trend (accuracy per doubling of each) beneath."""
+    records, _ = load_records(run_dirs(table, "train"))
+    rows = table2_rows(records)
+    if not rows:
+        raise StbiasError("no P+F+M training runs with a validation accuracy to tabulate")
+    return table2_interval_figure(rows, title)

@@ -44,9 +44,16 @@ from stbias.plotting.pairs import (
 from stbias.plotting.training import fig5_right
 from stbias.plotting.weights import asdt_figure, channels_figure
 from stbias.results import explanation_statistics, load
-from stbias.tasks.common import build_logger, output_dir, plain
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.loggers import (
+    build_logger,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
+)
 from stbias.tasks.record import joined, write_results
+from stbias.tasks.run_config import output_dir, plain
 
 log = logging.getLogger(__name__)
 CONDITIONS = tuple(c for c in DISTINGUISHING if c not in ("model", "lam"))

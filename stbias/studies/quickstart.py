@@ -11,36 +11,34 @@ dynamic; ``i3d_tiny`` can.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from stbias import io
-from stbias.config import compose, option_node
+from stbias.config import option_node
 from stbias.errors import StbiasError
 from stbias.plotting import save_figure
 from stbias.results import layer_rows, rows_of
-from stbias.tasks.common import (
+from stbias.studies import base
+from stbias.studies.base import train_run
+from stbias.tasks.loggers import (
     build_logger,
-    check_results,
-    output_dir,
-    plain,
-    task_epochs,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
 from stbias.tasks.probe import FIGURE, draw, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.record import joined, write_results
-from stbias.tasks.training_cache import train_once
+from stbias.tasks.run_config import check_results, output_dir
 
 log = logging.getLogger(__name__)
-# trainer settings that change what the terminal shows, not what is trained
-DISPLAY_ONLY = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 
 def quickstart_models(cfg: Any) -> list[Any]:
@@ -62,52 +60,31 @@ def quickstart_models(cfg: Any) -> list[Any]:
     return nodes
 
 
-def train_config(cfg: Any, model_node: Any, folder: str | None = None) -> Any:
+def train_config(cfg: Any, model_node: Any) -> Any:
     """The ``task=train`` config of one quickstart model: the embedded P+F+M, ``task.train``."""
     q = cfg.task.train
-    train_cfg = compose(["task=train", "dataset=pfm", "logger=none"])
-    with open_dict(train_cfg):
-        train_cfg.model = copy.deepcopy(model_node)
-        train_cfg.seed = int(cfg.seed)
-        train_cfg.dataset.num_places = int(q.num_places)
-        train_cfg.dataset.num_motions = int(q.num_motions)
-        train_cfg.dataset.num_samples = int(q.clips)
-        train_cfg.train.val_clips = int(q.val_clips)
-        train_cfg.train.batch_size = int(q.batch_size)
-        train_cfg.train.optimizer.lr = float(q.lr)
-        # the root trainer node: every Lightning key means what it means (trainer.devices,
-        # trainer.limit_train_batches, ...); the epochs are task.train.max_epochs unless
-        # trainer.max_epochs is set
-        train_cfg.trainer = copy.deepcopy(cfg.trainer)
-        train_cfg.trainer.max_epochs = task_epochs(cfg, q.max_epochs)
-        train_cfg.train.output_dir = folder
-    return train_cfg
-
-
-def checkpoint_folder(cfg: Any, model_node: Any) -> str:
-    """``<task.cache_dir>/<model>-<key>``: the key hashes the resolved model, dataset, training
-    and Trainer settings and the seed, so a changed setting trains a new checkpoint."""
-    train_cfg = train_config(cfg, model_node)
-    keyed = {k: OmegaConf.to_container(train_cfg[k], resolve=True) for k in ("model", "dataset")}
-    keyed.update(
-        train={k: v for k, v in plain(train_cfg.train).items() if k != "output_dir"},
-        trainer={k: v for k, v in plain(train_cfg.trainer).items() if k not in DISPLAY_ONLY},
-        seed=int(train_cfg.seed),
+    return train_run(
+        cfg,
+        {
+            "defaults": [{"dataset": "pfm"}],
+            "model": model_node,
+            "dataset.num_places": int(q.num_places),
+            "dataset.num_motions": int(q.num_motions),
+            "dataset.num_samples": int(q.clips),
+        },
     )
-    keyed["train"]["static_dropout"]["probe_clips"] = train_cfg.probe.num_clips  # its clips
-    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    return os.path.join(os.path.abspath(str(cfg.task.cache_dir)), f"{model_node.name}-{key}")
 
 
 def ensure_trained(cfg: Any, model_node: Any) -> dict[str, Any]:
-    """Train one quickstart model once and reuse it (see :func:`checkpoint_folder`).
+    """Train one quickstart model once and reuse it: ``<task.cache_dir>/<model>-<key>``, the key
+    hashing every setting of the training (:func:`stbias.studies.base.training_key`).
 
     Returns:
         The training run's results record (``checkpoint``, ``val/acc``, ...).
     """
-    folder = checkpoint_folder(cfg, model_node)
-    train_cfg = train_config(cfg, model_node, folder)
-    return train_once(train_cfg, folder, f"{model_node.name} on the embedded P+F+M")
+    train_cfg = train_config(cfg, model_node)
+    what = f"{model_node.name} on the embedded P+F+M"
+    return base.ensure_trained(cfg, str(model_node.name), train_cfg, what)
 
 
 def probe_config(cfg: Any, model_node: Any, checkpoint: str) -> Any:

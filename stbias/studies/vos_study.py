@@ -29,9 +29,11 @@ import copy
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -53,23 +55,24 @@ from stbias.plotting.vos import (
     table1_markdown,
     table1_rows,
 )
-from stbias.results import layer_rows
+from stbias.results import center_bias_arrays, layer_rows
+from stbias.studies import base
+from stbias.studies.base import label_of, read_run, run_dirs, train_run
 from stbias.tasks.center_bias import center_bias
-from stbias.tasks.common import (
-    build_dataset,
+from stbias.tasks.dataset_setup import build_dataset
+from stbias.tasks.loggers import (
     build_logger,
-    build_model,
-    choice,
-    output_dir,
-    plain,
-    require_one_model,
-    task_epochs,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import build_model, require_one_model
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.probe import summary_table
 from stbias.tasks.record import joined, write_results
-from stbias.tasks.training_cache import train_once, training_key
+from stbias.tasks.run_config import choice, output_dir, plain
 
 # short labels for the figures
 CROSS_LABELS = {
@@ -121,28 +124,24 @@ def _dataset_node(cfg: Any, name: str) -> Any:
 def train_config(cfg: Any, model_node: Any, dataset: str) -> Any:
     """The ``task=train`` config of one study run: ``task.train`` on ``dataset``."""
     t = cfg.task.train
-    train_cfg = compose(["task=train", "logger=none"])
-    with open_dict(train_cfg):
-        train_cfg.model = copy.deepcopy(model_node)
-        train_cfg.dataset = _dataset_node(cfg, dataset)
-        train_cfg.dataset.split = "train"
-        train_cfg.seed = int(cfg.seed)
-        train_cfg.trainer = copy.deepcopy(cfg.trainer)
-        train_cfg.trainer.max_epochs = task_epochs(cfg, t.max_epochs)
-        train_cfg.train.train_clips = int(t.clips)
-        train_cfg.train.val_clips = int(t.val_clips)
-        train_cfg.train.batch_size = int(t.batch_size)
-        train_cfg.train.num_workers = int(t.num_workers)
-        train_cfg.train.optimizer.lr = float(t.lr)
-    return train_cfg
+    return train_run(
+        cfg,
+        {
+            "model": model_node,
+            "dataset": _dataset_node(cfg, dataset),
+            "dataset.split": "train",
+            "train.train_clips": int(t.clips),
+            "train.num_workers": int(t.num_workers),
+        },
+    )
 
 
 def ensure_trained(cfg: Any, model_node: Any, cross: str, dataset: str) -> dict[str, Any]:
     """Train once, reuse after (``<task.cache_dir>/<model>-<cross>-<dataset>-<key>``)."""
     train_cfg = train_config(cfg, model_node, dataset)
-    name = f"{model_node.name}-{cross}-{dataset}-{training_key(train_cfg)}"
-    folder = os.path.join(os.path.abspath(str(cfg.task.cache_dir)), name)
-    return train_once(train_cfg, folder, f"{model_node.name} (cross={cross}) on {dataset}")
+    label = f"{model_node.name}-{cross}-{dataset}"
+    what = f"{model_node.name} (cross={cross}) on {dataset}"
+    return base.ensure_trained(cfg, label, train_cfg, what)
 
 
 def probe_config(cfg: Any, model_node: Any, checkpoint: str, dataset: str) -> Any:
@@ -432,3 +431,88 @@ def draw_study(folder: str) -> list[str]:
     if centre:
         paths += save_figure(center_bias_maps(centre), os.path.join(folder, "center_bias"))
     return paths
+
+
+# Paper figures (stbias.figures): every vos_study run of a table as one study -------------------
+
+
+def _study(table: pd.DataFrame) -> dict[str, Any]:
+    """Every vos_study run of the table as one study: runs, datasets, crosses and center bias."""
+    study: dict[str, Any] = {"runs": [], "datasets": [], "cross": [], "center_bias": {}}
+    for run in run_dirs(table, "vos_study"):
+        record = read_run(run)
+        maps = center_bias_arrays(run)
+        study["runs"] += record["runs"]
+        study["datasets"] += [d for d in record["datasets"] if d not in study["datasets"]]
+        study["cross"] += [c for c in record["cross"] if c not in study["cross"]]
+        for dataset, entry in record["center_bias"].items():
+            study["center_bias"][dataset] = {**entry, "map": maps[dataset]}
+        study.setdefault("model", record["model"])
+        study.setdefault("reference", record["reference"])
+        study.setdefault("lam", record.get("lam"))
+    return study
+
+
+def vos_fig4(
+    table: pd.DataFrame,
+    title: str | None = None,
+    dataset: str | None = None,
+    labels: Mapping[str, str] | None = None,
+):
+    """Fig. 4: per cross connection, the split of the motion, appearance and fusion layers and
+    the unit classes of fusion layer 5, for the models trained on ``dataset`` (default: the
+    first)."""
+    study = _study(table)
+    dataset = dataset or study["datasets"][0]
+    models = {
+        CROSS_LABELS.get(r["cross"], r["cross"]): r["layers"]
+        for r in study["runs"]
+        if r["dataset"] == dataset
+    }
+    if not models:
+        raise StbiasError(f"figure.dataset={dataset}: no model trained on it ({study['datasets']})")
+    heading = f"{title}: {study['model']} trained on {label_of(labels, dataset)}" if title else None
+    return fig4(models, title=heading)
+
+
+def vos_table1(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Table 1: dynamic and static % of fusion layers 5 and 2 per training dataset (the study's
+    reference cross connection)."""
+    study = _study(table)
+    by_dataset = {
+        label_of(labels, r["dataset"]): r["layers"]
+        for r in study["runs"]
+        if r["cross"] == study["reference"]
+    }
+    rows = table1_rows(by_dataset, TABLE_LAYERS)
+    heading = f"{title} (cross = {study['reference']})" if title else None
+    return table1_figure(rows, TABLE_LAYERS, title=heading)
+
+
+def vos_fig7(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """Fig. 7: unit classes of fusion layers 5 and 2 per training dataset, and each dataset's
+    center bias (the study's reference cross connection)."""
+    study = _study(table)
+    reference = {
+        label_of(labels, r["dataset"]): r["layers"]
+        for r in study["runs"]
+        if r["cross"] == study["reference"]
+    }
+    centre = {label_of(labels, d): e for d, e in study["center_bias"].items()}
+    return fig7(reference, centre, TABLE_LAYERS, title)
+
+
+def center_bias_figure(
+    table: pd.DataFrame, title: str | None = None, labels: Mapping[str, str] | None = None
+):
+    """The mean foreground mask of every dataset, scaled to [0, 1], with its center mass."""
+    entries = {}
+    for run in run_dirs(table, "center_bias"):
+        record, maps = read_run(run), center_bias_arrays(run)
+        for dataset, numbers in record["datasets"].items():
+            entries[label_of(labels, dataset)] = {**numbers, "map": maps[dataset]}
+    return center_bias_maps(entries, title=title)

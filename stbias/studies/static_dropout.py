@@ -21,12 +21,14 @@ import os
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from omegaconf import open_dict
 
 from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.static_dropout import final_report
 from stbias.plotting import save_figure
+from stbias.plotting.explain import draw_table
 from stbias.plotting.latex import latex_table
 from stbias.plotting.static_dropout import (
     MODES,
@@ -36,17 +38,20 @@ from stbias.plotting.static_dropout import (
     table,
     table_cells,
 )
+from stbias.results import static_dropout_rows
+from stbias.studies.base import run_dirs
 from stbias.tasks import train, train_extras
-from stbias.tasks.common import (
+from stbias.tasks.loggers import (
     build_logger,
-    check_results,
-    choice,
-    output_dir,
-    plain,
-    require_one_model,
+    finish_logger,
+    log_run,
+    record_config,
+    run_files,
+    run_identity,
 )
-from stbias.tasks.loggers import finish_logger, log_run, record_config, run_files, run_identity
+from stbias.tasks.model_setup import require_one_model
 from stbias.tasks.record import write_results
+from stbias.tasks.run_config import check_results, choice, output_dir, plain
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +216,28 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     log.info("%s", text)
     log.info("results: %s", os.path.join(folder, "static_dropout.csv"))
     return rows, {"summary": summary, "figures": figures}
+
+
+# Paper figures (stbias.figures): the study's runs read back and drawn ------------------------
+
+
+def _static_dropout(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of every study's ``static_dropout.csv`` (beside its task=train runs), summarised."""
+    rows = []
+    for folder in run_dirs(table, "train", beside="static_dropout.csv"):
+        rows += static_dropout_rows(os.path.join(folder, "static_dropout.csv"))
+    return rows, summarize(rows)
+
+
+def static_dropout_figure(table: pd.DataFrame, title: str | None = None):
+    """Top-1, motion-only top-1 and dynamic units per mode, intervals over seeds."""
+    rows, summary = _static_dropout(table)
+    return figure(rows, summary, title)
+
+
+def static_dropout_table(table: pd.DataFrame, title: str | None = None):
+    """The StaticDropout table (``static_dropout.md``'s cells) drawn as a figure: every mode over
+    seeds, then every mode against ``none`` paired by seed."""
+    runs, summary = _static_dropout(table)
+    header, rows = table_cells(summary + paired_differences(runs))
+    return draw_table(header, rows, title=title)

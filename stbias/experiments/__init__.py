@@ -1,1 +1,0 @@
-"""Paper experiments that combine several runs: drivers, sweep callbacks and result readers."""
