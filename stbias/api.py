@@ -246,7 +246,7 @@ def _trainer(accelerator: str, progress: bool, inference_mode: bool = True) -> A
 
 def _spec(input_spec: Any, info: ModelInfo | None, what: str) -> InputSpec:
     if input_spec is None:
-        if info is None:
+        if info is None or info.spec is None:
             raise StbiasError(
                 f"{what} needs input_spec= for a model not made by stbias.models.create "
                 "(an InputSpec or a mapping of its fields)"

@@ -42,7 +42,8 @@ class ModelInfo:
         name: the option name (``model=<name>``).
         layers: alias -> module path of every declared layer.
         channels: alias -> unit count (where the YAML declares it).
-        spec: the :class:`~stbias.models.inputs.InputSpec` clips are packed with.
+        spec: the :class:`~stbias.models.inputs.InputSpec` clips are packed with (None for a
+            model config without an ``input`` node, e.g. one only its weights are read from).
         layout: how the layers' outputs are laid out (``cnn``, ``tokens``, ...).
         probe_layers: the aliases a probe reports by default (every layer when empty).
         gradcam_layer: the alias Grad-CAM explains by default (None: none chosen).
@@ -54,7 +55,7 @@ class ModelInfo:
     name: str
     layers: dict[str, str]
     channels: dict[str, int]
-    spec: InputSpec
+    spec: InputSpec | None
     layout: str = "cnn"
     probe_layers: tuple[str, ...] = ()
     gradcam_layer: str | None = None
