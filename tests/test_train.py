@@ -332,7 +332,7 @@ def test_shuffled_frames_remove_direction_information(compose, tmp_path):
 
 def test_same_initialisation_through_initial_weights(compose, tmp_path):
     cfg = make_cfg(compose, tmp_path, "model=c2d_tiny", dataset=SQUARE)
-    checksum = train.initial_weights(cfg, tmp_path / "init.pt")
+    checksum = shuffled_baseline.initial_weights(cfg, tmp_path / "init.pt")
     model = build_model(
         OmegaConf.merge(
             cfg.model, {"builder": {"num_classes": 2}, "checkpoint": str(tmp_path / "init.pt")}

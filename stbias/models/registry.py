@@ -167,7 +167,7 @@ def describe(model_cfg: Any) -> ModelInfo:
         name=str(plain.get("name")),
         layers=layers,
         channels={str(k): int(v) for k, v in (plain.get("channels") or {}).items()},
-        spec=InputSpec.from_dict(plain["input"]),
+        spec=InputSpec.from_dict(plain["input"]) if plain.get("input") else None,
         layout=str(plain.get("layout") or "cnn"),
         probe_layers=tuple(str(a) for a in plain.get("probe_layers") or ()),
         gradcam_layer=plain.get("gradcam_layer"),
