@@ -340,7 +340,7 @@ def test_same_initialisation_through_initial_weights(compose, tmp_path):
     )
     assert train.weights_checksum(model) == checksum
     cfg2 = make_cfg(compose, tmp_path, "model=c2d_tiny", "seed=1", dataset=SQUARE)
-    assert train.initial_weights(cfg2, tmp_path / "other.pt") != checksum
+    assert shuffled_baseline.initial_weights(cfg2, tmp_path / "other.pt") != checksum
 
 
 def test_dataset_and_model_adaptation(compose):
