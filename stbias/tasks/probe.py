@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from stbias.lit.probe import EvalData, ViewsInLoader, layer_state_path, resolve_
 from stbias.metrics import PairStatistics
 from stbias.models.inputs import InputSpec, check_pair_input
 from stbias.models.taps import select_layers
+from stbias.models.zoo import import_object
 from stbias.plotting import save_figure
 from stbias.plotting.pairs import fig3
 from stbias.plotting.units import unit_classes
@@ -75,10 +77,6 @@ def _code_fingerprint(model_cfg: Any) -> str | None:
     constructor = model_cfg.get("builder", {}).get("constructor")
     if not constructor:
         return None
-    import inspect
-
-    from stbias.models.zoo import import_object
-
     try:
         source = inspect.getsourcefile(import_object(str(constructor)))
         with open(source, "rb") as fh:
@@ -265,6 +263,37 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
 
     Returns the results record, the per-unit scores and the objects used.
     """
+    name, layers, spec = _setup(cfg)
+    dataset = clips if clips is not None else choose_probe_clips(cfg, spec)
+    _header(cfg, name, dataset, layers)
+    key = cache_key(cfg, files_fingerprint(dataset))
+    state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), key)
+    cached = _cached_layers(cfg, layers, state_dir, key)
+    missing = {a: p for a, p in layers.items() if a not in cached}
+    objects: dict[str, Any] = {"dataset": dataset}
+    stats: dict[str, PairStatistics] = dict(cached)
+    clips_run, skipped = 0, None
+    if missing:
+        fresh = _probe_layers(cfg, name, spec, missing, dataset, state_dir, key, objects)
+        if fresh is None:  # a non-zero rank of a multi-process run: rank 0 reports
+            return {}, {}, objects
+        stats.update(fresh.stats)
+        clips_run, skipped = fresh.clips_run, fresh.skipped_clips
+    for metric in cached.values():
+        skipped = int(metric.meta["skipped_clips"]) if skipped is None else skipped
+    # fresh and cached sums scored by the one report of the API's results
+    lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
+    results = ProbeResults(
+        {alias: stats[alias] for alias in layers}, lam, estimator, name, len(dataset)
+    )
+    cache = {"key": key, "layers_from_cache": sorted(cached), "clips_run": clips_run}
+    record = _record(cfg, name, dataset, results, skipped, cache)
+    return record, results.unit_score_arrays(), objects
+
+
+def _setup(cfg: Any) -> tuple[str, dict[str, str], InputSpec]:
+    """The model's name, the layers to probe (alias -> module path) and its input spec; one
+    line for a measure of another task, a model without layers or a two-stream mismatch."""
     name = choice(cfg, "model")
     if str(cfg.metric.get("name")) not in PAIR_METRICS:
         raise StbiasError(
@@ -281,13 +310,12 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
     # probe.layers, else the model's own choice (probe_layers: no tap repeating another), else all
     chosen = plain(cfg.probe.layers) or plain(cfg.model.get("probe_layers")) or None
     layers = select_layers(declared, chosen, name)
-    channels = dict(plain(cfg.model.get("channels")) or {})
     spec = InputSpec.from_dict(plain(cfg.model.input))
     check_pair_input(spec, bool(cfg.stylization.get("two_stream", False)), f"model {name}")
-    lam, estimator = float(cfg.metric.lam), str(cfg.metric.estimator)
-    layout = str(cfg.model.get("layout", "cnn"))
+    return name, layers, spec
 
-    dataset = clips if clips is not None else choose_probe_clips(cfg, spec)
+
+def _header(cfg: Any, name: str, dataset: Any, layers: dict[str, str]) -> None:
     log.info(
         "probe: %s (%s) | %s, split %s: %d of %d clips (%s) | layers %s | %s",
         name,
@@ -300,8 +328,13 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
         ", ".join(layers),
         device_label(cfg.trainer),
     )
-    key = cache_key(cfg, files_fingerprint(dataset))
-    state_dir = os.path.join(os.path.abspath(str(cfg.probe.cache_dir)), key)
+
+
+def _cached_layers(
+    cfg: Any, layers: dict[str, str], state_dir: str, key: str
+) -> dict[str, PairStatistics]:
+    """The layers whose sums the cache holds for ``key`` (a λ sweep, a layer subset, a rerun)."""
+    channels = dict(plain(cfg.model.get("channels")) or {})
     cached = {}
     for alias, path in layers.items():
         file = _layer_file(state_dir, alias, path)
@@ -309,7 +342,7 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             metric = load_cached(file, key, channels.get(alias))
             if metric is not None:
                 cached[alias] = metric
-    missing = {a: p for a, p in layers.items() if a not in cached}
+    missing = [a for a in layers if a not in cached]
     if cached:  # a λ sweep or layer subset served from the cache says so
         log.info(
             "from the cache %s: %s%s",
@@ -317,63 +350,76 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
             ", ".join(cached),
             f"; probing {', '.join(missing)}" if missing else " (no forward pass)",
         )
-    objects: dict[str, Any] = {"dataset": dataset}
-    stats: dict[str, PairStatistics] = dict(cached)
-    clips_run = 0
-    skipped = None
-    if missing:
-        run_dir = os.path.join(state_dir, "run-" + "-".join(sorted(missing)))
-        os.makedirs(run_dir, exist_ok=True)
-        model = build_model(cfg.model)
-        probe = Probe(
-            model,
-            missing,
-            spec,
-            instantiate(cfg.stylization),
-            channels={a: c for a, c in channels.items() if a in missing},
-            layout=layout,
-            include_cls=bool(cfg.probe.include_cls),
-            bootstrap=int(cfg.probe.bootstrap),
-            seed=int(cfg.seed),
-            lam=lam,
-            estimator=estimator,
-            batch_size=int(cfg.probe.batch_size),
-            model_name=name,
-            state_dir=run_dir,
-            save_every=int(cfg.probe.save_every),
-            state_meta={"key": key},
-        )
-        trainer = build_trainer(
-            cfg.trainer,
-            fixed={"use_distributed_sampler": False, "enable_checkpointing": False},
-            task="task=probe",
-            progress=f"probing {name}",
-        )
-        loader = {k: cfg.dataset[k] for k in LOADER_KEYS[1:] if k in cfg.dataset}
-        data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers, **loader)
-        device = trainer.strategy.root_device.type
-        stylize_on = str(cfg.probe.get("stylize_on", "device"))
-        if resolve_stylize_on(stylize_on, device, data.num_workers) == "loader":
-            data.collate_fn = ViewsInLoader(probe.sampler, spec)
-        fresh = probe.run(data, trainer=trainer)
-        objects.update(model=model, module=probe.last_module, trainer=trainer, probe=probe)
-        if not trainer.is_global_zero:
-            return {}, {}, objects
-        for alias, path in missing.items():
-            written = layer_state_path(run_dir, alias)
-            if os.path.exists(written):  # not when the cache could not be written (disk full)
-                os.replace(written, _layer_file(state_dir, alias, path))
-        stats.update(fresh.stats)
-        clips_run, skipped = fresh.clips_run, fresh.skipped_clips
-    for metric in cached.values():
-        skipped = int(metric.meta["skipped_clips"]) if skipped is None else skipped
-    # fresh and cached sums scored by the one report of the API's results
-    results = ProbeResults(
-        {alias: stats[alias] for alias in layers}, lam, estimator, name, len(dataset)
+    return cached
+
+
+def _probe_layers(
+    cfg: Any,
+    name: str,
+    spec: InputSpec,
+    missing: dict[str, str],
+    dataset: Any,
+    state_dir: str,
+    key: str,
+    objects: dict[str, Any],
+) -> Any:
+    """Run an :class:`stbias.api.Probe` of the layers ``missing`` over ``dataset``, move their
+    sums into the cache; the fresh results (None on the other ranks of a multi-process run)."""
+    run_dir = os.path.join(state_dir, "run-" + "-".join(sorted(missing)))
+    os.makedirs(run_dir, exist_ok=True)
+    model = build_model(cfg.model)
+    channels = dict(plain(cfg.model.get("channels")) or {})
+    probe = Probe(
+        model,
+        missing,
+        spec,
+        instantiate(cfg.stylization),
+        channels={a: c for a, c in channels.items() if a in missing},
+        layout=str(cfg.model.get("layout", "cnn")),
+        include_cls=bool(cfg.probe.include_cls),
+        bootstrap=int(cfg.probe.bootstrap),
+        seed=int(cfg.seed),
+        lam=float(cfg.metric.lam),
+        estimator=str(cfg.metric.estimator),
+        batch_size=int(cfg.probe.batch_size),
+        model_name=name,
+        state_dir=run_dir,
+        save_every=int(cfg.probe.save_every),
+        state_meta={"key": key},
     )
-    ordered = {alias: dict(entry) for alias, entry in results.items()}
-    unit_scores = results.unit_score_arrays()
-    record = {
+    trainer = build_trainer(
+        cfg.trainer,
+        fixed={"use_distributed_sampler": False, "enable_checkpointing": False},
+        task="task=probe",
+        progress=f"probing {name}",
+    )
+    loader = {k: cfg.dataset[k] for k in LOADER_KEYS[1:] if k in cfg.dataset}
+    data = EvalData(dataset, cfg.probe.batch_size, cfg.probe.num_workers, **loader)
+    device = trainer.strategy.root_device.type
+    stylize_on = str(cfg.probe.get("stylize_on", "device"))
+    if resolve_stylize_on(stylize_on, device, data.num_workers) == "loader":
+        data.collate_fn = ViewsInLoader(probe.sampler, spec)
+    fresh = probe.run(data, trainer=trainer)
+    objects.update(model=model, module=probe.last_module, trainer=trainer, probe=probe)
+    if not trainer.is_global_zero:
+        return None
+    for alias, path in missing.items():
+        written = layer_state_path(run_dir, alias)
+        if os.path.exists(written):  # not when the cache could not be written (disk full)
+            os.replace(written, _layer_file(state_dir, alias, path))
+    return fresh
+
+
+def _record(
+    cfg: Any,
+    name: str,
+    dataset: Any,
+    results: ProbeResults,
+    skipped: int | None,
+    cache: dict[str, Any],
+) -> dict[str, Any]:
+    """``results.json`` of a probe: the header, every layer's report, the cache and the clips."""
+    return {
         "task": "probe",
         "model": name,
         **weights_record(cfg.model),
@@ -384,18 +430,13 @@ def probe(cfg: Any, clips: Any = None) -> tuple[dict[str, Any], dict[str, Any], 
         "sampling": str(cfg.probe.sampling),
         "skipped_clips": skipped,
         "metric": str(cfg.metric.name),
-        "lam": lam,
-        "layers": ordered,
-        "cache": {
-            "key": key,
-            "layers_from_cache": sorted(cached),
-            "clips_run": clips_run,
-        },
+        "lam": float(cfg.metric.lam),
+        "layers": {alias: dict(entry) for alias, entry in results.items()},
+        "cache": cache,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": io.environment(),
         "clips": [{"index": i, **clip_info(dataset, k)} for k, i in enumerate(_indices(dataset))],
     }
-    return record, unit_scores, objects
 
 
 def _indices(dataset: Any) -> list[int]:
