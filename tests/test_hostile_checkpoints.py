@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -307,7 +308,7 @@ def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_pat
     )
     assert set(state) <= set(checkpoints.RESUMED_KEYS) and "hyper_parameters" not in state
     states = state["callbacks"]
-    best_key = next(k for k in states if k.startswith("ModelCheckpoint"))
+    best_key = next(k for k in states if k.startswith("BestCheckpoint"))
     final_key = next(k for k in states if k.startswith("FinalCheckpoint"))
     real = os.path.realpath(trained["folder"] / "checkpoints")
     assert states[best_key]["best_model_path"] == os.path.join(real, "best.ckpt")
@@ -327,6 +328,28 @@ def test_a_legitimate_resume_keeps_tracking_the_best_checkpoint(trained, tmp_pat
     checkpoint = torch.load(trained["last"], weights_only=True)
     checkpoint["callbacks"][best_key]["kth_best_model_path"] = os.path.join(real, "other.ckpt")
     assert best_key not in resume_state(checkpoint, "x.ckpt", real)["callbacks"]
+
+
+def test_checkpoints_name_their_files_relative_so_a_moved_run_folder_resumes(trained, tmp_path):
+    """The checkpoint callbacks' paths are written relative to the checkpoint folder (so the
+    bytes do not depend on where the run lies); a moved folder's checkpoint resumes with them,
+    read inside its new folder."""
+    written = torch.load(trained["last"], weights_only=True)["callbacks"]
+    best_key = next(k for k in written if k.startswith("BestCheckpoint"))
+    assert written[best_key]["dirpath"] == "."
+    assert written[best_key]["best_model_path"] == "best.ckpt"
+    assert list(written[best_key]["best_k_models"]) == ["best.ckpt"]
+    moved = tmp_path / "moved"
+    shutil.copytree(trained["folder"], moved)
+    last = moved / "checkpoints" / "last.ckpt"
+    state = resume_state(torch.load(last, weights_only=True), str(last), str(last.parent))
+    real = os.path.realpath(last.parent)
+    assert state["callbacks"][best_key]["best_model_path"] == os.path.join(real, "best.ckpt")
+    assert state["callbacks"][best_key]["dirpath"] == real
+    # the original folder's file read into the moved run: another folder's state, dropped
+    original = torch.load(trained["last"], weights_only=True)
+    other = resume_state(original, str(trained["last"]), str(last.parent))
+    assert best_key not in other["callbacks"]
 
 
 def test_callback_state_naming_paths_is_dropped(tmp_path, caplog):

@@ -726,3 +726,7 @@ def test_a_training_killed_mid_epoch_and_resumed_ends_bit_for_bit_where_one_run_
         assert torch.equal(mine[key], value), key
     assert resumed["resumed_from"] == str(last) and resumed["resumed_after_epochs"] == 2
     assert whole["resumed_from"] is None and resumed["minutes"] > 0
+    # the same bytes (so the same sha256) as the uninterrupted run's, in another folder
+    for name in ("last.ckpt", "best.ckpt"):
+        mine = (cut / "checkpoints" / name).read_bytes()
+        assert mine == (tmp_path / "whole" / "checkpoints" / name).read_bytes(), name

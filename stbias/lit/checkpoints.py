@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,9 +47,28 @@ RESUMED_KEYS = (
 )
 
 
-class FinalCheckpoint(ModelCheckpoint):
+class RunModelCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that a resumed run restores whole.
+
+    Lightning's own leaves ``current_score`` (the last monitored score it saved on) out of its
+    restored state, so a resumed run whose later epochs do not improve writes ``None`` where an
+    uninterrupted one writes the score: the weights agree, the checkpoint bytes do not.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's restore, and ``current_score`` when the folder is this callback's."""
+        super().load_state_dict(state_dict)
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            self.current_score = state_dict.get("current_score", self.current_score)
+
+
+class FinalCheckpoint(RunModelCheckpoint):
     """``last.ckpt`` after every epoch; its own class keeps its state apart from the other
     monitor-less checkpoint callbacks (a series with ``checkpoint_every=1``)."""
+
+
+class BestCheckpoint(RunModelCheckpoint):
+    """``best.ckpt``: the epoch with the highest monitored score."""
 
 
 def final_and_best_checkpoints(
@@ -66,7 +86,7 @@ def final_and_best_checkpoints(
     )
     if monitor is None:
         return last, None
-    best = ModelCheckpoint(
+    best = BestCheckpoint(
         dirpath=folder,
         filename="best",
         monitor=monitor,
@@ -79,7 +99,11 @@ def final_and_best_checkpoints(
 
 
 # the state keys of the checkpoint callbacks (Lightning's state_key starts with the class name)
-CHECKPOINT_CALLBACKS = (ModelCheckpoint.__qualname__, FinalCheckpoint.__qualname__)
+CHECKPOINT_CALLBACKS = (
+    ModelCheckpoint.__qualname__,
+    FinalCheckpoint.__qualname__,
+    BestCheckpoint.__qualname__,
+)
 # ModelCheckpoint's state entries that hold paths (best_k_models: a mapping path -> score)
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -127,11 +151,16 @@ def _score(value: Any) -> bool:
     )
 
 
-def _model_checkpoint_state(state: Any, checkpoint_dir: str) -> tuple[dict | None, str]:
-    """The state with every path rewritten to its resolved form, or None and why it was dropped."""
+def _model_checkpoint_state(state: Any, path: str, checkpoint_dir: str) -> tuple[dict | None, str]:
+    """The state with every path rewritten to its resolved form, or None and why it was dropped.
+
+    A relative ``dirpath`` (:func:`portable_state`) is the folder of the file ``path`` itself.
+    """
     if not isinstance(state, Mapping):
         return None, "it is not a mapping"
     dirpath = state.get("dirpath")
+    if isinstance(dirpath, str) and dirpath and not _absolute(dirpath):
+        dirpath = os.path.join(os.path.dirname(os.path.abspath(path)), dirpath)
     real_dir = os.path.realpath(dirpath) if isinstance(dirpath, str) and dirpath else ""
     if not real_dir or not (
         real_dir == os.path.realpath(checkpoint_dir) or inside(real_dir, checkpoint_dir)
@@ -143,6 +172,8 @@ def _model_checkpoint_state(state: Any, checkpoint_dir: str) -> tuple[dict | Non
     def rewrite(path: Any) -> str:
         if path in ("", None):
             return ""
+        if isinstance(path, str) and not _absolute(path):
+            path = os.path.join(real_dir, path)
         if (
             not isinstance(path, str)
             or "://" in path
@@ -172,6 +203,73 @@ def _model_checkpoint_state(state: Any, checkpoint_dir: str) -> tuple[dict | Non
     return out, ""
 
 
+def _absolute(path: str) -> bool:
+    return "://" in path or os.path.isabs(os.path.expanduser(path))
+
+
+def portable_state(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` with its checkpoint callbacks' paths relative to their folder.
+
+    Lightning's ``ModelCheckpoint`` keeps absolute paths (its folder, its best and last files);
+    written as they are, a checkpoint's bytes, and its sha256, would depend on where the run
+    folder lies. Written relative (``dirpath`` ``.``, the files by name), the same training
+    writes the same bytes in any folder, and a moved run folder still resumes (a resumed run
+    reads them relative to its own checkpoint folder, :func:`resume_state`). Paths outside the
+    callback's folder are kept as they are (and refused at resume).
+    """
+    states = checkpoint.get("callbacks")
+    if not isinstance(states, Mapping):
+        return dict(checkpoint)
+    out_states = {}
+    for key, state in states.items():
+        dirpath = state.get("dirpath") if isinstance(state, Mapping) else None
+        if not (str(key).startswith(CHECKPOINT_CALLBACKS) and isinstance(dirpath, str) and dirpath):
+            out_states[key] = state
+            continue
+        folder = os.path.abspath(dirpath)
+
+        def relative(path: Any, folder: str = folder) -> Any:
+            if isinstance(path, str) and path and os.path.dirname(os.path.abspath(path)) == folder:
+                return os.path.basename(path)
+            return path
+
+        state = dict(state, dirpath=".")
+        for name in _PATH_KEYS:
+            if name in state:
+                state[name] = relative(state[name])
+        if isinstance(state.get("best_k_models"), Mapping):
+            state["best_k_models"] = {relative(k): v for k, v in state["best_k_models"].items()}
+        out_states[key] = state
+    return {**checkpoint, "callbacks": out_states}
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with its containers rebuilt and its strings interned, for repeatable bytes.
+
+    Pickle writes an object seen before as a reference to it, so the bytes of a checkpoint
+    depend on which equal strings and tuples happen to be one object: an uninterrupted run's
+    optimizer state shares its key strings with Lightning's own, a resumed run's comes from the
+    unpickled file and shares none. Rebuilt this way (dicts keep their type, order and
+    attributes, e.g. a state dict's ``_metadata``), equal content pickles to equal bytes.
+    Tensors and other objects are kept as they are.
+    """
+    if type(value) is str:
+        return sys.intern(value)
+    if type(value) in (list, tuple):
+        return type(value)(canonical(v) for v in value)
+    if isinstance(value, dict):
+        try:
+            out = type(value)()
+        except TypeError:  # a mapping that needs arguments: kept as it is
+            return value
+        for key, item in value.items():
+            out[canonical(key)] = canonical(item)
+        for name, attr in getattr(value, "__dict__", {}).items():
+            setattr(out, name, canonical(attr))
+        return out
+    return value
+
+
 def _callback_states(states: Any, path: str, checkpoint_dir: str) -> dict[str, Any]:
     """The callbacks' state a resumed run may take (see :func:`resume_state`)."""
     if not isinstance(states, Mapping):
@@ -179,7 +277,7 @@ def _callback_states(states: Any, path: str, checkpoint_dir: str) -> dict[str, A
     kept = {}
     for key, state in states.items():
         if str(key).startswith(CHECKPOINT_CALLBACKS):
-            clean, why = _model_checkpoint_state(state, checkpoint_dir)
+            clean, why = _model_checkpoint_state(state, path, checkpoint_dir)
             if clean is None:
                 log.warning(
                     "resuming from %s without its checkpoint-callback state (best and last "
@@ -227,7 +325,8 @@ def resume_state(checkpoint: Any, path: str, checkpoint_dir: str) -> dict[str, A
 
     Weights, optimizer and scheduler state, loop counters and the mixed-precision scaler (the
     keys of :data:`RESUMED_KEYS`); hyper-parameters and data-module state are left out. Of the
-    callbacks' state, a ``ModelCheckpoint``'s is kept only when its folder is ``checkpoint_dir``
+    callbacks' state, a ``ModelCheckpoint``'s is kept only when its folder (written relative:
+    the folder ``path`` lies in) is ``checkpoint_dir``
     (or one inside it) and every path it names lies, resolved, directly in that folder (the
     paths are rewritten to their resolved form); otherwise it is dropped with one warning and
     the best and last checkpoints are tracked afresh. Any other callback's state that names
@@ -329,7 +428,7 @@ class RunCheckpointIO(TorchCheckpointIO):
                 f"refused to write the checkpoint {path!r}: it lies outside the run folder "
                 f"{self.folder}"
             )
-        torch_save(checkpoint, path)
+        torch_save(canonical(portable_state(checkpoint)), path)
 
     def remove_checkpoint(self, path: Any) -> None:
         """Remove a checkpoint file of this run; anything else is kept."""
