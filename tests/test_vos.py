@@ -753,3 +753,89 @@ def test_vos_figures_draw_bootstrap_intervals_where_the_runs_have_them():
     (segment,) = units.get_segments()
     want = [100 * (static - 1.0) / total, 100 * (static + 2.0) / total]
     np.testing.assert_allclose([segment[0][1], segment[1][1]], want)
+
+
+def _moca_frames(root: Path, video: str, n: int, size=(40, 48)):
+    """Frames whose grey level is 10 * their index (the clip's frames can be told apart)."""
+    folder = root / video
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(n):
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), np.full((*size, 3), 10 * t, np.uint8))
+
+
+MOCA_CSV = """\
+# Exported using VGG Image Annotator (http://www.robots.ox.ac.uk/~vgg/software/via)
+# SHAPE_ID = {"POINT":1,"RECTANGLE":2,"CIRCLE":3,"ELLIPSE":4,"LINE":5,"POLYLINE":6,"POLYGON":7}
+# CSV_HEADER = metadata_id,file_list,flags,temporal_coordinates,spatial_coordinates,metadata
+1_a,/arctic_fox/00000.jpg,0,"[]","[2,4,6,10,8]","{""1"":""0""}"
+1_b,/arctic_fox/00005.jpg,0,"[]","[4,24,20,6,4]","{}"
+1_c,/arctic_fox/00005.jpg,0,"[]","[2,0,0,3,2]","{}"
+2_a,"[""/flounder/00003.jpg""]",0,"[]","[2,30,10,5,20]","{}"
+3_a,/not_on_disk/00000.jpg,0,"[]","[2,0,0,1,1]","{}"
+"""
+
+
+def test_moca_reader_box_masks_line_up_with_their_frames(tmp_path):
+    from stbias.data import moca
+    from stbias.data.moca import parse_regions
+
+    _moca_frames(tmp_path / "JPEGImages", "arctic_fox", 8)
+    _moca_frames(tmp_path / "JPEGImages", "flounder", 6)
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations/annotations_modified.csv").write_text(MOCA_CSV)
+    regions = parse_regions(str(tmp_path / "Annotations/annotations_modified.csv"))
+    assert regions["arctic_fox"]["00005"][1] == (2, [0.0, 0.0, 3.0, 2.0])
+    ds = moca(str(tmp_path), num_frames=2, sampling_rate=1, size=None)
+    # one clip per annotated frame, starting at it; the video not on disk is left out
+    assert [(s["id"], s["label"], int(s["frame_indices"][0])) for s in ds] == [
+        ("arctic_fox", 0, 0),
+        ("arctic_fox", 0, 5),
+        ("flounder", 1, 3),
+    ]
+    first = ds[0]
+    assert first["video"].shape == (2, 40, 48, 3)
+    levels = first["video"][:, 20, 24, 0].float() / 10
+    assert torch.allclose(levels, first["frame_indices"].float(), atol=0.3)
+    expected = np.zeros((40, 48), np.uint8)
+    expected[6:14, 4:14] = 1  # the box [x=4, y=6, w=10, h=8]
+    np.testing.assert_array_equal(first["mask"][0].numpy(), expected)
+    assert (first["mask"][1] == 255).all()  # frame 1 has no annotation
+    both = ds[1]["mask"][0].numpy()
+    assert both[0:2, 0:3].all() and both[20, 24] == 1 and both[20, 31] == 0  # box + ellipse
+    assert int(both.sum()) == 6 + int(
+        cv2.ellipse(np.zeros((40, 48), np.uint8), (24, 20), (6, 4), 0, 0, 360, 1, -1).sum()
+    )
+    assert int(ds[2]["mask"][0].sum()) == 5 * 20
+    # one clip per video: the frames without annotation are 255; center bias reads the boxes
+    whole = moca(str(tmp_path), clips="video", num_frames=8, size=None, temporal="centre")
+    assert len(whole) == 2 and [int(whole[0]["mask"][t].max()) for t in (0, 1)] == [1, 255]
+    assert [int(m.sum()) for m in whole.iter_masks()][0] == 80
+    (tmp_path / "Annotations/annotations_modified.csv").write_text(
+        MOCA_CSV.replace("[2,30,10,5,20]", "[9,1,2]")
+    )
+    with pytest.raises(StbiasError, match=r"line 7: region \[9,1,2\] is not a rectangle"):
+        moca(str(tmp_path), num_frames=2, size=None)
+
+
+def test_moca_mask_reader_pixel_masks_and_missing_root(tmp_path):
+    from stbias.data import moca
+
+    split = tmp_path / "MoCA_Video/TestDataset_per_sq"
+    _moca_frames(split / "crab", "Imgs", 10)
+    gt = split / "crab/GT"
+    gt.mkdir()
+    for t in (0, 5):
+        mask = np.zeros((40, 48), np.uint8)
+        mask[t : t + 4, 10:20] = 255
+        cv2.imwrite(str(gt / f"{t:05d}.png"), mask)
+    ds = moca(str(tmp_path), "val", num_frames=3, size=None)
+    assert [int(s["frame_indices"][0]) for s in ds] == [0, 5]
+    s = ds[1]
+    assert int(s["mask"][0].sum()) == 40 and s["mask"][0, 5:9, 10:20].all()
+    assert (s["mask"][1:] == 255).all()
+    with pytest.raises(StbiasError, match=r"annotations=masks.*split='train'"):
+        moca(str(tmp_path), "train", annotations="masks")
+    with pytest.raises(StbiasError, match=r"annotations_modified\.csv"):
+        moca(str(tmp_path), "train")
+    with pytest.raises(StbiasError, match=r"moca: root '.*nowhere' not found; expected layout"):
+        moca(str(tmp_path / "nowhere"))

@@ -14,7 +14,7 @@ Real datasets add ``view`` (multi-view index), ``frame_indices`` ``(T,)`` (decod
 of the video, e.g. ``v_<id>`` for ActivityNet, where one video gives several samples) and
 ``skipped`` (1 when the video at ``index`` could not be read and the sample comes from the
 next readable one, else 0; see :class:`VideoClipDataset`); the segmentation datasets (DAVIS,
-TAO-VOS, ImageNet VID and the synthetic ``camouflage`` / ``salient``) add ``mask`` ``(T, H, W)``
+TAO-VOS, ImageNet VID, MoCA and the synthetic ``camouflage`` / ``salient``) add ``mask`` ``(T, H, W)``
 0/1 (255 where a frame is not annotated) and, where flow images are read, ``flow``
 ``(T - 1, H, W, 3)`` uint8 (frame ``t``'s flow to ``t + 1`` rendered as an image); their ``label``
 is the sequence's position (each synthetic clip is its own sequence). Stylized frame folders add
@@ -47,6 +47,7 @@ from stbias.data.datasets import (
     tao_vos,
     video_folder,
 )
+from stbias.data.moca import moca
 from stbias.data.pfm import PlacesFacesMNIST
 from stbias.data.video import VideoClipDataset, VideoRecord
 from stbias.data.vos import SyntheticVOS
@@ -67,6 +68,7 @@ __all__ = [
     "imagenet_vid",
     "kinetics",
     "kth",
+    "moca",
     "pfm",
     "resize_short_side",
     "ssv2",
