@@ -20,6 +20,7 @@ STUDIES: dict[str, str] = {
     "quickstart": "stbias.studies.quickstart:run",
     "static_dropout": "stbias.studies.static_dropout:run",
     "vos_study": "stbias.studies.vos_study:run",
+    "vos_moca": "stbias.studies.vos_moca:run",
 }
 RUNS: dict[str, str] = {**TASKS, **STUDIES}
 

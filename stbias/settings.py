@@ -352,6 +352,20 @@ class VosStudyTask:
 
 
 @dataclass
+class VosEvaluation:
+    dataset: str = "moca"
+    root: str | None = None
+    split: str = "test"
+    clips: int | None = None
+
+
+@dataclass
+class VosMocaTask(VosStudyTask):
+    name: str = "vos_moca"
+    evaluation: VosEvaluation = field(default_factory=VosEvaluation)
+
+
+@dataclass
 class StaticDropoutTask:
     name: str = "static_dropout"
     modes: list[Literal["none", "static", "all", "random"]] = field(default_factory=list)
@@ -416,6 +430,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "quickstart": QuickstartTask,
         "manttari": ManttariTask,
         "vos_study": VosStudyTask,
+        "vos_moca": VosMocaTask,
         "static_dropout": StaticDropoutTask,
     },
     "metric": {
@@ -454,6 +469,7 @@ READS: dict[str, tuple[str, ...] | None] = {
     "quickstart": None,
     "manttari": None,
     "vos_study": None,
+    "vos_moca": None,
     "static_dropout": None,
 }
 

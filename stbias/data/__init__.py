@@ -14,8 +14,8 @@ Real datasets add ``view`` (multi-view index), ``frame_indices`` ``(T,)`` (decod
 of the video, e.g. ``v_<id>`` for ActivityNet, where one video gives several samples) and
 ``skipped`` (1 when the video at ``index`` could not be read and the sample comes from the
 next readable one, else 0; see :class:`VideoClipDataset`); the segmentation datasets (DAVIS,
-TAO-VOS, ImageNet VID, MoCA and the synthetic ``camouflage`` / ``salient``) add ``mask`` ``(T, H, W)``
-0/1 (255 where a frame is not annotated) and, where flow images are read, ``flow``
+TAO-VOS, ImageNet VID, MoCA and the synthetic ``camouflage`` / ``salient``) add ``mask``
+``(T, H, W)`` 0/1 (255 where a frame is not annotated) and, where flow images are read, ``flow``
 ``(T - 1, H, W, 3)`` uint8 (frame ``t``'s flow to ``t + 1`` rendered as an image); their ``label``
 is the sequence's position (each synthetic clip is its own sequence). Stylized frame folders add
 ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``

@@ -250,3 +250,48 @@ def fig7(
         fig.suptitle(title, fontsize=11)
     fig.subplots_adjust(bottom=0.2, top=0.8)
     return fig
+
+
+def j_bars(
+    groups: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    evaluated_on: str,
+    title: str | None = None,
+) -> Figure:
+    """J of every cross connection (bars with their intervals) per training dataset (panels),
+    beside the all-foreground J (the foreground fraction: a segmenter that learnt nothing).
+
+    Args:
+        groups: ``{training dataset: {cross connection label: scores}}``, the scores with ``J``,
+            ``J_ci``, ``J_all_foreground`` and ``J_all_foreground_ci`` (intervals may be None).
+        evaluated_on: the evaluation dataset's name, for the axis label.
+    """
+    names = list(groups)
+    fig, axes = paper_subplots(
+        1, len(names), figsize=(0.9 + 2.8 * len(names), 3.4), squeeze=False, sharey=True
+    )
+    for ax, name in zip(axes[0], names):
+        labels = list(groups[name])
+        for i, label in enumerate(labels):
+            scores = groups[name][label]
+            ax.bar(i, scores["J"], color=COLOURS["dynamic"], width=0.6)
+            ci = scores.get("J_ci")
+            if ci:
+                ax.errorbar(
+                    i,
+                    scores["J"],
+                    yerr=[[scores["J"] - ci[0]], [ci[1] - scores["J"]]],
+                    color="black",
+                    capsize=3,
+                    lw=1,
+                )
+        base = groups[name][labels[0]]["J_all_foreground"]
+        ax.axhline(base, color=COLOURS["static"], ls="--", lw=1, label="all-foreground J")
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"trained on {name}", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel(f"J on {evaluated_on}", fontsize=9)
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

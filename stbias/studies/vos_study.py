@@ -86,7 +86,8 @@ TABLE_LAYERS = ("fusion5", "fusion2")
 log = logging.getLogger(__name__)
 
 
-def _settings(cfg: Any) -> tuple[list[str], list[str]]:
+def settings(cfg: Any) -> tuple[list[str], list[str]]:
+    """The checked cross connections and training datasets of ``task``."""
     crosses = [str(c) for c in plain(cfg.task.cross)]
     datasets = [str(d) for d in plain(cfg.task.datasets)]
     bad = [c for c in crosses if c not in CROSS]
@@ -167,14 +168,30 @@ def sequence_j(
     """
     sub = probe_config(cfg, model_node, checkpoint, dataset)
     spec = InputSpec.from_dict(plain(sub.model.input))
-    network = build_model(sub.model).eval()
     data = build_dataset(
         sub.dataset,
         spec,
         split=str(cfg.task.probe_split),
         num_samples=int(cfg.task.train.val_clips),
     )
-    loader = torch.utils.data.DataLoader(data, batch_size=int(cfg.task.train.batch_size))
+    network = build_model(sub.model).eval()
+    return dataset_j(network, spec, data, int(cfg.task.train.batch_size), dataset, threshold)
+
+
+def dataset_j(
+    network: torch.nn.Module,
+    spec: InputSpec,
+    data: torch.utils.data.Dataset,
+    batch_size: int,
+    name: str,
+    threshold: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Per-sequence J of ``network`` and of the all-foreground mask on the clips of ``data``.
+
+    Clips with the same ``label`` are one sequence; only annotated frames count. Returns
+    ``model`` and ``all_foreground``, both ``(sequences,)`` in the order of the labels.
+    """
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     model_j, all_j, seq = [], [], []
     with torch.no_grad():
         for batch in loader:
@@ -190,7 +207,7 @@ def sequence_j(
     j, j_all, ids = (torch.cat(v).double().numpy() for v in (model_j, all_j, seq))
     order = np.unique(ids)
     if not len(order):
-        raise StbiasError(f"no annotated frame in the {dataset} clips: J is undefined")
+        raise StbiasError(f"no annotated frame in the {name} clips: J is undefined")
     return {
         "model": np.array([j[ids == s].mean() for s in order]),
         "all_foreground": np.array([j_all[ids == s].mean() for s in order]),
@@ -245,7 +262,7 @@ def cross_effects(
 def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and probe every (cross connection, dataset); write results and figures."""
     require_one_model(cfg, "task=vos_study")
-    crosses, datasets = _settings(cfg)
+    crosses, datasets = settings(cfg)
     folder = output_dir()
     runs: list[dict[str, Any]] = []
     per_run: dict[tuple[str, str], np.ndarray] = {}
