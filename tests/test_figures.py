@@ -294,6 +294,20 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
             ],
         ),
         ("center-bias", ["datasets.davis", "datasets.tao_vos", "datasets.imagenet_vid"]),
+        (
+            "vos-moca",
+            [
+                "datasets.davis",
+                "datasets.tao_vos",
+                "datasets.imagenet_vid",
+                "checkpoints.imagenet.resnet18",
+                "datasets.davis",
+                "datasets.tao_vos",
+                "datasets.imagenet_vid",
+                "datasets.moca",
+                "checkpoints.imagenet.resnet18",
+            ],
+        ),
         ("byvshev-table2", ["datasets.places365"]),
     ],
 )

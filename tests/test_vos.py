@@ -839,3 +839,92 @@ def test_moca_mask_reader_pixel_masks_and_missing_root(tmp_path):
         moca(str(tmp_path), "train")
     with pytest.raises(StbiasError, match=r"moca: root '.*nowhere' not found; expected layout"):
         moca(str(tmp_path / "nowhere"))
+
+
+def test_moca_study_reuses_the_vos_study_segmenters_and_scores_box_j(
+    compose, tmp_path, monkeypatch
+):
+    """task=vos_moca trains with vos_study's cache key, and its J on a MoCA in the released
+    layout equals J computed here from the checkpoints and the box masks."""
+    from stbias.studies import vos_study
+    from stbias.studies.base import training_key
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "MoCA"
+    rng = np.random.default_rng(0)
+    for video in ("arctic_fox", "flounder"):
+        folder = root / "JPEGImages" / video
+        folder.mkdir(parents=True)
+        for t in range(4):
+            cv2.imwrite(str(folder / f"{t:05d}.jpg"), rng.integers(0, 255, (32, 32, 3), np.uint8))
+    (root / "annotations.csv").write_text(
+        "# CSV_HEADER = metadata_id,file_list,flags,temporal_coordinates,spatial_coordinates,"
+        'metadata\n1,/arctic_fox/00001.jpg,0,"[]","[2,4,6,10,8]","{}"\n'
+        '2,/flounder/00002.jpg,0,"[]","[2,20,2,5,20]","{}"\n'
+    )
+    common = [
+        *TINY,
+        "task.cross=[none,motion_to_appearance]",
+        "task.datasets=[camouflage]",
+        "task.train.clips=16",
+        "task.train.val_clips=8",
+        "task.train.batch_size=8",
+        "task.train.max_epochs=1",
+        f"task.cache_dir={tmp_path / 'trained'}",
+    ]
+    cfg = compose(
+        "experiment=vos_moca",
+        *common,
+        "task.evaluation.dataset=moca",
+        f"task.evaluation.root={root}",
+        run_dir=tmp_path / "run",
+    )
+    study = compose("experiment=vos_cross_connections", *common)
+    for cross in ("none", "motion_to_appearance"):
+        keys = [
+            training_key(vos_study.train_config(c, vos_study.variant(c, cross), "camouflage"))
+            for c in (cfg, study)
+        ]
+        assert keys[0] == keys[1]  # the same training: a vos_study run's checkpoints are reused
+    summary, _ = run_task(cfg)
+    assert summary["evaluation"] == {
+        "dataset": "moca",
+        "split": "test",
+        "clips": 2,
+        "box_masks": True,
+    }
+    boxes = {0: (slice(6, 14), slice(4, 14)), 1: (slice(2, 22), slice(20, 25))}
+    data = [(1, 0), (2, 1)]  # (annotated frame, video)
+    for r in summary["runs"]:
+        seg = r["segmentation"]
+        assert seg["sequences"] == 2
+        assert seg["J_all_foreground"] == pytest.approx((80 + 100) / 2 / 1024)
+        node = vos_study.variant(cfg, r["cross"])
+        node.checkpoint = r["checkpoint"]
+        network = build_model(node).eval()
+        expected = []
+        for frame, video in data:
+            name = ["arctic_fox", "flounder"][video]
+            frames = [
+                cv2.cvtColor(cv2.imread(str(root / f"JPEGImages/{name}/{t:05d}.jpg")), 4)
+                for t in (frame, frame + 1)
+            ]
+            clip = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)[None].float() / 255
+            with torch.no_grad():
+                logits = network(pack_inputs(two_stream_input(clip), node_spec(node)))
+            pred = (torch.sigmoid(logits[0, 0, 0]) > 0.5).numpy()
+            truth = np.zeros((32, 32), bool)
+            truth[boxes[video]] = True
+            union = (pred | truth).sum()
+            expected.append((pred & truth).sum() / union if union else 1.0)
+        assert seg["J"] == pytest.approx(float(np.mean(expected)), abs=1e-9)
+    assert (tmp_path / "run/moca_j.png").is_file()
+    # evaluated again: nothing is trained, the same checkpoints
+    again, _ = run_task(cfg)
+    assert [r["checkpoint"] for r in again["runs"]] == [r["checkpoint"] for r in summary["runs"]]
+    with pytest.raises(StbiasError, match="set task.evaluation.root"):
+        run_task(compose("experiment=vos_moca", *common, "task.evaluation.dataset=moca"))
+
+
+def node_spec(node) -> InputSpec:
+    return InputSpec.from_dict(OmegaConf.to_container(node.input, resolve=True))

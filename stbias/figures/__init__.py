@@ -23,7 +23,14 @@ from stbias.errors import StbiasError
 from stbias.plotting.pairs import fig1, fig3, fig5_left, fig6
 from stbias.plotting.training import fig5_right
 from stbias.plotting.weights import asdt_figure, channels_figure
-from stbias.studies import bias_over_training, byvshev, manttari, static_dropout, vos_study
+from stbias.studies import (
+    bias_over_training,
+    byvshev,
+    manttari,
+    static_dropout,
+    vos_moca,
+    vos_study,
+)
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,14 @@ FIGURES: dict[str, Figure] = {
         experiments=("vos_cross_connections",),
         embedded=("vos_cross_connections_embedded",),
         checks=("units of fusion5", "units of fusion2", "center bias", "dynamic", "static"),
+    ),
+    "vos-moca": Figure(
+        title="Kowal et al. CVPR'22, supplement: MoCA",
+        about="J of every cross connection on MoCA (camouflaged animals), all-foreground J beside",
+        plot=vos_moca.vos_moca,
+        experiments=("vos_cross_connections", "vos_moca"),
+        embedded=("vos_cross_connections_embedded", "vos_moca_embedded"),
+        checks=("all-foreground J", "none (FusionSeg-like)", "mot→app (MATNet-like)", "trained on"),
     ),
     "center-bias": Figure(
         title="Kowal et al. CVPR'22, Fig. 7 (right)",
