@@ -127,6 +127,7 @@ class Model:
     published_weights: Any = None
     backbone_weights: Any = None
     checkpoint: str | None = None
+    weights: Any = None  # the released weight files this option loads: name, url, what each is
     num_classes: int | None = None
     layout: str = "cnn"
     objective: Literal["classification", "segmentation"] = "classification"

@@ -29,6 +29,7 @@ from stbias.metrics.weights import (
     weight_temporality,
 )
 from stbias.plotting.weights import plot_asdt, plot_temporal_channels
+from stbias.tasks.model_setup import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -472,3 +473,111 @@ def test_trained_tiny_checkpoint_against_its_initialisation(compose, tmp_path, m
     # the trained network (one grey input channel, 100 classes) really is another set of weights
     assert any(runs["init"][k]["asdt"] != runs["trained"][k]["asdt"] for k in runs["init"])
     _check_figures(tmp_path)
+
+
+# ---- released weights of Fig. 11: R(2+1)D-34 (ig65m-pytorch) and ir-CSN-152 (VMZ pt/) ----------
+
+
+def _release_state(arch: str, classes: int, shared_mid: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict in the release's key layout at one block per stage, written the way the
+    releases build their networks: torchvision's VideoResNet with the releases' convolutions."""
+    from torchvision.models.video import resnet as tv
+
+    class SeparateMid(nn.Sequential):  # each (2+1)D conv sizes its own middle width
+        def __init__(self, cin, cout, mid, stride=1, padding=1):
+            if not shared_mid:
+                mid = cin * cout * 27 // (cin * 9 + 3 * cout)
+            spatial = nn.Conv3d(cin, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False)
+            temporal = nn.Conv3d(mid, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False)
+            super().__init__(spatial, nn.BatchNorm3d(mid), nn.ReLU(), temporal)
+
+        @staticmethod
+        def get_downsample_stride(stride):
+            return stride, stride, stride
+
+    class ChannelWise(nn.Conv3d):
+        def __init__(self, cin, cout, mid=None, stride=1, padding=1):
+            super().__init__(cin, cout, 3, stride, padding, groups=cin, bias=False)
+
+        @staticmethod
+        def get_downsample_stride(stride):
+            return stride, stride, stride
+
+    def pooled_stem():
+        return nn.Sequential(
+            nn.Conv3d(3, 64, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+            nn.BatchNorm3d(64),
+            nn.ReLU(),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+        )
+
+    torch.manual_seed(1)
+    if arch == "r2plus1d":
+        net = tv.VideoResNet(
+            tv.BasicBlock, [SeparateMid] * 4, [1, 1, 1, 1], tv.R2Plus1dStem, num_classes=classes
+        )
+    else:
+        net = tv.VideoResNet(
+            tv.Bottleneck, [ChannelWise] * 4, [1, 1, 1, 1], pooled_stem, num_classes=classes
+        )
+    state = net.state_dict()
+    for key, value in state.items():  # trained-looking statistics, not the init's 0 and 1
+        if value.is_floating_point():
+            state[key] = torch.randn_like(value) * 0.1 + (1.0 if key.endswith("var") else 0.0)
+    return state
+
+
+def _load_release(compose, tmp_path, name, arch, classes, state):
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    cfg = compose(
+        f"model={name}",
+        "model.builder.layers=[1,1,1,1]",
+        f"model.num_classes={classes}",
+        f"model.checkpoint={path}",
+    )
+    return build_model(cfg.model)
+
+
+@pytest.mark.parametrize(
+    "name, arch, classes",
+    [("r2plus1d_34_ig65m", "r2plus1d", 487), ("ir_csn_152_sports1m", "ir_csn", 487)],
+)
+def test_released_vmz_weights_land_tensor_by_tensor(compose, tmp_path, name, arch, classes):
+    state = _release_state(arch, classes)
+    model = _load_release(compose, tmp_path, name, arch, classes, state)
+    loaded = model.state_dict()
+    assert set(loaded) == set(state)  # every tensor of the file has its place, and no more
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    assert all(m.eps == 1e-3 for m in model.modules() if isinstance(m, nn.BatchNorm3d))
+    assert model.eval()(torch.rand(1, 3, 4, 32, 32)).shape == (1, classes)
+
+
+def test_r2plus1d_34_needs_each_convolutions_own_middle_width(compose, tmp_path):
+    """torchvision's R(2+1)D shares one middle width per block; the release does not."""
+    shared = _release_state("r2plus1d", 487, shared_mid=True)
+    with pytest.raises(StbiasError, match=r"do not fit the model: .*shape mismatch"):
+        _load_release(compose, tmp_path, "r2plus1d_34_ig65m", "r2plus1d", 487, shared)
+
+
+def test_asdt_of_loaded_release_weights_known_answers(compose, tmp_path):
+    """Kernels constant in time: ASDT 0 in every layer; otherwise ASDT is numpy's temporal std of
+    the file's tensors, averaged."""
+    state = _release_state("ir_csn", 359)
+    temporal = {
+        k[: -len(".weight")]: v for k, v in state.items() if v.dim() == 5 and v.shape[2] > 1
+    }
+    model = _load_release(compose, tmp_path, "ir_csn_152_ig65m", "ir_csn", 359, state)
+    layers = weight_temporality(model)
+    assert list(layers) == list(temporal)  # depth order is the file's order
+    for name, weight in temporal.items():
+        expected = np.asarray(weight, dtype=np.float64).std(axis=2).mean()
+        assert layers[name]["asdt"] == pytest.approx(expected, rel=1e-12), name
+    flat = {
+        k: (v[:, :, :1].expand_as(v).clone() if k[:-7] in temporal else v) for k, v in state.items()
+    }
+    still = weight_temporality(
+        _load_release(compose, tmp_path, "ir_csn_152_ig65m", "ir_csn", 359, flat)
+    )
+    assert len(still) == len(temporal) and all(v["asdt"] == 0.0 for v in still.values())

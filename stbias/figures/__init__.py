@@ -22,7 +22,7 @@ from typing import Any
 from stbias.errors import StbiasError
 from stbias.plotting.pairs import fig1, fig3, fig5_left, fig6
 from stbias.plotting.training import fig5_right
-from stbias.plotting.weights import asdt_figure, channels_figure
+from stbias.plotting.weights import asdt_figure, asdt_models_figure, channels_figure
 from stbias.studies import (
     bias_over_training,
     byvshev,
@@ -125,6 +125,14 @@ FIGURES: dict[str, Figure] = {
         experiments=("byvshev_weights",),
         embedded=("byvshev_weights_embedded",),
         checks=("output channels", "temporal channels", "static channels"),
+    ),
+    "byvshev-fig11": Figure(
+        title="Byvshev et al. CVIU'22, Fig. 11",
+        about="ASDT of R(2+1)D-34 and ir-CSN-152 (IG-65M, Kinetics, Sports-1M) against depth",
+        plot=asdt_models_figure,
+        experiments=("byvshev_fig11",),
+        embedded=("byvshev_table1_train_embedded", "byvshev_fig11_embedded"),
+        checks=("ASDT", "relative layer depth", "R(2+1)D-34", "ir-CSN-152"),
     ),
     "manttari-table1": Figure(
         title="Mänttäri et al. ACCV'20, Table 1",

@@ -59,29 +59,44 @@ def _sorted(layers: Layers) -> list[Mapping[str, Any]]:
     return sorted(layers.values(), key=lambda v: int(v["depth"]))
 
 
-def plot_asdt(runs: Mapping[str, Layers], scaled: bool = False, title: str | None = None) -> Figure:
+def plot_asdt(
+    runs: Mapping[str, Layers],
+    scaled: bool = False,
+    title: str | None = None,
+    relative: bool = False,
+) -> Figure:
     """ASDT of every temporal layer against its depth, one line per run.
 
     Args:
         runs: run label -> per-layer results.
         scaled: plot ``asdt_scaled`` instead of ``asdt``.
         title: axes title.
+        relative: depth as a fraction of the run's temporal layers (first 0, last 1), so that
+            models of different depths share the axis (Byvshev et al. Fig. 11).
     """
     key = "asdt_scaled" if scaled else "asdt"
     with paper_style():
         fig, ax = paper_subplots(figsize=(SINGLE, 2.3))
         for k, (label, layers) in enumerate(runs.items()):
             rows = _sorted(layers)
+            depth = [int(r["depth"]) for r in rows]
+            if relative:
+                first, last = min(depth), max(depth)
+                depth = [(d - first) / max(last - first, 1) for d in depth]
             ax.plot(
-                [int(r["depth"]) for r in rows],
+                depth,
                 [float(r[key]) for r in rows],
                 marker=MARKERS[k % len(MARKERS)],
+                markersize=2.5 if relative else None,
                 color="black" if len(runs) == 1 else f"C{k}",
                 label=label,
             )
-        ax.set_xlabel("layer depth (convolutions with temporal extent > 1)")
+        if relative:
+            ax.set_xlabel("relative layer depth (temporal convolutions, first 0 to last 1)")
+        else:
+            ax.set_xlabel("layer depth (convolutions with temporal extent > 1)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("ASDT / std of layer weights" if scaled else "ASDT")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, linewidth=0.4)
         if title:
             ax.set_title(fit_title(title, fig.get_size_inches()[0]))
@@ -184,6 +199,18 @@ def asdt_figure(
         title: figure title (random weights are added to it).
     """
     return plot_asdt(runs_from_table(table, labels), scaled=scaled, title=_titled(title, table))
+
+
+def asdt_models_figure(
+    table: pd.DataFrame,
+    labels: Mapping[str, str] | None = None,
+    scaled: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """Byvshev et al. Fig. 11: ASDT against relative depth, one line per model and weights file,
+    so networks of different depths (R(2+1)D-34, ir-CSN-152, I3D) share one plot."""
+    runs = runs_from_table(table, labels)
+    return plot_asdt(runs, scaled=scaled, title=_titled(title, table), relative=True)
 
 
 def channels_figure(
