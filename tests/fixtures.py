@@ -148,6 +148,13 @@ def activitynet(root: Path, stylized: Path, styles: int = 2) -> tuple[Path, Path
     return root, stylized
 
 
+def state_dict_file(path: Path, model: torch.nn.Module) -> Path:
+    """A plain state dict, as VMZ and ig65m-pytorch release their weights (``.pth``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def pyth_checkpoint(path: Path, model: torch.nn.Module) -> Path:
     """A SlowFast / pytorchvideo model-zoo `.pyth` file: `{"model_state": ..., "epoch": ...}`."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ def world(tmp_path_factory):
     anet, stylized = fixtures.activitynet(data / "activitynet", data / "stylized_activitynet")
     torch.manual_seed(0)
     slowfast = build_model(compose_config("model=slowfast").model)
+    csn = build_model(compose_config("model=ir_csn_152_ig65m").model)
     paths = {
         "/data/ssv2": fixtures.ssv2(data / "ssv2"),
         "/data/kinetics": fixtures.kinetics(data / "kinetics"),
@@ -60,6 +61,10 @@ def world(tmp_path_factory):
         "/data/stylized_activitynet": stylized,
         "/weights/SLOWFAST_8x8_R50.pyth": fixtures.pyth_checkpoint(
             base / "weights" / "SLOWFAST_8x8_R50.pyth", slowfast
+        ),
+        # VMZ's release: a plain state dict in torchvision's VideoResNet key layout
+        "/weights/irCSN_152_ig65m_from_scratch_f125286141.pth": fixtures.state_dict_file(
+            base / "weights" / "irCSN_152_ig65m_from_scratch_f125286141.pth", csn
         ),
     }
     work = base / "work"
@@ -131,6 +136,9 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
         assert record["task"] == "weights" and record["model"] == model
         assert record["config"]["task"]["name"] == "weights"  # the composed config says so
         assert all(v["asdt"] > 0 for v in record["layers"].values())
+        if _value(words, "model.checkpoint"):  # a released file: every tensor loaded
+            name = "/weights/irCSN_152_ig65m_from_scratch_f125286141.pth"
+            assert record["weights"] == f"file:{paths[name]}" and len(record["layers"]) == 1 + 50
     elif task == "layers":
         assert "slow_res2" in out and "fast_res5" in out and "blocks.1.multipathway_blocks.0" in out
     elif _value(words, "metric") == "temporal_mask":

@@ -309,6 +309,15 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
             ],
         ),
         ("byvshev-table2", ["datasets.places365"]),
+        (
+            "byvshev-fig11",
+            [
+                "checkpoints.byvshev_fig11.r2plus1d_34_ig65m",
+                "checkpoints.byvshev_fig11.r2plus1d_34",
+                "checkpoints.byvshev_fig11.ir_csn_152_ig65m",
+                "checkpoints.byvshev_fig11.ir_csn_152_sports1m",
+            ],
+        ),
     ],
 )
 def test_the_study_targets_stop_listing_their_missing_paths(name, keys, tmp_path, monkeypatch):

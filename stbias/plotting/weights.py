@@ -76,7 +76,7 @@ def plot_asdt(
     """
     key = "asdt_scaled" if scaled else "asdt"
     with paper_style():
-        fig, ax = paper_subplots(figsize=(SINGLE, 2.3))
+        fig, ax = paper_subplots(figsize=(SINGLE, 2.3 + (0.25 * len(runs) if relative else 0)))
         for k, (label, layers) in enumerate(runs.items()):
             rows = _sorted(layers)
             depth = [int(r["depth"]) for r in rows]
@@ -92,7 +92,7 @@ def plot_asdt(
                 label=label,
             )
         if relative:
-            ax.set_xlabel("relative layer depth (temporal convolutions, first 0 to last 1)")
+            ax.set_xlabel("relative layer depth (temporal convolutions)")
         else:
             ax.set_xlabel("layer depth (convolutions with temporal extent > 1)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -101,7 +101,8 @@ def plot_asdt(
         if title:
             ax.set_title(fit_title(title, fig.get_size_inches()[0]))
         if len(runs) > 1:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+            below = -0.3 if relative else -0.22
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=1 if relative else 2)
         fig.tight_layout()
     return fig
 
