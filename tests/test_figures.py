@@ -316,6 +316,7 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
                 "checkpoints.byvshev_fig11.r2plus1d_34",
                 "checkpoints.byvshev_fig11.ir_csn_152_ig65m",
                 "checkpoints.byvshev_fig11.ir_csn_152_sports1m",
+                "checkpoints.byvshev_fig11.s3d_howto100m",
             ],
         ),
     ],

@@ -581,3 +581,55 @@ def test_asdt_of_loaded_release_weights_known_answers(compose, tmp_path):
         _load_release(compose, tmp_path, "ir_csn_152_ig65m", "ir_csn", 359, flat)
     )
     assert len(still) == len(temporal) and all(v["asdt"] == 0.0 for v in still.values())
+
+
+# key names and shapes of antoine77340/S3D_HowTo100M's s3d_howto100m.pth (the release's S3D class)
+S3D_RELEASE_KEYS = {
+    "conv1.conv1.weight": (64, 24, 2, 4, 4),
+    "conv1.bn1.running_var": (64,),
+    "conv_2b.conv1.weight": (64, 64, 1, 1, 1),
+    "conv_2c.conv1.weight": (192, 64, 1, 3, 3),
+    "conv_2c.conv2.weight": (192, 192, 3, 1, 1),
+    "conv_2c.bn2.weight": (192,),
+    "gating.fc.weight": (192, 192),
+    "mixed_3b.conv_b0.conv1.weight": (64, 192, 1, 1, 1),
+    "mixed_3b.conv_b1_b.conv2.weight": (128, 128, 3, 1, 1),
+    "mixed_3b.gating_b3.fc.bias": (32,),
+    "mixed_4e.conv_b2_b.conv1.weight": (64, 32, 1, 3, 3),
+    "mixed_5c.conv_b1_b.conv2.weight": (384, 384, 3, 1, 1),
+    "mixed_5c.conv_b3_b.bn1.num_batches_tracked": (),
+    "fc.weight": (512, 1024),
+    "text_module.word_embd.weight": (66250, 300),
+    "text_module.fc1.weight": (2048, 300),
+    "text_module.fc2.weight": (512, 2048),
+}
+
+
+def test_s3d_howto100m_release_layout_loads_every_tensor(compose, tmp_path):
+    cfg = compose("model=s3d_howto100m")
+    torch.manual_seed(3)
+    layout = build_model(cfg.model).state_dict()
+    for key, shape in S3D_RELEASE_KEYS.items():
+        assert tuple(layout[key].shape) == shape, key
+    # every top-level name is the release's: the trunk's modules, fc and text_module
+    assert {k.split(".")[0] for k in layout} == {
+        "conv1", "conv_2b", "conv_2c", "gating", "fc", "text_module",
+        *(f"mixed_{b}" for b in ("3b", "3c", "4b", "4c", "4d", "4e", "4f", "5b", "5c")),
+    }  # fmt: skip
+    state = {
+        k: (torch.randn_like(v) if v.is_floating_point() else v + 7) for k, v in layout.items()
+    }
+    path = tmp_path / "s3d_howto100m.pth"
+    torch.save(state, path)
+    with open_dict(cfg.model):
+        cfg.model.checkpoint = str(path)
+    model = build_model(cfg.model).eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 8, 32, 32)).shape == (1, 512)
+    temporal = weight_temporality(model)
+    # the (2, 4, 4) stem and every (3, 1, 1) factor: conv_2c and two per Inception block
+    assert len(temporal) == 1 + 1 + 2 * 9
+    first = state["conv1.conv1.weight"].double().numpy()
+    assert temporal["conv1.conv1"]["asdt"] == pytest.approx(first.std(axis=2).mean(), rel=1e-12)

@@ -128,7 +128,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "byvshev-fig11": Figure(
         title="Byvshev et al. CVIU'22, Fig. 11",
-        about="ASDT of R(2+1)D-34 and ir-CSN-152 (IG-65M, Kinetics, Sports-1M) against depth",
+        about="ASDT of R(2+1)D-34, ir-CSN-152 (IG-65M, Kinetics, Sports-1M), S3D (HowTo100M)",
         plot=asdt_models_figure,
         experiments=("byvshev_fig11",),
         embedded=("byvshev_table1_train_embedded", "byvshev_fig11_embedded"),
