@@ -43,7 +43,7 @@ from stbias.studies.vos_study import (
     settings,
     variant,
 )
-from stbias.tasks.dataset_setup import build_dataset
+from stbias.tasks.dataset_setup import base_dataset, build_dataset
 from stbias.tasks.model_setup import build_model, require_one_model
 from stbias.tasks.record import joined, write_results
 from stbias.tasks.run_config import output_dir, plain
@@ -119,7 +119,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             "dataset": name,
             "split": str(evaluation.split),
             "clips": len(data),
-            "box_masks": bool(getattr(_base(data), "regions", None) is not None),
+            "box_masks": getattr(base_dataset(data), "regions", None) is not None,
         },
         "reference": str(cfg.task.reference),
         "seed": seed,
@@ -142,12 +142,6 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("figures: %s", ", ".join(f for f in figures if f.endswith(".png")))
     log.info("results: %s", os.path.join(folder, "results.json"))
     return summary, {"figures": figures}
-
-
-def _base(data: Any) -> Any:
-    while hasattr(data, "dataset"):
-        data = data.dataset
-    return data
 
 
 def moca_table(summary: Mapping[str, Any]) -> str:
