@@ -201,3 +201,23 @@ def jittered_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.
     out = out.mean() + (out - out.mean()) * rng.uniform(0.75, 1.25)  # contrast
     out = out * rng.uniform(0.75, 1.25)  # brightness
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def place_crops(
+    root: str | None, num_places: int, per_class: int, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` jittered crops (as P+F+M's backgrounds) of every one of ``num_places``
+    place classes: images ``(N, size, size, 3)`` uint8 and their place labels ``(N,)``, class by
+    class; ``seed`` picks the photographs and crops (another seed, other crops)."""
+    if per_class < 1 or size < 8:
+        raise StbiasError(
+            f"place_crops needs per_class >= 1 and size >= 8; got {per_class}, {size}"
+        )
+    rng = np.random.default_rng([int(seed), int(num_places), int(per_class), int(size)])
+    images = place_images(root, int(num_places))[1]
+    out = np.empty((num_places * per_class, size, size, 3), dtype=np.uint8)
+    for place, photos in enumerate(images):
+        for k in range(per_class):
+            photo = load(photos[int(rng.integers(len(photos)))])
+            out[place * per_class + k] = jittered_crop(photo, size, rng)
+    return out, np.repeat(np.arange(num_places, dtype=np.int64), per_class)
