@@ -18,6 +18,7 @@ STUDIES: dict[str, str] = {
     "compare": "stbias.studies.compare:run",
     "manttari": "stbias.studies.manttari:run",
     "quickstart": "stbias.studies.quickstart:run",
+    "scene_bias": "stbias.studies.scene_bias:run",
     "static_dropout": "stbias.studies.static_dropout:run",
     "vos_study": "stbias.studies.vos_study:run",
     "vos_moca": "stbias.studies.vos_moca:run",

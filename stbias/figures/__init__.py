@@ -27,6 +27,7 @@ from stbias.studies import (
     bias_over_training,
     byvshev,
     manttari,
+    scene_bias,
     static_dropout,
     vos_moca,
     vos_study,
@@ -260,6 +261,20 @@ FIGURES: dict[str, Figure] = {
         experiments=("byvshev_table2",),
         embedded=("byvshev_table2_embedded",),
         checks=("motion classes (M)", "place classes (A)"),
+    ),
+    "byvshev-appendix-a": Figure(
+        title="Byvshev et al. CVIU'22, Appendix A",
+        about="scene bias: common place scores (Fig. A.12), common vs rare places, static probes",
+        plot=scene_bias.appendix_a,
+        experiments=("byvshev_appendix_a",),
+        embedded=("byvshev_appendix_a_embedded",),
+        checks=(
+            "(a) Fig. A.12, common place score",
+            "(b) Table A.3, common vs rare places",
+            "(c) Table A.4, linear probe on static clips",
+            "common",
+            "rare",
+        ),
     ),
 }
 

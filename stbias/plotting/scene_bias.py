@@ -1,0 +1,128 @@
+"""Byvshev et al. (CVIU'22) Appendix A: Fig. A.12 and Tables A.3, A.4 from the scene study's
+tables (:mod:`stbias.studies.scene_bias`), beside the paper's numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from stbias.plotting.style import paper_subplots
+
+# Fig. A.12's one point the text quotes: 80 % of the Kinetics videos score 0.25 or more
+PAPER_FIG_A12 = (0.25, 0.80)
+# Table A.3 (I3D on Kinetics-400, Places365 VGG16): places, videos, accuracy
+PAPER_TABLE_A3 = {"common": (16, 15132, 0.563), "rare": (233, 16434, 0.632)}
+# Table A.4, fixed weights, on Places365: (model, pre-training) -> top-1
+PAPER_TABLE_A4 = {"Inception v2 (2D)": ("ImageNet", 0.433), "I3D (3D)": ("Kinetics", 0.412)}
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}"
+
+
+def table_a3_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table A.3's header and rows: every group of the study, then the paper's."""
+    header = [
+        "group",
+        "places",
+        "videos",
+        "accuracy (%)",
+        "paper: places",
+        "paper: videos",
+        "paper: acc. (%)",
+    ]
+    body = []
+    for row in rows:
+        paper = PAPER_TABLE_A3.get(str(row["group"]), (None, None, None))
+        body.append(
+            [
+                str(row["group"]),
+                str(row["places"]),
+                str(row["videos"]),
+                _pct(row["accuracy"]),
+                str(paper[0]),
+                str(paper[1]),
+                _pct(paper[2]),
+            ]
+        )
+    return header, body
+
+
+def table_a4_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table A.4's header and rows: every model of the study, then the paper's (fixed weights)."""
+    header = ["model", "input", "pre-training", "fixed weights", "top-1 (%)"]
+    body = [
+        [
+            str(r["model"]),
+            str(r["kind"]),
+            str(r.get("pretraining") or "–"),
+            "yes" if r.get("fixed_weights", True) else "no",
+            _pct(r["top1"]),
+        ]
+        for r in rows
+    ]
+    body += [
+        [f"paper: {name}", name.split("(")[-1].rstrip(")"), pre, "yes", _pct(acc)]
+        for name, (pre, acc) in PAPER_TABLE_A4.items()
+    ]
+    return header, body
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def table_a3_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Table A.3 as Markdown."""
+    return _markdown(*table_a3_cells(rows))
+
+
+def table_a4_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Table A.4 as Markdown."""
+    return _markdown(*table_a4_cells(rows))
+
+
+def _table(ax: Any, header: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> None:
+    ax.axis("off")
+    if rows:
+        table = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+        table.scale(1, 1.4)
+        for (r, _), cell in table.get_celld().items():
+            if r == 0:
+                cell.set_text_props(weight="bold")
+    ax.set_title(title, fontsize=10)
+
+
+def appendix_a_figure(
+    curve: Sequence[Mapping[str, Any]],
+    table_a3: Sequence[Mapping[str, Any]],
+    table_a4: Sequence[Mapping[str, Any]],
+    title: str | None = None,
+) -> Figure:
+    """(a) Fig. A.12: share of videos whose common place score is at least x, with the paper's
+    quoted point; (b) Table A.3; (c) Table A.4 (when the study probed any model)."""
+    fig, axes = paper_subplots(1, 3, figsize=(16, 3.8), width_ratios=[1, 1.4, 1.6])
+    ax = axes[0]
+    xs = [float(p["score"]) for p in curve]
+    ax.plot(xs, [100 * float(p["share"]) for p in curve], marker="o", ms=3, label="stbias")
+    ax.plot(
+        [PAPER_FIG_A12[0]], [100 * PAPER_FIG_A12[1]], "s", color="0.4", label="paper (Kinetics)"
+    )
+    ax.set_xlabel("common place score")
+    ax.set_ylabel("videos with score ≥ x (%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 105)
+    ax.set_title("(a) Fig. A.12, common place score", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    _table(axes[1], *table_a3_cells(table_a3), "(b) Table A.3, common vs rare places")
+    _table(axes[2], *table_a4_cells(table_a4), "(c) Table A.4, linear probe on static clips")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
