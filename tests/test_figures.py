@@ -260,6 +260,26 @@ def test_embedded_byvshev_table2_draws_the_grid_of_its_runs(embedded):
     assert any("per doubling of place classes" in t for t in record["texts"])
 
 
+@pytest.mark.slow
+def test_embedded_byvshev_appendix_a_shows_the_studys_tables(embedded):
+    record = embedded("byvshev-appendix-a")
+    (run,) = [p.parent for p in Path(record["runs"][0]).rglob("scene_bias.json")]
+    tables = json.loads((run / "scene_bias.json").read_text())
+    common, rare = tables["table_a3"]
+    assert common["group"] == "common" and rare["group"] == "rare"
+    assert (
+        common["videos"] + rare["videos"] == len((run / "videos.csv").read_text().splitlines()) - 1
+    )
+    # the known answer: the inflated c2d_tiny on static clips probes as c2d_tiny on the image
+    flat, inflated, own = tables["table_a4"]
+    assert (flat["kind"], inflated["kind"], own["kind"]) == ("2D", "3D (inflated)", "3D")
+    assert inflated["predictions"] == flat["predictions"] and inflated["top1"] == flat["top1"]
+    texts = " ".join(record["texts"])
+    assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny inflated (3D)" in texts
+    shares = [p["share"] for p in tables["fig_a12"]]
+    assert shares[0] == 1.0 and shares == sorted(shares, reverse=True)
+
+
 def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     needed = needed_paths("kowal_architectures")
@@ -317,6 +337,16 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
                 "checkpoints.byvshev_fig11.ir_csn_152_ig65m",
                 "checkpoints.byvshev_fig11.ir_csn_152_sports1m",
                 "checkpoints.byvshev_fig11.s3d_howto100m",
+            ],
+        ),
+        (
+            "byvshev-appendix-a",
+            [
+                "datasets.kinetics",
+                "datasets.places365",
+                "checkpoints.kinetics.i3d_inception",
+                "checkpoints.places365.resnet18",
+                "checkpoints.imagenet.googlenet",
             ],
         ),
     ],

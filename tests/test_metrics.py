@@ -327,3 +327,76 @@ def test_two_process_gloo_ddp_equals_single_process(tmp_path):
             single["ci"]["scores"]["dynamic"] + single["ci"]["scores"]["static"],
             rtol=1e-9,
         )
+
+
+# Scene bias (Byvshev et al., Appendix A): known answers on hand-made predictions ---------------
+
+
+def test_common_place_is_the_most_frequent_prediction_and_its_share():
+    from stbias.metrics.scene import common_place
+
+    assert common_place([3, 1, 1, 3, 1]) == (1, 0.6)
+    assert common_place([7]) == (7, 1.0)
+    assert common_place(np.array([[0, 4], [4, 4]])) == (4, 0.75)
+
+
+def test_a_tie_goes_to_the_lowest_place_index_whatever_the_frame_order():
+    from stbias.metrics.scene import common_place
+
+    assert common_place([5, 5, 2, 2, 9]) == (2, 0.4)
+    assert common_place([2, 9, 5, 2, 5]) == (2, 0.4)
+    assert common_place([9, 5, 9, 5]) == (5, 0.5)
+
+
+def test_bad_place_predictions_are_one_line_errors():
+    from stbias.metrics.scene import common_place, common_places, score_curve
+
+    for call, text in (
+        (lambda: common_place([]), "at least one frame"),
+        (lambda: common_place([1, -1]), ">= 0"),
+        (lambda: score_curve([], [0.5]), "at least one video"),
+        (lambda: common_places([]), "at least one video"),
+    ):
+        with pytest.raises(StbiasError, match=text):
+            call()
+
+
+def test_the_score_curve_is_the_share_of_videos_scoring_at_least_x():
+    from stbias.metrics.scene import score_curve
+
+    scores = [1.0, 0.5, 0.25, 0.8, 0.25]
+    curve = score_curve(scores, [0.0, 0.25, 0.3, 0.5, 0.8, 1.0])
+    np.testing.assert_allclose(curve, [1.0, 1.0, 0.6, 0.6, 0.4, 0.2])
+    # a score computed as a share of frames meets its own threshold: 1/3 >= 1/3
+    assert score_curve([1 / 3], [1 / 3])[0] == 1.0
+
+
+def test_common_places_are_the_shortest_head_holding_more_than_half_the_videos():
+    from stbias.metrics.scene import common_places
+
+    # 10 videos: place 4 holds 5 (half, not more), with place 1 (3) they hold 8
+    dominant = [4] * 5 + [1] * 3 + [0] * 2
+    assert common_places(dominant) == [4, 1]
+    # one place holding 6 of 10 is common alone
+    assert common_places([2] * 6 + [0, 1, 3, 5]) == [2]
+    # equal counts: the lower index first (4 videos, places 0..3 one each: three are common)
+    assert common_places([3, 2, 1, 0]) == [0, 1, 2]
+
+
+def test_the_linear_probe_learns_separable_features_and_repeats_itself():
+    from stbias.metrics.scene import linear_probe
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 4
+    train_y, test_y = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
+    train_x = centres[train_y] + rng.normal(size=(60, 8))
+    test_x = centres[test_y] + rng.normal(size=(30, 8))
+    predictions, acc = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    assert acc > 0.9 and acc == (predictions == test_y).mean()
+    again, acc_again = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    assert acc_again == acc and (again == predictions).all()
+    # shuffled labels: nothing to learn, chance-level accuracy
+    _, chance = linear_probe(train_x, rng.permutation(train_y), test_x, test_y, seed=3)
+    assert chance < 0.7
+    with pytest.raises(StbiasError, match="one width"):
+        linear_probe(train_x, train_y, test_x[:, :4], test_y)

@@ -616,3 +616,100 @@ def test_fine_tuning_loads_all_but_a_classifier_of_another_class_count(tmp_path)
     grey = i3d_tiny(num_classes=48, in_channels=1)
     with pytest.raises(StbiasError, match="shape mismatch"):
         load_checkpoint(grey, str(path), new_head=48)
+
+
+# Inflation (I3D-style) and the Places365 CNNs of the release ----------------------------------
+
+
+def test_an_inflated_frame_wise_net_sees_a_static_clip_as_its_2d_source_sees_the_frame():
+    from stbias.models.inflate import InflatedConv3d, inflate
+    from stbias.models.tiny import c2d_tiny
+
+    torch.manual_seed(0)
+    source = c2d_tiny(num_classes=5).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in source.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    inflated = inflate(source, 3).eval()
+    convs = [m for m in inflated.modules() if isinstance(m, InflatedConv3d)]
+    assert convs and all(c.conv.kernel_size[0] == 3 for c in convs)
+    # weights repeated over time and divided by T: their sum over time is the 2D kernel
+    torch.testing.assert_close(
+        inflated.stem[0][0].conv.weight.sum(2, keepdim=True), source.stem[0][0].weight
+    )
+    frame = torch.rand(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        static = inflated(frame.expand(-1, -1, 6, -1, -1))
+        torch.testing.assert_close(static, source(frame), rtol=1e-4, atol=1e-5)
+        # a clip that changes over time: the inflated net mixes frames, the source does not
+        moving = torch.rand(2, 3, 6, 32, 32)
+        assert not torch.allclose(inflated(moving), source(moving), atol=1e-3)
+
+
+def test_inflate_refuses_a_network_with_nothing_frame_wise():
+    from stbias.models.inflate import inflate, inflate_conv
+    from stbias.models.tiny import i3d_tiny
+
+    with pytest.raises(StbiasError, match="no frame-wise"):
+        inflate(i3d_tiny(num_classes=3))
+    with pytest.raises(StbiasError, match="odd"):
+        inflate_conv(nn.Conv2d(3, 4, 3), 2)
+
+
+def _release_file(path, model, **extra):
+    """A checkpoint in the layout of the Places365 release (written from DataParallel)."""
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 90, "arch": "resnet18", "state_dict": state, **extra}, path)
+
+
+def test_a_places365_release_file_loads_into_its_torchvision_architecture(tmp_path):
+    import torchvision
+
+    from stbias.models.places import places365
+
+    torch.manual_seed(1)
+    released = torchvision.models.resnet18(num_classes=365)
+    path = tmp_path / "resnet18_places365.pth.tar"
+    _release_file(path, released, best_prec1=torch.tensor(54.7))
+    model = places365(arch="resnet18", weights=str(path))
+    for key, value in released.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), released.eval()(x))
+
+
+def test_a_places365_file_that_does_not_fit_names_what_is_wrong(tmp_path):
+    import torchvision
+
+    from stbias.models.places import places365
+
+    other = tmp_path / "ten.pth.tar"
+    _release_file(other, torchvision.models.resnet18(num_classes=10))
+    with pytest.raises(StbiasError, match="shape mismatch fc.bias"):
+        places365(arch="resnet18", weights=str(other))
+    bare = tmp_path / "bare.pth"
+    torch.save({"epoch": 1}, bare)
+    with pytest.raises(StbiasError, match="holds no 'state_dict'"):
+        places365(arch="resnet18", weights=str(bare))
+    with pytest.raises(StbiasError, match="valid: resnet18, resnet50"):
+        places365(arch="wideresnet18", weights=str(bare))
+    code = tmp_path / "code.pth.tar"
+    torch.save({"state_dict": {}, "model": nn.Linear(1, 1)}, code)
+    with pytest.raises(StbiasError, match="refused to load"):
+        places365(arch="resnet18", weights=str(code))
+
+
+def test_an_image_backbone_reads_its_weights_and_yields_pooled_features(tmp_path):
+    import torchvision
+
+    from stbias.models.places import image_backbone
+
+    source = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = image_backbone(arch="resnet18", weights=str(path)).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 64, 64)).shape == (2, 512)

@@ -101,3 +101,110 @@ def test_a_sub_run_composes_from_a_yaml_node_with_defaults():
     sub = base.sub_run(compose(["seed=3"]), node)
     assert sub.task.name == "train" and sub.dataset._target_.endswith("PlacesFacesMNIST")
     assert (sub.train.batch_size, sub.dataset.num_places, sub.seed) == (3, 2, 3)
+
+
+# Scene bias (Byvshev et al., Appendix A) -----------------------------------------------------
+
+
+def test_a_static_clips_linear_probe_equals_the_2d_models_when_the_3d_model_is_inflated():
+    import numpy as np
+    import torch
+
+    from stbias.data.sources import place_crops
+    from stbias.metrics.scene import linear_probe
+    from stbias.models import create
+    from stbias.models.inflate import inflate
+    from stbias.studies.scene_bias import probe_features
+
+    torch.manual_seed(0)
+    source = create("c2d_tiny", num_classes=4, frames=6, size=32).eval()
+    inflated = inflate(source, 3).eval()
+    other = create("i3d_tiny", num_classes=4, frames=6, size=32).eval()
+    train_x, train_y = place_crops(None, 6, 12, 32, 10)
+    test_x, test_y = place_crops(None, 6, 6, 32, 11)
+    images = [torch.from_numpy(x) for x in (train_x, test_x)]
+
+    def probe(entry, model):
+        feats = [probe_features(entry, model, t, 16) for t in images]
+        return feats, linear_probe(feats[0], train_y, feats[1], test_y, seed=0)
+
+    # the 2D source on the image (one frame), the inflated net on static clips of 6 frames
+    flat, (pred_2d, acc_2d) = probe({"frames": 1}, source)
+    static, (pred_3d, acc_3d) = probe({}, inflated)
+    np.testing.assert_allclose(static[0], flat[0], rtol=1e-4, atol=1e-5)
+    assert (pred_3d == pred_2d).all() and acc_3d == acc_2d
+    # a 3D net of its own is no inflated copy: other features
+    own, _ = probe({}, other)
+    assert not np.allclose(own[0], flat[0], atol=1e-3)
+
+
+def test_table_a3_splits_the_videos_by_dominant_place_and_counts_each_group():
+    from stbias.studies.scene_bias import fig_a12, table_a3
+
+    rows = [
+        {"place": p, "place_name": f"p{p}", "correct": c, "score": s}
+        for p, c, s in [
+            (0, True, 1.0),
+            (0, False, 0.5),
+            (0, True, 0.75),
+            (2, True, 0.25),
+            (1, False, 1.0),
+            (3, True, 0.5),
+        ]
+    ]
+    common, rare = table_a3(rows)
+    # place 0 holds 3 of 6 (half, not more): with place 1 (the lower index of 1, 2, 3) 4 of 6
+    assert common == {
+        "group": "common",
+        "places": 2,
+        "videos": 4,
+        "accuracy": 0.5,
+        "place_names": "p0, p1",
+    }
+    assert (rare["places"], rare["videos"], rare["accuracy"]) == (2, 2, 1.0)
+    curve = {p["score"]: p["share"] for p in fig_a12(rows)}
+    assert (curve[0.0], curve[0.5], curve[0.75], curve[1.0]) == (1.0, 5 / 6, 3 / 6, 2 / 6)
+
+
+def test_the_places365_classifier_labels_frames_from_a_release_file(compose, tmp_path):
+    import torch
+    import torchvision
+
+    from stbias.studies.scene_bias import place_classifier
+
+    released = torchvision.models.resnet18(num_classes=365)
+    path = tmp_path / "resnet18_places365.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in released.state_dict().items()}}, path)
+    cfg = compose(
+        "task=scene_bias",
+        "task.places.arch=resnet18",
+        f"task.places.weights={path}",
+        "task.places.size=64",
+    )
+    classifier, about = place_classifier(cfg)
+    frames = torch.randint(0, 255, (3, 48, 48, 3), dtype=torch.uint8)
+    expected = released.eval()(classifier.inputs(frames)).argmax(1).numpy()
+    assert (classifier.predict(frames) == expected).all()
+    assert about["classifier"] == "resnet18 Places365"
+    cfg = compose("task=scene_bias", "task.places.arch=resnet50")
+    with pytest.raises(StbiasError, match="needs task.places.weights"):
+        place_classifier(cfg)
+
+
+def test_the_embedded_place_classifier_trains_once_and_is_read_back(compose, tmp_path):
+    from stbias.studies.scene_bias import train_tiny_places
+
+    cfg = compose(
+        "task=scene_bias",
+        f"task.cache_dir={tmp_path}",
+        "task.places.num_places=3",
+        "task.places.train_per_class=8",
+        "task.places.test_per_class=4",
+        "task.places.max_epochs=1",
+    )
+    model, record = train_tiny_places(cfg)
+    again, cached = train_tiny_places(cfg)
+    assert cached == record and 0.0 <= record["val/acc"] <= 1.0
+    for key, value in model.state_dict().items():
+        assert (again.state_dict()[key] == value).all()
+    assert len(list(tmp_path.glob("places-*/places.pt"))) == 1
