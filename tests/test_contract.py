@@ -104,6 +104,16 @@ def _shrink(words: list[str]) -> list[str]:
         return ["probe.num_clips=2", "probe.batch_size=2"]
     if task == "center_bias":
         return ["probe.num_clips=8"]
+    if task == "scene_bias":  # an action model and a place classifier trained, clips scored
+        return [
+            "task.videos=8",
+            "task.train.clips=64",
+            "task.train.val_clips=16",
+            "task.places.train_per_class=4",
+            "task.places.test_per_class=2",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+        ]
     if task == "layers" or _value(words, "metric") in ("asdt", "selfconv"):
         return []
     if _value(words, "model") is None:  # model=quickstart: two tiny models trained, then probed
@@ -114,7 +124,10 @@ def _shrink(words: list[str]) -> list[str]:
 
 def _results(work: Path, before: set[Path]) -> list[dict]:
     found = sorted(set(work.rglob("results.json")) - before)
-    found = [p for p in found if "quickstart" not in p.parent.parent.name]
+    # trainings a study caches (outputs/quickstart, outputs/scene_bias) are not the command's
+    found = [
+        p for p in found if not any(s in p.parent.parent.name for s in ("quickstart", "scene_bias"))
+    ]
     return [json.loads(p.read_text()) | {"_dir": str(p.parent)} for p in found]
 
 
@@ -158,6 +171,12 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
         assert set(record["datasets"]) == {"camouflage", "salient"}
         for entry in record["datasets"].values():
             assert 0 < entry["center_mass"] <= 1 and 0 < entry["foreground_fraction"] < 1
+    elif task == "scene_bias":
+        (record,) = records
+        common, rare = record["tables"]["table_a3"]
+        assert (common["group"], rare["group"]) == ("common", "rare")
+        assert common["videos"] + rare["videos"] == record["num_clips"] == 8
+        assert common["videos"] > rare["videos"] and record["tables"]["fig_a12"][0]["share"] == 1
     elif task == "train" and _value(words, "dataset") == "camouflage":
         (record,) = records
         assert record["objective"] == "segmentation" and os.path.isfile(record["checkpoint"])
