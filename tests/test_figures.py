@@ -275,7 +275,7 @@ def test_embedded_byvshev_appendix_a_shows_the_studys_tables(embedded):
     assert (flat["kind"], inflated["kind"], own["kind"]) == ("2D", "3D (inflated)", "3D")
     assert inflated["predictions"] == flat["predictions"] and inflated["top1"] == flat["top1"]
     texts = " ".join(record["texts"])
-    assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny inflated (3D)" in texts
+    assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny inflated\n(3D)" in texts
     shares = [p["share"] for p in tables["fig_a12"]]
     assert shares[0] == 1.0 and shares == sorted(shares, reverse=True)
 

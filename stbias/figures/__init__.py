@@ -272,9 +272,25 @@ FIGURES: dict[str, Figure] = {
             "(a) Fig. A.12, common place score",
             "(b) Table A.3, common vs rare places",
             "(c) Table A.4, linear probe on static clips",
-            "common",
-            "rare",
+            "videos with score ≥ x (%)",
+            "paper",
         ),
+    ),
+    "byvshev-table-a3": Figure(
+        title="Byvshev et al. CVIU'22, Table A.3",
+        about="the action model's accuracy on videos of common vs rare places, with their counts",
+        plot=scene_bias.table_a3_target,
+        experiments=("byvshev_appendix_a",),
+        embedded=("byvshev_appendix_a_embedded",),
+        checks=("group", "common", "rare", "accuracy (%)", "paper: videos"),
+    ),
+    "byvshev-table-a4": Figure(
+        title="Byvshev et al. CVIU'22, Table A.4",
+        about="top-1 of a linear probe on frozen features: static clips against the 2D model",
+        plot=scene_bias.table_a4_target,
+        experiments=("byvshev_appendix_a",),
+        embedded=("byvshev_appendix_a_embedded",),
+        checks=("model", "fixed weights", "top-1 (%)", "paper: I3D (3D)"),
     ),
 }
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from stbias.plotting.explain import draw_table
 from stbias.plotting.style import paper_subplots
 
 # Fig. A.12's one point the text quotes: 80 % of the Kinetics videos score 0.25 or more
@@ -86,17 +87,29 @@ def table_a4_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return _markdown(*table_a4_cells(rows))
 
 
-def _table(ax: Any, header: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> None:
-    ax.axis("off")
-    if rows:
-        table = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center")
-        table.auto_set_font_size(False)
-        table.set_fontsize(7)
-        table.scale(1, 1.4)
-        for (r, _), cell in table.get_celld().items():
-            if r == 0:
-                cell.set_text_props(weight="bold")
-    ax.set_title(title, fontsize=10)
+def table_a3_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Table A.3 drawn as a table (saving it also writes the LaTeX table)."""
+    return draw_table(*table_a3_cells(rows), title=title)
+
+
+def table_a4_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Table A.4 drawn as a table (saving it also writes the LaTeX table)."""
+    return draw_table(*table_a4_cells(rows), title=title)
+
+
+def _bars(ax: Any, labels: Sequence[str], ours: Sequence[Any], paper: Sequence[Any]) -> None:
+    """stbias's values (%) beside the paper's (hatched) for each label; None: no bar."""
+    xs = range(len(labels))
+    for offset, values, kind in ((-0.2, ours, "stbias"), (0.2, paper, "paper")):
+        shown = [(x + offset, 100 * float(v)) for x, v in zip(xs, values) if v is not None]
+        if not shown:
+            continue
+        style = {"hatch": "//", "alpha": 0.5} if kind == "paper" else {}
+        bars = ax.bar(*zip(*shown), 0.4, label=kind, **style)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(list(xs), list(labels), fontsize=7)
+    ax.set_ylim(0, 110)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def appendix_a_figure(
@@ -106,8 +119,9 @@ def appendix_a_figure(
     title: str | None = None,
 ) -> Figure:
     """(a) Fig. A.12: share of videos whose common place score is at least x, with the paper's
-    quoted point; (b) Table A.3; (c) Table A.4 (when the study probed any model)."""
-    fig, axes = paper_subplots(1, 3, figsize=(16, 3.8), width_ratios=[1, 1.4, 1.6])
+    quoted point; (b) Table A.3's accuracies, common vs rare places; (c) Table A.4's top-1 per
+    model; the paper's numbers hatched beside stbias's."""
+    fig, axes = paper_subplots(1, 3, figsize=(15, 3.8), width_ratios=[1, 1, 1.4])
     ax = axes[0]
     xs = [float(p["score"]) for p in curve]
     ax.plot(xs, [100 * float(p["share"]) for p in curve], marker="o", ms=3, label="stbias")
@@ -120,8 +134,27 @@ def appendix_a_figure(
     ax.set_ylim(0, 105)
     ax.set_title("(a) Fig. A.12, common place score", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
-    _table(axes[1], *table_a3_cells(table_a3), "(b) Table A.3, common vs rare places")
-    _table(axes[2], *table_a4_cells(table_a4), "(c) Table A.4, linear probe on static clips")
+    ax = axes[1]
+    groups = [str(r["group"]) for r in table_a3]
+    _bars(
+        ax,
+        [f"{r['group']}\n{r['places']} places, {r['videos']} videos" for r in table_a3],
+        [r["accuracy"] for r in table_a3],
+        [PAPER_TABLE_A3.get(g, (None, None, None))[2] for g in groups],
+    )
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("(b) Table A.3, common vs rare places", fontsize=10)
+    ax = axes[2]
+    labels = [str(r["model"]).replace(" (", "\n(") for r in table_a4]
+    labels += [f"paper: {n}".replace(" (", "\n(") for n in PAPER_TABLE_A4]
+    _bars(
+        ax,
+        labels,
+        [r["top1"] for r in table_a4] + [None] * len(PAPER_TABLE_A4),
+        [None] * len(table_a4) + [acc for _, acc in PAPER_TABLE_A4.values()],
+    )
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("(c) Table A.4, linear probe on static clips", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -57,7 +57,9 @@ from stbias.models.taps import pooled_features
 from stbias.plotting import save_figure
 from stbias.plotting.scene_bias import (
     appendix_a_figure,
+    table_a3_figure,
     table_a3_markdown,
+    table_a4_figure,
     table_a4_markdown,
 )
 from stbias.studies import quickstart
@@ -445,13 +447,30 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 # Paper figure (stbias.figures): the study's run read back and drawn ---------------------------
 
 
+def _tables(table: pd.DataFrame) -> dict[str, Any]:
+    """The tables of the study's run among the runs of ``table``."""
+    return read_run(run_dirs(table, "scene_bias")[0]).get("tables") or {}
+
+
 def appendix_a(table: pd.DataFrame, title: str | None = None):
-    """Fig. A.12 (the common place score curve), Table A.3 and Table A.4 of the study's run."""
-    record = read_run(run_dirs(table, "scene_bias")[0])
-    tables = record.get("tables") or {}
+    """Fig. A.12 (the common place score curve) and the accuracies of Tables A.3 and A.4."""
+    tables = _tables(table)
     return appendix_a_figure(
         tables.get("fig_a12") or [],
         tables.get("table_a3") or [],
         tables.get("table_a4") or [],
         title,
     )
+
+
+def table_a3_target(table: pd.DataFrame, title: str | None = None):
+    """Table A.3: places, videos and the action model's accuracy, common vs rare places."""
+    return table_a3_figure(_tables(table).get("table_a3") or [], title)
+
+
+def table_a4_target(table: pd.DataFrame, title: str | None = None):
+    """Table A.4: top-1 of the linear probe on frozen features, per model."""
+    rows = _tables(table).get("table_a4") or []
+    if not rows:
+        raise StbiasError("the scene-bias run probed no model (task.linear_probe.models is empty)")
+    return table_a4_figure(rows, title)
