@@ -208,3 +208,23 @@ def test_the_embedded_place_classifier_trains_once_and_is_read_back(compose, tmp
     for key, value in model.state_dict().items():
         assert (again.state_dict()[key] == value).all()
     assert len(list(tmp_path.glob("places-*/places.pt"))) == 1
+
+
+def test_the_embedded_place_classifier_repeats_itself_from_its_settings(compose, tmp_path):
+    import torch
+
+    from stbias.studies.scene_bias import train_tiny_places
+
+    settings = [
+        "task=scene_bias",
+        "task.places.num_places=3",
+        "task.places.train_per_class=8",
+        "task.places.test_per_class=4",
+        "task.places.max_epochs=1",
+    ]
+    torch.manual_seed(123)  # whatever the global generator holds before
+    first, _ = train_tiny_places(compose(*settings, f"task.cache_dir={tmp_path / 'a'}"))
+    torch.manual_seed(456)
+    second, _ = train_tiny_places(compose(*settings, f"task.cache_dir={tmp_path / 'b'}"))
+    for key, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[key], value), key

@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from filelock import FileLock
 from omegaconf import OmegaConf, open_dict
 from torch import nn
+from torch.utils.data import DataLoader
 
 from stbias import io
 from stbias.config import option_node
+from stbias.data.loading import loader_kwargs, split_loader_options
 from stbias.data.sources import EMBEDDED_PLACES, place_crops
 from stbias.errors import StbiasError
 from stbias.metrics.scene import common_place, common_places, linear_probe, score_curve
@@ -84,16 +86,19 @@ def _plain(node: Any) -> Any:
 class PlaceClassifier:
     """A per-frame place classifier: images ``(N, H, W, 3)`` uint8 -> class indices ``(N,)``."""
 
-    def __init__(self, model: nn.Module, names: Sequence[str], size: int, mean, std) -> None:
-        self.model = model.eval()
+    def __init__(
+        self, model: nn.Module, names: Sequence[str], size: int, mean, std, device: str = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.names = [str(n) for n in names]
         self.size = int(size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, H, W, 3)`` -> normalised ``(N, 3, size, size)``."""
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        """uint8 ``(N, H, W, 3)`` -> normalised ``(N, 3, size, size)`` on the device."""
+        x = images.to(self.device).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std
@@ -105,7 +110,17 @@ class PlaceClassifier:
             self.model(self.inputs(images[i : i + batch_size])).argmax(1)
             for i in range(0, len(images), batch_size)
         ]
-        return torch.cat(out).numpy()
+        return torch.cat(out).cpu().numpy()
+
+
+def device_of(cfg: Any) -> str:
+    """``cuda`` when ``trainer.accelerator`` asks for a GPU (``gpu``, ``cuda``, or ``auto`` with
+    one present), else ``cpu``: where the study's forward passes run."""
+    accelerator = str(cfg.trainer.get("accelerator") or "cpu")
+    wants = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if wants and not torch.cuda.is_available():
+        raise StbiasError(f"trainer.accelerator={accelerator} but no CUDA device is present")
+    return "cuda" if wants else "cpu"
 
 
 def _training_limit(cfg: Any) -> int | None:
@@ -140,7 +155,8 @@ def train_tiny_places(cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
         images, labels = place_crops(
             None, int(p.num_places), int(p.train_per_class), int(p.size), int(cfg.seed)
         )
-        torch.manual_seed(int(cfg.seed))
+        torch.manual_seed(int(cfg.seed))  # the initialisation too: a setting, one network
+        model = image_tiny(num_classes=int(p.num_places))
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
         x = (x - torch.tensor(PLACES365_MEAN).view(1, 3, 1, 1)) / torch.tensor(PLACES365_STD).view(
             1, 3, 1, 1
@@ -183,7 +199,10 @@ def place_classifier(cfg: Any) -> tuple[PlaceClassifier, dict[str, Any]]:
     if arch == "tiny":
         model, record = train_tiny_places(cfg)
         names = EMBEDDED_PLACES[: int(p.num_places)]
-        return PlaceClassifier(model, names, int(p.size), PLACES365_MEAN, PLACES365_STD), {
+        classifier = PlaceClassifier(
+            model, names, int(p.size), PLACES365_MEAN, PLACES365_STD, device_of(cfg)
+        )
+        return classifier, {
             "classifier": f"image_tiny trained on {len(names)} embedded place photographs",
             **record,
         }
@@ -194,7 +213,9 @@ def place_classifier(cfg: Any) -> tuple[PlaceClassifier, dict[str, Any]]:
         )
     model = places365(arch=arch, weights=str(p.weights), num_classes=int(p.num_classes))
     names = _category_names(p.get("categories"), int(p.num_classes))
-    classifier = PlaceClassifier(model, names, int(p.size), PLACES365_MEAN, PLACES365_STD)
+    classifier = PlaceClassifier(
+        model, names, int(p.size), PLACES365_MEAN, PLACES365_STD, device_of(cfg)
+    )
     return classifier, {"classifier": f"{arch} Places365", "weights": str(p.weights)}
 
 
@@ -250,35 +271,53 @@ def _as_clips(images: torch.Tensor, frames: int) -> torch.Tensor:
 # Fig. A.12 and Table A.3 ---------------------------------------------------------------------
 
 
+def _clips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A batch of what :func:`score_videos` reads: the clips, their labels and ids."""
+    return {
+        "video": torch.stack([torch.as_tensor(s["video"]) for s in samples]),
+        "label": [int(s["label"]) for s in samples],
+        "id": [str(s.get("id", s.get("index", ""))) for s in samples],
+        "skipped": sum(int(s.get("skipped", 0)) for s in samples),
+    }
+
+
 @torch.no_grad()
 def score_videos(
-    model: nn.Module, places: PlaceClassifier, dataset: Any, batch_size: int
-) -> list[dict[str, Any]]:
+    model: nn.Module, places: PlaceClassifier, dataset: Any, batch_size: int, loader: Any = None
+) -> tuple[list[dict[str, Any]], int]:
     """One row per clip of ``dataset``: label, the action model's prediction, the dominant place
-    and the common place score of its frames."""
+    and the common place score of its frames; and the count of unreadable videos skipped.
+
+    Args:
+        loader: ``DataLoader`` keyword arguments (workers, ...); clips ``(T, H, W, 3)`` uint8.
+    """
     spec = model_info(model).spec
-    rows = []
-    for start in range(0, len(dataset), batch_size):
-        samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        videos = torch.stack([torch.as_tensor(s["video"]) for s in samples])  # (B, T, H, W, 3)
-        clips = videos.permute(0, 4, 1, 2, 3).float() / 255.0
-        predicted = model(pack_inputs(clips, spec)).argmax(1).numpy()
-        frame_places = places.predict(videos.flatten(0, 1)).reshape(len(samples), -1)
-        for sample, pred, frames in zip(samples, predicted, frame_places):
+    device = places.device
+    batches = DataLoader(dataset, batch_size=batch_size, collate_fn=_clips, **(loader or {}))
+    rows, skipped = [], 0
+    for batch in batches:
+        videos = batch["video"]  # (B, T, H, W, 3)
+        clips = videos.to(device).permute(0, 4, 1, 2, 3).float() / 255.0
+        predicted = model(pack_inputs(clips, spec)).argmax(1).cpu().numpy()
+        frame_places = places.predict(videos.flatten(0, 1)).reshape(len(videos), -1)
+        skipped += int(batch["skipped"])
+        for clip_id, label, pred, frames in zip(
+            batch["id"], batch["label"], predicted, frame_places
+        ):
             place, score = common_place(frames)
             rows.append(
                 {
-                    "id": str(sample.get("id", len(rows))),
-                    "label": int(sample["label"]),
+                    "id": clip_id,
+                    "label": label,
                     "predicted": int(pred),
-                    "correct": bool(int(pred) == int(sample["label"])),
+                    "correct": bool(int(pred) == label),
                     "place": place,
                     "place_name": places.names[place] if place < len(places.names) else str(place),
                     "score": score,
                     "frames": int(len(frames)),
                 }
             )
-    return rows
+    return rows, skipped
 
 
 def table_a3(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -317,12 +356,13 @@ def probe_features(entry: Mapping[str, Any], model: nn.Module, images: torch.Ten
     when null), an image model's on the images."""
     out = []
     info = model_info(model)
+    device = next(model.parameters()).device
     for start in range(0, len(images), batch):
-        part = images[start : start + batch]
+        part = images[start : start + batch].to(device)
         if info is None:  # a torchvision image backbone (fc removed)
             x = part.permute(0, 3, 1, 2).float() / 255.0
-            mean = torch.tensor(PLACES365_MEAN).view(1, 3, 1, 1)
-            std = torch.tensor(PLACES365_STD).view(1, 3, 1, 1)
+            mean = torch.tensor(PLACES365_MEAN, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(PLACES365_STD, device=device).view(1, 3, 1, 1)
             out.append(model((x - mean) / std).flatten(1))
             continue
         frames = entry.get("frames") or info.spec.frames
@@ -335,7 +375,7 @@ def probe_features(entry: Mapping[str, Any], model: nn.Module, images: torch.Ten
             )
         pooled = pooled_features(model, {layer: info.layers[layer]}, inputs, info.layout)
         out.append(pooled[layer])
-    return torch.cat(out).double().numpy()
+    return torch.cat(out).double().cpu().numpy()
 
 
 def probe_model(cfg: Any, entry: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -372,6 +412,7 @@ def table_a4(cfg: Any) -> list[dict[str, Any]]:
     rows = []
     for entry in _plain(lp.models):
         model, about = probe_model(cfg, entry)
+        model = model.to(device_of(cfg))
         batch = int(lp.batch_size)
         features = [probe_features(entry, model, t, batch) for t in (train_t, test_t)]
         predictions, acc = linear_probe(
@@ -402,6 +443,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     folder = output_dir()
     places, place_record = place_classifier(cfg)
     model, node, trained = trained_model(cfg, cfg.model)
+    model = model.to(places.device)
     videos_cfg = cfg.dataset
     if trained:  # trained here: its own P+F+M's held-out split
         videos_cfg = quickstart.train_config(cfg, node).dataset
@@ -411,12 +453,20 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         split=str(cfg.task.split),
         num_samples=None if cfg.task.videos is None else int(cfg.task.videos),
     )
-    rows = score_videos(model, places, dataset, int(cfg.task.batch_size))
+    _, loader = split_loader_options(_plain(videos_cfg))
+    loader = loader_kwargs(
+        loader.get("num_workers", 0),
+        loader.get("prefetch_factor"),
+        loader.get("pin_memory", "auto"),
+        places.device.type,
+    )
+    rows, skipped = score_videos(model, places, dataset, int(cfg.task.batch_size), loader)
     curve, a3 = fig_a12(rows), table_a3(rows)
     a4 = table_a4(cfg) if cfg.task.linear_probe.models else []
     record = {
         "task": "scene_bias",
         "num_clips": len(rows),
+        "skipped_clips": skipped,
         "places": place_record,
         "action_model": {"name": str(node.name), "weights": f"file:{node.checkpoint}", **trained},
         "tables": {"fig_a12": curve, "table_a3": a3, "table_a4": a4},
