@@ -374,6 +374,45 @@ class StaticDropoutTask:
 
 
 @dataclass
+class ScenePlaces:
+    arch: Literal["tiny", "resnet18", "resnet50", "alexnet", "densenet161"] = "tiny"
+    weights: str | None = None
+    categories: str | None = None
+    num_classes: int = 365
+    num_places: int = 18
+    size: int = 32
+    train_per_class: int = 64
+    test_per_class: int = 16
+    max_epochs: int = 6
+    batch_size: int = 64
+    lr: float = 0.003
+
+
+@dataclass
+class SceneLinearProbe:
+    places_root: str | None = None
+    num_places: int = 18
+    train_per_class: int = 32
+    test_per_class: int = 16
+    size: int | None = None
+    batch_size: int = 32
+    c: float = 1.0
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SceneBiasTask:
+    name: str = "scene_bias"
+    cache_dir: str = "outputs/scene_bias"
+    split: str = "val"
+    videos: int | None = 256
+    batch_size: int = 16
+    train: QuickstartTraining = field(default_factory=QuickstartTraining)
+    places: ScenePlaces = field(default_factory=ScenePlaces)
+    linear_probe: SceneLinearProbe = field(default_factory=SceneLinearProbe)
+
+
+@dataclass
 class Root:
     seed: int = 0
     verbose: bool = False
@@ -433,6 +472,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "vos_study": VosStudyTask,
         "vos_moca": VosMocaTask,
         "static_dropout": StaticDropoutTask,
+        "scene_bias": SceneBiasTask,
     },
     "metric": {
         "unitwise": PairScores,
@@ -472,6 +512,7 @@ READS: dict[str, tuple[str, ...] | None] = {
     "vos_study": None,
     "vos_moca": None,
     "static_dropout": None,
+    "scene_bias": None,
 }
 
 

@@ -228,3 +228,14 @@ def test_the_embedded_place_classifier_repeats_itself_from_its_settings(compose,
     second, _ = train_tiny_places(compose(*settings, f"task.cache_dir={tmp_path / 'b'}"))
     for key, value in first.state_dict().items():
         assert torch.equal(second.state_dict()[key], value), key
+
+
+def test_a_gpu_study_without_a_gpu_is_one_line(compose):
+    import torch
+
+    from stbias.studies.scene_bias import device_of
+
+    assert device_of(compose("task=scene_bias")) == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(StbiasError, match="no CUDA device"):
+            device_of(compose("task=scene_bias", "trainer=gpu"))
