@@ -262,9 +262,11 @@ def _model_node(cfg: Any, name: str) -> Any:
     return node
 
 
-def _as_clips(images: torch.Tensor, frames: int) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float static clips ``(N, 3, frames, H, W)`` in [0, 1]."""
+def _as_clips(images: torch.Tensor, frames: int, size: int) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float static clips ``(N, 3, frames, size, size)`` in [0, 1]."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x.unsqueeze(2).expand(-1, -1, int(frames), -1, -1).contiguous()
 
 
@@ -366,7 +368,7 @@ def probe_features(entry: Mapping[str, Any], model: nn.Module, images: torch.Ten
             out.append(model((x - mean) / std).flatten(1))
             continue
         frames = entry.get("frames") or info.spec.frames
-        inputs = pack_inputs(_as_clips(part, int(frames)), info.spec)
+        inputs = pack_inputs(_as_clips(part, int(frames), int(info.spec.size)), info.spec)
         layer = str(entry.get("layer") or list(info.layers)[-1])
         if layer not in info.layers:
             raise StbiasError(
