@@ -130,7 +130,7 @@ class Model:
     weights: Any = None  # the released weight files this option loads: name, url, what each is
     num_classes: int | None = None
     layout: str = "cnn"
-    objective: Literal["classification", "segmentation"] = "classification"
+    objective: Literal["classification", "segmentation", "instance_segmentation"] = "classification"
     layers: dict[str, str] | None = None
     channels: dict[str, int] | None = None
     probe_layers: list[str] | None = None

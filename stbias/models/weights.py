@@ -194,11 +194,15 @@ def load_checkpoint(
 
     Accepts SlowFast / pytorchvideo model-zoo `.pyth` files (a dict with `model_state`),
     Lightning `.ckpt` files (`state_dict`, whose `model.`-style key prefix is removed) and plain
-    state dicts. The file is read with `weights_only=True`; one that would run code when
-    unpickled is refused.
+    state dicts. A model with a ``remap_state_dict(state) -> state`` method (VisTR) renames the
+    file's keys to its own first. The file is read with `weights_only=True`; one that would run
+    code when unpickled is refused.
     """
     obj = read_weights_file(path)
     state, container = extract_state_dict(obj, str(path))
+    remap = getattr(model, "remap_state_dict", None)
+    if callable(remap):  # a family whose released files name the keys their own way (VisTR)
+        state = remap(state)
     report = load_state_dict_into(model, state, strict=strict, path=str(path), new_head=new_head)
     report.container = container or None
     return report
