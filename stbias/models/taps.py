@@ -9,7 +9,8 @@ hence `blocks.1.multipathway_fusion[0]` for the slow pathway after fusion.
 Output layouts (declared per model as `layout`):
 
 * `cnn` — `(B, C, T, H, W)` (or any `(B, C, ...)`), pooled over every axis after C.
-* `channels_last` — `(B, T, H, W, C)` (torchvision Swin3D stages), pooled over the middle axes.
+* `channels_last` — `(B, ..., C)`: `(B, T, H, W, C)` (torchvision Swin3D stages), or a model
+  whose taps mix such maps with `(B, N, C)` tokens (VisTR), pooled over the middle axes.
 * `tokens` — `(B, N, C)` token sequences without a class token, pooled over N.
 * `tokens_cls` — `(B, 1 + N, C)` with the class token first and the N = T'·H'·W' patch tokens
   after it in (t, h, w) raster order (pytorchvideo and torchvision MViT); the class token is
