@@ -17,7 +17,10 @@ next readable one, else 0; see :class:`VideoClipDataset`); the segmentation data
 TAO-VOS, ImageNet VID, MoCA and the synthetic ``camouflage`` / ``salient``) add ``mask``
 ``(T, H, W)`` 0/1 (255 where a frame is not annotated) and, where flow images are read, ``flow``
 ``(T - 1, H, W, 3)`` uint8 (frame ``t``'s flow to ``t + 1`` rendered as an image); their ``label``
-is the sequence's position (each synthetic clip is its own sequence). Stylized frame folders add
+is the sequence's position (each synthetic clip is its own sequence). The video instance
+segmentation sets (``vis_synthetic``, ``youtube_vis``) add ``instance_masks`` ``(N, T, H, W)``
+bool, ``instance_labels`` ``(N,)`` (-1: padding) and ``instance_boxes`` ``(N, T, 4)`` (see
+:mod:`stbias.data.vis_synthetic`). Stylized frame folders add
 ``style``. Synthetic datasets add ``shape_label`` / ``motion_label``
 (the trajectory class), ``brush_label`` (BrushMNIST) or ``place_label`` (P+F+M), both also as
 ``appearance_label``, and ``trajectory`` ``(T, 2)``: the (y, x) pixel the brush is centred on
