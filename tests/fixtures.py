@@ -160,3 +160,85 @@ def pyth_checkpoint(path: Path, model: torch.nn.Module) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model_state": model.state_dict(), "epoch": 196, "optimizer_state": {}}, path)
     return path
+
+
+def _rle(mask: np.ndarray) -> dict:
+    """The uncompressed COCO RLE YouTube-VIS's train files store: column-major runs, 0 first."""
+    flat = mask.T.reshape(-1).astype(np.uint8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": [0, *runs] if flat[0] else runs}
+
+
+def youtube_vis(root: Path, videos: int = 2, frames: int = 40) -> Path:
+    """YouTube-VIS 2021's train split: ``train/JPEGImages/<video id>/<frame>.jpg`` (360x640) and
+    ``train/instances.json`` with two moving squares per video, their masks as RLE."""
+    h, w, side = 360, 640, 90
+    rng = np.random.default_rng(5)
+    entries, annotations = [], []
+    for v in range(videos):
+        name = f"{v:02d}a3f9c1e7"
+        folder = root / "train" / "JPEGImages" / name
+        folder.mkdir(parents=True)
+        background = cv2.resize(
+            rng.integers(0, 255, (h // 10, w // 10, 3), dtype=np.uint8),
+            (w, h),
+            interpolation=cv2.INTER_NEAREST,
+        )
+        names, segs = [], [[], []]
+        for t in range(frames):
+            image = background.copy()
+            for k, colour in enumerate(((230, 40, 40), (40, 40, 230))):
+                y = 40 + 150 * k
+                x = int(round((w - side) * t / (frames - 1)))
+                x = x if k == 0 else w - side - x
+                mask = np.zeros((h, w), dtype=bool)
+                mask[y : y + side, x : x + side] = True
+                image[mask] = colour
+                segs[k].append(_rle(mask))
+            names.append(f"{name}/{5 * t:05d}.jpg")
+            cv2.imwrite(str(root / "train" / "JPEGImages" / names[-1]), image[..., ::-1])
+        entries.append(
+            {"id": v + 1, "width": w, "height": h, "length": frames, "file_names": names}
+        )
+        for k in range(2):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "video_id": v + 1,
+                    "category_id": 1 + 25 * k,
+                    "segmentations": segs[k],
+                    "bboxes": [None] * frames,
+                    "areas": [side * side] * frames,
+                    "iscrowd": 0,
+                    "width": w,
+                    "height": h,
+                    "length": frames,
+                }
+            )
+    categories = [{"supercategory": "object", "id": i, "name": f"c{i}"} for i in range(1, 41)]
+    data = {"info": {}, "licenses": [], "videos": entries, "annotations": annotations}
+    (root / "train" / "instances.json").write_text(json.dumps(data | {"categories": categories}))
+    return root
+
+
+def released_vistr_state(state: dict) -> dict:
+    """A VisTR state dict under the names of the released ``VisTRsegm`` (github.com/Epiphqny/
+    VisTR): the backbone under ``vistr.backbone.0.body.``, the mask head's modules at the top,
+    everything else under ``vistr.``."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            out["vistr.backbone.0.body." + key[len("backbone.") :]] = value
+        elif key.split(".")[0] in ("bbox_attention", "mask_head", "insmask_head"):
+            out[key] = value
+        else:
+            out["vistr." + key] = value
+    return out
+
+
+def vistr_checkpoint(path: Path, model: torch.nn.Module) -> Path:
+    """A released VisTR file (``vistr_r50.pth``): ``{"model": <released key names>, ...}``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": released_vistr_state(model.state_dict()), "epoch": 17}, path)
+    return path

@@ -66,6 +66,10 @@ def world(tmp_path_factory):
         "/weights/irCSN_152_ig65m_from_scratch_f125286141.pth": fixtures.state_dict_file(
             base / "weights" / "irCSN_152_ig65m_from_scratch_f125286141.pth", csn
         ),
+        "/data/youtube_vis": fixtures.youtube_vis(data / "youtube_vis"),
+        "/weights/vistr_r50.pth": fixtures.vistr_checkpoint(
+            base / "weights" / "vistr_r50.pth", build_model(compose_config("model=vistr_r50").model)
+        ),
     }
     work = base / "work"
     work.mkdir()
@@ -224,11 +228,14 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
         assert record["config"]["dataset"]["size"] == spec["size"]  # one source of truth
         assert record["config"]["dataset"]["num_frames"] == spec["frames"]
         if _value(words, "model.checkpoint"):
-            assert record["weights"] == f"file:{paths['/weights/SLOWFAST_8x8_R50.pyth']}"
+            weights = _value(_substitute(words, paths), "model.checkpoint")
+            assert record["weights"] == f"file:{weights}"
             assert len(record["weights_sha256"]) == 64
             assert record["sampling"] == "stratified" and record["num_clips"] == 2
             labels = {c["label"] for c in _clips(record)}
             assert len(labels) == 2  # a label-sorted CSV: not the first class twice
+            if model.startswith("vistr"):  # backbone, encoder and decoder aliases
+                assert [a[:3] for a in record["layers"]] == ["res"] * 4 + ["enc"] * 6 + ["dec"] * 6
         else:
             assert record["weights"] == "random"
             assert "random weights" in out

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fixtures import released_vistr_state
 
 import stbias.models
 from stbias.data.vis_synthetic import SyntheticVIS, mask_boxes
@@ -74,7 +75,7 @@ def test_vistr_r50_has_the_released_architecture():
     """Shapes the released vistr_r50.pth holds (hidden 384, 360 queries, 41 + 1 classes, the
     mask head's 384 + 8 -> 24 channels), under the released key names."""
     model = VisTR(backbone="resnet50", num_frames=36, num_instances=10, num_classes=41)
-    released = _released_names(model.state_dict())
+    released = released_vistr_state(model.state_dict())
     expected = {
         "vistr.backbone.0.body.conv1.weight": (64, 3, 7, 7),
         "vistr.backbone.0.body.layer4.2.bn3.running_var": (2048,),
@@ -101,33 +102,20 @@ def test_vistr_r50_has_the_released_architecture():
     assert not [k for k in released if "encoder.norm" in k]  # no norm after the encoder
 
 
-def _released_names(state):
-    """Our keys under the names of VisTR's VisTRsegm (written here from the released code)."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("backbone."):
-            out["vistr.backbone.0.body." + key[len("backbone.") :]] = value
-        elif key.split(".")[0] in ("bbox_attention", "mask_head", "insmask_head"):
-            out[key] = value
-        else:
-            out["vistr." + key] = value
-    return out
-
-
 def test_released_checkpoint_loads_through_model_checkpoint(tmp_path):
     torch.manual_seed(0)
     ours = create("vistr_tiny").state_dict()
     g = torch.Generator().manual_seed(1)
     state = {
         k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else v + 3)
-        for k, v in _released_names(ours).items()
+        for k, v in released_vistr_state(ours).items()
     }
     path = tmp_path / "vistr_tiny.pth"
     torch.save({"model": state, "epoch": 17}, path)  # the released files' container
     model = create("vistr_tiny", checkpoint=str(path))
     loaded = model.state_dict()
     assert len(loaded) == len(state)
-    for key, value in _released_names(loaded).items():
+    for key, value in released_vistr_state(loaded).items():
         assert torch.equal(value, state[key]), key  # every tensor landed where it belongs
     assert model.stbias.weights == f"file:{path}"
     state.pop("mask_head.dcn.weight")
