@@ -53,15 +53,19 @@ from stbias.data.datasets import (
 from stbias.data.moca import moca
 from stbias.data.pfm import PlacesFacesMNIST
 from stbias.data.video import VideoClipDataset, VideoRecord
+from stbias.data.vis_synthetic import SyntheticVIS
 from stbias.data.vos import SyntheticVOS
+from stbias.data.youtube_vis import YouTubeVIS
 from stbias.errors import StbiasError
 
 __all__ = [
     "BrushMNIST",
     "PlacesFacesMNIST",
+    "SyntheticVIS",
     "SyntheticVOS",
     "VideoClipDataset",
     "VideoRecord",
+    "YouTubeVIS",
     "activitynet",
     "brushmnist",
     "crop_box",
