@@ -82,6 +82,16 @@ class Segmentation:
 
 
 @dataclass
+class InstanceSegmentation:
+    class_weight: float = 1.0
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    box_weight: float = 1.0
+    no_object_weight: float = 0.1
+    threshold: float = 0.5
+
+
+@dataclass
 class Train:
     batch_size: int = 16
     num_workers: int = 0
@@ -93,6 +103,7 @@ class Train:
     val_clips: int | None = None
     resume: str | None = None
     segmentation: Segmentation = field(default_factory=Segmentation)
+    instance_segmentation: InstanceSegmentation = field(default_factory=InstanceSegmentation)
     output_dir: str | None = None
     checkpoint_every: int | str | None = None
     static_dropout: StaticDropout = field(default_factory=StaticDropout)

@@ -14,6 +14,11 @@ The model config's ``objective`` picks the LightningModule (:data:`OBJECTIVES`):
 * ``segmentation`` (``model=twostream_seg*``):
   :class:`~stbias.lit.segmentation.VideoSegmenter` on a dataset with masks, BCE + soft IoU
   (``train.segmentation``), best ``val/J``; ``results.json`` adds ``J_per_sequence``.
+* ``instance_segmentation`` (``model=vistr*``):
+  :class:`~stbias.lit.instances.VideoInstanceSegmenter` on a dataset with instance masks,
+  Hungarian matching and a set loss (``train.instance_segmentation``), best ``val/mIoU``. The
+  network's ``num_classes`` follows the dataset's (or ``train.num_classes``) when they differ;
+  the checkpoint records it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from stbias import io
 from stbias.errors import StbiasError
 from stbias.lit.checkpoints import RunCheckpointIO, final_and_best_checkpoints
 from stbias.lit.classifier import VideoClassifier
+from stbias.lit.instances import SetCriterion, VideoInstanceSegmenter
 from stbias.lit.segmentation import VideoSegmenter
 from stbias.lit.train_data import ClassificationData, EpochSetter, ResumeState
 from stbias.models.inputs import InputSpec
@@ -191,21 +197,28 @@ def classification(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
     return Objective(module, model, name, "val/acc", record)
 
 
-def segmentation(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
-    """A :class:`VideoSegmenter` of ``cfg.model`` (mask logits) on a dataset with masks."""
+def _refuse_classifier_keys(cfg: Any, objective: str, allowed: tuple[str, ...] = ()) -> None:
+    """One line naming the classifier settings a model of another objective would not read."""
     tcfg = cfg.train
-    name = str(cfg.model.get("name", "model"))
     unused = {
         "train.shuffle_frames": bool(tcfg.shuffle_frames),
         "train.num_classes": tcfg.get("num_classes") is not None,
         "train.label_key": str(tcfg.label_key) != "label",
     }
-    if any(unused.values()):
-        keys = ", ".join(k for k, v in unused.items() if v)
+    keys = ", ".join(k for k, v in unused.items() if v and k not in allowed)
+    if keys:
+        name = str(cfg.model.get("name", "model"))
         raise StbiasError(
-            f"{keys} apply to classifiers; model {name} trains with objective=segmentation "
-            "(its settings are under train.segmentation)"
+            f"{keys} apply to classifiers; model {name} trains with objective={objective} "
+            f"(its settings are under train.{objective})"
         )
+
+
+def segmentation(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
+    """A :class:`VideoSegmenter` of ``cfg.model`` (mask logits) on a dataset with masks."""
+    tcfg = cfg.train
+    name = str(cfg.model.get("name", "model"))
+    _refuse_classifier_keys(cfg, "segmentation")
     seg = tcfg.segmentation
     model = build_model(cfg.model)
     module = VideoSegmenter(
@@ -219,6 +232,51 @@ def segmentation(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
     )
     record = {"segmentation": plain(seg), MODEL_OVERRIDES: {}}
     return Objective(module, model, name, "val/J", record, report=_sequence_report)
+
+
+def instance_segmentation(cfg: Any, train_set: Dataset, spec: InputSpec) -> Objective:
+    """A :class:`VideoInstanceSegmenter` of ``cfg.model`` on a dataset with instance masks;
+    the network's ``builder.num_classes`` follows the dataset's (or ``train.num_classes``)."""
+    tcfg = cfg.train
+    _refuse_classifier_keys(cfg, "instance_segmentation", allowed=("train.num_classes",))
+    model_cfg, changes = cfg.model, {}
+    builder_classes = (model_cfg.get("builder") or {}).get("num_classes")
+    num_classes = tcfg.get("num_classes") or _dataset_classes(train_set)
+    if num_classes is not None and builder_classes is not None:
+        if int(num_classes) != int(builder_classes):
+            model_cfg, changes = adapt_model_config(model_cfg, int(num_classes), int(spec.channels))
+    name = str(model_cfg.get("name", "model"))
+    settings = tcfg.instance_segmentation
+    model = build_model(model_cfg, checkpoint_settings=not changes)
+    criterion = SetCriterion(
+        class_weight=float(settings.class_weight),
+        bce_weight=float(settings.bce_weight),
+        dice_weight=float(settings.dice_weight),
+        box_weight=float(settings.box_weight),
+        no_object_weight=float(settings.no_object_weight),
+    )
+    module = VideoInstanceSegmenter(
+        model,
+        InputSpec.from_dict(plain(model_cfg.input)),
+        *_optimizers(tcfg),
+        criterion=criterion,
+        threshold=float(settings.threshold),
+        hparams={MODEL_OVERRIDES: changes, "model": name, "dataset": choice(cfg, "dataset")},
+    )
+    record = {"instance_segmentation": plain(settings), MODEL_OVERRIDES: changes}
+    if num_classes is not None:
+        record["num_classes"] = int(num_classes)
+    return Objective(module, model, name, "val/mIoU", record)
+
+
+def _dataset_classes(dataset: Dataset) -> int | None:
+    """The dataset's instance classes (``num_classes`` or ``classes``), None if it says none."""
+    base = base_dataset(dataset)
+    if getattr(base, "num_classes", None):
+        return int(base.num_classes)
+    if getattr(base, "classes", None):
+        return len(base.classes)
+    return None
 
 
 def _sequence_report(module: pl.LightningModule, val_set: Dataset | None) -> dict[str, Any]:
@@ -243,6 +301,7 @@ def _sequence_report(module: pl.LightningModule, val_set: Dataset | None) -> dic
 OBJECTIVES: dict[str, Callable[[Any, Dataset, InputSpec], Objective]] = {
     "classification": classification,
     "segmentation": segmentation,
+    "instance_segmentation": instance_segmentation,
 }
 
 
