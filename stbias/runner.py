@@ -22,6 +22,7 @@ STUDIES: dict[str, str] = {
     "static_dropout": "stbias.studies.static_dropout:run",
     "vos_study": "stbias.studies.vos_study:run",
     "vos_moca": "stbias.studies.vos_moca:run",
+    "vis_study": "stbias.studies.vis:run",
 }
 RUNS: dict[str, str] = {**TASKS, **STUDIES}
 

@@ -378,6 +378,16 @@ class VosMocaTask(VosStudyTask):
 
 
 @dataclass
+class VisStudyTask:
+    name: str = "vis_study"
+    parts: dict[str, str] = field(default_factory=dict)
+    unit_layer: str | None = None
+    train_on: str | None = None
+    cache_dir: str = "outputs/vis_study"
+    train: VosTraining = field(default_factory=VosTraining)
+
+
+@dataclass
 class StaticDropoutTask:
     name: str = "static_dropout"
     modes: list[Literal["none", "static", "all", "random"]] = field(default_factory=list)
@@ -482,6 +492,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "manttari": ManttariTask,
         "vos_study": VosStudyTask,
         "vos_moca": VosMocaTask,
+        "vis_study": VisStudyTask,
         "static_dropout": StaticDropoutTask,
         "scene_bias": SceneBiasTask,
     },
@@ -522,6 +533,7 @@ READS: dict[str, tuple[str, ...] | None] = {
     "manttari": None,
     "vos_study": None,
     "vos_moca": None,
+    "vis_study": None,
     "static_dropout": None,
     "scene_bias": None,
 }
