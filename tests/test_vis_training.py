@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
+from stbias import results
 from stbias.errors import StbiasError
 from stbias.lit.instances import (
     SetCriterion,
@@ -23,6 +24,8 @@ from stbias.lit.instances import (
     pairwise_mask_costs,
 )
 from stbias.models.inputs import InputSpec
+from stbias.runner import run_task
+from stbias.studies import vis
 from stbias.tasks import train
 from stbias.validation import validate
 
@@ -317,3 +320,74 @@ def test_the_instance_settings_are_typed_and_checked(compose):
         validate(compose("task=train", "train.instance_segmentation.threshold=1.5"))
     with pytest.raises(StbiasError, match="instance_segmentation.bce"):
         validate(compose("task=train", "+train.instance_segmentation.bce=1"))
+
+
+# --- the VIS study and its figure ---------------------------------------------------------------
+
+
+def _study_cfg(compose, tmp_path, *overrides):
+    return compose(
+        "task=vis_study",
+        "model=vistr_tiny",
+        "dataset=vis_synthetic",
+        "debug=fast",
+        "dataset.split=val",
+        "task.train_on=vis_synthetic",
+        "task.train.clips=16",
+        "task.train.val_clips=8",
+        "task.train.max_epochs=1",
+        "task.train.batch_size=8",
+        f"task.cache_dir={tmp_path / 'trained'}",
+        f"probe.cache_dir={tmp_path / 'cache'}",
+        *overrides,
+        run_dir=tmp_path / "run",
+    )
+
+
+def test_the_vis_study_trains_once_probes_every_part_and_draws_its_numbers(
+    compose, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    summary, objects = run_task(_study_cfg(compose, tmp_path))
+    parts = {
+        "backbone": ["res2", "res3", "res4", "res5"],
+        "encoder": ["enc1", "enc2", "enc3"],
+        "decoder": ["dec1", "dec2", "dec3"],
+    }
+    assert summary["parts"] == parts and summary["unit_layer"] == "dec3"
+    assert set(summary["layers"]) == {a for names in parts.values() for a in names}
+    assert summary["trained_on"] == "vis_synthetic" and 0 <= summary["train"]["val/mIoU"] <= 1
+    assert Path(summary["checkpoint"]).is_file() and summary["weights"].startswith("file:")
+    assert [Path(f).name for f in objects["figures"]] == ["fig5.png", "fig5.pdf"]
+    # the figure target reads the run back and draws its numbers: a bar per layer and class
+    table = results.load(tmp_path / "run")
+    fig = vis.vis_fig5(table, title="Fig. 5", labels={"vistr_tiny": "VisTR-tiny"})
+    backbone, encoder, decoder, units = fig.axes
+    heights = [p.get_height() for p in encoder.patches]
+    want = [
+        summary["layers"][a]["percent"][c]
+        for a in parts["encoder"]
+        for c in ("dynamic", "static", "residual")
+    ]
+    np.testing.assert_allclose(heights, want)
+    counts = summary["layers"]["dec3"]["units"]
+    total = sum(counts.values())
+    np.testing.assert_allclose(
+        [p.get_height() for p in units.patches],
+        [100 * counts[c] / total for c in ("dynamic", "static", "joint", "residual")],
+    )
+    assert backbone.get_ylabel().startswith("VisTR-tiny")
+    assert [t.get_text() for t in decoder.get_xticklabels()] == ["dec1", "dec2", "dec3"]
+    # a second run reuses the trained checkpoint
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again, _ = run_task(_study_cfg(compose, tmp_path))
+    assert again["checkpoint"] == summary["checkpoint"]
+    assert "trained before, from the cache" in caplog.text
+
+
+def test_a_part_without_layers_is_one_line(compose, tmp_path):
+    with pytest.raises(StbiasError, match=r"no layer alias of model vistr_tiny starts with the pr"):
+        run_task(_study_cfg(compose, tmp_path, "+task.parts.neck=fpn"))
+    with pytest.raises(StbiasError, match="task.unit_layer=res9 is not a probed layer"):
+        run_task(_study_cfg(compose, tmp_path, "task.unit_layer=res9"))

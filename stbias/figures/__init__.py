@@ -29,6 +29,7 @@ from stbias.studies import (
     manttari,
     scene_bias,
     static_dropout,
+    vis,
     vos_moca,
     vos_study,
 )
@@ -237,6 +238,24 @@ FIGURES: dict[str, Figure] = {
         experiments=("vos_cross_connections", "vos_moca"),
         embedded=("vos_cross_connections_embedded", "vos_moca_embedded"),
         checks=("all-foreground J", "none (FusionSeg-like)", "mot→app (MATNet-like)", "trained on"),
+    ),
+    "vis-fig5": Figure(
+        title="Kowal et al., extended, Fig. 5",
+        about="VisTR variants: layer-wise split of backbone, encoder, decoder; unit classes",
+        plot=vis.vis_fig5,
+        experiments=("vis_fig5",),
+        embedded=("vis_fig5_embedded",),
+        checks=(
+            "backbone",
+            "encoder",
+            "decoder",
+            "% (layer-wise)",
+            "units (unit-wise)",
+            "dynamic",
+            "static",
+            "joint",
+            "residual",
+        ),
     ),
     "center-bias": Figure(
         title="Kowal et al. CVPR'22, Fig. 7 (right)",
