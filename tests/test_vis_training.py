@@ -259,7 +259,11 @@ def _instance_cfg(compose, tmp_path, *overrides):
         for key in ("builder", "layers", "channels", "probe_layers", "gradcam_layer"):
             cfg.model.pop(key)
         cfg.model = OmegaConf.merge(cfg.model, model)
-        cfg.dataset = {"_target_": "test_vis_training.SquareInstances", "num_samples": 16, "split": "train"}
+        cfg.dataset = {
+            "_target_": "test_vis_training.SquareInstances",
+            "num_samples": 16,
+            "split": "train",
+        }
         cfg.train.output_dir = str(tmp_path / "run")
     return cfg
 
