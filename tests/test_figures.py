@@ -349,6 +349,14 @@ def test_missing_paths_stop_the_target_with_one_line_each(tmp_path, monkeypatch)
                 "checkpoints.imagenet.googlenet",
             ],
         ),
+        (
+            "vis-fig5",
+            [
+                "datasets.youtube_vis",
+                "checkpoints.youtube_vis.vistr_r50",
+                "checkpoints.youtube_vis.vistr_r101",
+            ],
+        ),
     ],
 )
 def test_the_study_targets_stop_listing_their_missing_paths(name, keys, tmp_path, monkeypatch):
