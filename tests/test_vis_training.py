@@ -198,6 +198,23 @@ def test_perfect_predictions_have_zero_loss_and_unit_iou():
     assert matched_iou(outputs["pred_masks"], found).tolist() == [1.0, 1.0]
 
 
+def test_a_clip_without_instances_targets_no_object_everywhere():
+    masks = torch.zeros(2, 3, 2, 16, 16, dtype=torch.bool)
+    masks[0, 0, :, :8] = True
+    labels = torch.tensor([[1, -1, -1], [-1, -1, -1]])  # the second clip has none
+    one = _batch_outputs(masks[0, :1], labels[0, :1], queries=2, scale=4)
+    outputs = {k: torch.cat([v, v]) for k, v in one.items()}
+    criterion = SetCriterion()
+    found = criterion.matches(outputs, masks, labels)
+    assert [len(m["pred"]) for m in found] == [1, 0]
+    terms = criterion(outputs, found)
+    # the second clip's first query predicts class 1 (logit BIG, no object -BIG): cross-entropy
+    # 2 BIG at the no-object weight 0.1, in a mean weighted 1 + 3 x 0.1
+    assert float(terms["class"]) == pytest.approx(0.1 * 2 * BIG / 1.3, rel=1e-4)
+    assert float(terms["bce"] + terms["dice"]) == pytest.approx(0.0, abs=1e-6)
+    assert matched_iou(outputs["pred_masks"], found).tolist() == [1.0]
+
+
 def test_the_loss_of_a_wrong_class_is_its_cross_entropy():
     masks = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     masks[0, 0, :2] = True

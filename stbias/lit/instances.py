@@ -124,8 +124,10 @@ def clip_targets(
     if masks.shape[1] < frames:
         raise StbiasError(f"{masks.shape[1]} masked frames for {frames} predicted frames")
     masks = masks[:, :frames]
+    if not len(masks):  # a clip without instances: every query targets no object
+        return labels, masks, masks.new_zeros((0, frames, height, width), dtype=torch.float)
     small = masks.float()
-    if small.shape[-2:] != (height, width) and len(masks):
+    if small.shape[-2:] != (height, width):
         small = F.adaptive_avg_pool2d(small.flatten(0, 1), (height, width)).view(
             len(masks), frames, height, width
         )
