@@ -185,6 +185,11 @@ def _check(words: list[str], records: list[dict], out: str, paths: dict[str, Pat
         (record,) = records
         assert record["objective"] == "segmentation" and os.path.isfile(record["checkpoint"])
         assert record["config"]["model"]["input"]["size"] == 224 and "val/J" in record
+    elif task == "train" and _value(words, "dataset") == "vis_synthetic":
+        (record,) = records
+        assert record["objective"] == "instance_segmentation"
+        assert os.path.isfile(record["checkpoint"]) and 0 <= record["val/mIoU"] <= 1
+        assert record["config"]["model"]["input"]["size"] == 64  # vistr_tiny's own size
     elif task == "train":
         (record,) = records
         assert record["task"] == "train" and os.path.isfile(record["checkpoint"])
