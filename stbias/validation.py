@@ -434,9 +434,20 @@ def _compose_checked(overrides: list[str]) -> Any:
                     cfg = compose(rest)
                 except Exception:  # noqa: BLE001 - report Hydra's own message below
                     break
-                with open_dict(cfg):
-                    OmegaConf.update(cfg, key, override.split("=", 1)[1], force_add=True)
+                parsed = OverridesParser.create().parse_override(override)
+                if parsed.is_sweep_override():
+                    break
+                with open_dict(cfg):  # the value as Hydra reads it (3 a number, not "3")
+                    OmegaConf.update(cfg, key, parsed.value(), force_add=True)
                 settings.check(cfg)  # raises the line naming the key and what its node takes
+                settings.check_command_line(cfg, [override])  # or the task that does not read it
+                node = key.rsplit(".", 1)[0]
+                if "." in key and OmegaConf.select(compose(rest), node) is None:
+                    raise StbiasError(
+                        f"{key} is not read by task={cfg.task.get('name')}: its config has no "
+                        f"{node} node (the node of another task)"
+                    ) from None
+                break  # a key a free-form node may take: Hydra's own advice (+key=value)
         raise StbiasError(_one_line(err)) from None
 
 

@@ -253,6 +253,8 @@ def run_cli(args, monkeypatch, capsys, tmp_path):
         (["task=train", "+train.optimizer.momentun=1"], "optimizer.momentun is not a setting"),
         (["metric=asdt", "model=i3d", "probe.num_clips=3"], "probe.num_clips is not read by"),
         (["task=test", "model=i3d_tiny", "probe.sampling=first"], "probe.sampling is not read by"),
+        # a node the task does not compose: a number is a number, the task is named
+        (["task=vis_study", "train.instance_segmentation.dice_weight=3"], "is not read by task="),
         (["task=train", "metric=asdt"], "metric=asdt runs in task=weights, not task=train"),
         (
             ["task=train", "model=i3d_tiny", "train.static_dropout.p=0.5", "probe.num_clips=null"],
