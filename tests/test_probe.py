@@ -432,3 +432,21 @@ def test_the_cache_key_ignores_loading_speed_settings(compose, tmp_path):
     assert key("dataset.pin_memory=true", "probe.stylize_on=device") == default
     assert key("dataset.backend=pyav") != default  # another decoder: computed again
     assert key("dataset.crop=random") != default
+
+
+def test_publish_logs_a_finished_study_run_through_the_configured_logger(tmp_path):
+    """Every study ends with ``publish``: the logger its config names gets the summary."""
+    import csv
+
+    from omegaconf import OmegaConf
+
+    from stbias.tasks.loggers import publish
+
+    (tmp_path / "results.json").write_text("{}")
+    logger_cfg = OmegaConf.load(Path(__file__).parents[1] / "stbias/conf/logger/csv.yaml")
+    publish(logger_cfg, str(tmp_path), "vos_moca", "twostream_seg", "moca", summary={"J": 0.25})
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
+    assert [float(r["J"]) for r in rows if r.get("J")] == [0.25]
+    none = OmegaConf.load(Path(__file__).parents[1] / "stbias/conf/logger/none.yaml")
+    publish(none, str(tmp_path / "quiet"), "vos_moca", "twostream_seg", "moca", summary={"J": 1})
+    assert not (tmp_path / "quiet").exists()  # logger=none writes nothing

@@ -60,6 +60,7 @@ from stbias.studies import base
 from stbias.studies.base import label_of, read_run, run_dirs, sub_run, train_run
 from stbias.tasks.dataset_setup import build_dataset
 from stbias.tasks.gradcam import explain_gradcam
+from stbias.tasks.loggers import publish, record_config
 from stbias.tasks.model_setup import apply_checkpoint_settings, build_model
 from stbias.tasks.record import joined, write_results
 from stbias.tasks.run_config import choice, output_dir, plain
@@ -398,6 +399,14 @@ def write_tables(
         },
     }
     write_results(folder, record, cfg)
+    publish(
+        cfg.get("logger"),
+        folder,
+        "manttari",
+        record["model"],
+        dataset,
+        config=record_config(record),
+    )
     log.info("%s", format_tables(record))
     log.info("results: %s", os.path.join(folder, "results.json"))
     return record

@@ -25,14 +25,7 @@ from stbias.plotting import save_figure
 from stbias.results import layer_rows, rows_of
 from stbias.studies import base
 from stbias.studies.base import train_run
-from stbias.tasks.loggers import (
-    build_logger,
-    finish_logger,
-    log_run,
-    record_config,
-    run_files,
-    run_identity,
-)
+from stbias.tasks.loggers import publish, record_config, row_table
 from stbias.tasks.probe import FIGURE, draw, layer_summary, summary_table
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.record import joined, write_results
@@ -144,24 +137,22 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         f"Models trained on the embedded P+F+M, probed on {first['dataset']}",
     )
     figures = save_figure(figure, os.path.join(folder, FIGURE[metric]))
-    logger = build_logger(
-        cfg.get("logger"), folder, **run_identity("quickstart", "quickstart", first["dataset"])
-    )
     # a probe's keys, the model before the layer: probe/dynamic_pct/i3d_tiny/res3
     values = {}
     for name, record in records.items():
         values.update(layer_summary(record, model=f"{name}/"))
         if record["train"].get("val/acc") is not None:
             values[f"val/acc/{name}"] = record["train"]["val/acc"]
-    columns = list(rows[0])
-    log_run(
-        logger,
+    publish(
+        cfg.get("logger"),
+        folder,
+        "quickstart",
+        "quickstart",
+        first["dataset"],
         config=record_config(summary, "models", "lam"),
         summary=values,
-        tables={"probe/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        tables={"probe/results": row_table(rows)},
         images={"probe/figure": figures},
-        files=run_files(folder),
     )
-    finish_logger(logger)
     log.info("figure: %s\nresults: %s", figures[0], os.path.join(folder, "results.json"))
     return summary, {"figures": figures}

@@ -67,7 +67,7 @@ from stbias.plotting.scene_bias import (
 from stbias.studies import quickstart
 from stbias.studies.base import read_run, run_dirs
 from stbias.tasks.dataset_setup import build_dataset
-from stbias.tasks.loggers import build_logger, finish_logger, log_run, run_files, run_identity
+from stbias.tasks.loggers import publish, record_config
 from stbias.tasks.model_setup import build_model
 from stbias.tasks.record import write_results
 from stbias.tasks.run_config import choice, output_dir, task_epochs
@@ -482,13 +482,18 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     model_name, dataset_name = choice(cfg, "model"), choice(cfg, "dataset")
     title = f"Scene bias, {model_name} on {dataset_name}"
     figures = save_figure(appendix_a_figure(curve, a3, a4, title), os.path.join(folder, "scene"))
-    logger = build_logger(
-        cfg.get("logger"), folder, **run_identity("scene_bias", model_name, dataset_name)
-    )
     values = {f"scene/acc/{r['group']}": r["accuracy"] for r in a3 if r["accuracy"] is not None}
     values.update({f"scene/top1/{r['model']}": r["top1"] for r in a4})
-    log_run(logger, summary=values, images={"scene/figure": figures}, files=run_files(folder))
-    finish_logger(logger)
+    publish(
+        cfg.get("logger"),
+        folder,
+        "scene_bias",
+        model_name,
+        dataset_name,
+        config=record_config(record),
+        summary=values,
+        images={"scene/figure": figures},
+    )
     log.info("%s", table_a3_markdown(a3))
     if a4:
         log.info("%s", table_a4_markdown(a4))

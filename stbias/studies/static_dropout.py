@@ -41,14 +41,7 @@ from stbias.plotting.static_dropout import (
 from stbias.results import static_dropout_rows
 from stbias.studies.base import run_dirs
 from stbias.tasks import train, train_extras
-from stbias.tasks.loggers import (
-    build_logger,
-    finish_logger,
-    log_run,
-    record_config,
-    run_files,
-    run_identity,
-)
+from stbias.tasks.loggers import publish, record_config, row_table
 from stbias.tasks.model_setup import require_one_model
 from stbias.tasks.record import write_results
 from stbias.tasks.run_config import check_results, choice, output_dir, plain
@@ -189,12 +182,6 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         f"p = {cfg.train.static_dropout.p}, layer {rows[0]['layer']}"
     )
     figures = save_figure(figure(rows, summary, title), os.path.join(folder, "static_dropout"))
-    logger = build_logger(
-        cfg.get("logger"),
-        folder,
-        **run_identity("static_dropout", choice(cfg, "model"), choice(cfg, "dataset")),
-    )
-    columns = list(summary[0]) if summary else []
     # per mode every measure's mean over seeds with its interval: static_dropout/acc/static, ...
     values = {
         f"static_dropout/{key}/{entry['mode']}": value
@@ -202,17 +189,17 @@ def run(cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for key, value in entry.items()
         if key not in ("mode", "seeds") and value is not None
     }
-    log_run(
-        logger,
+    publish(
+        cfg.get("logger"),
+        folder,
+        "static_dropout",
+        choice(cfg, "model"),
+        choice(cfg, "dataset"),
         config=record_config(record),
         summary=values,
-        tables={
-            "static_dropout/summary": (columns, [[r.get(c) for c in columns] for r in summary])
-        },
+        tables={"static_dropout/summary": row_table(summary)},
         images={"static_dropout/figure": figures},
-        files=run_files(folder),
     )
-    finish_logger(logger)
     log.info("%s", text)
     log.info("results: %s", os.path.join(folder, "static_dropout.csv"))
     return rows, {"summary": summary, "figures": figures}

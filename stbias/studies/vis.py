@@ -34,14 +34,7 @@ from stbias.plotting.vis import vis_fig5 as draw_fig5
 from stbias.results import layer_rows
 from stbias.studies import base
 from stbias.studies.base import label_of, read_run, run_dirs, train_run
-from stbias.tasks.loggers import (
-    build_logger,
-    finish_logger,
-    log_run,
-    record_config,
-    run_files,
-    run_identity,
-)
+from stbias.tasks.loggers import publish, record_config, row_table
 from stbias.tasks.model_setup import require_one_model
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.probe import summary_table
@@ -158,18 +151,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figures = draw_study(folder)
-    logger = build_logger(
-        cfg.get("logger"), folder, **run_identity("vis_study", summary["model"], summary["dataset"])
-    )
-    columns = list(rows[0]) if rows else []
-    log_run(
-        logger,
+    publish(
+        cfg.get("logger"),
+        folder,
+        "vis_study",
+        summary["model"],
+        summary["dataset"],
         config=record_config(summary, "stylization", "lam"),
-        tables={"vis_study/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        tables={"vis_study/results": row_table(rows)},
         images={"vis_study/figures": [f for f in figures if f.endswith(".png")]},
-        files=run_files(folder),
     )
-    finish_logger(logger)
     log.info("%s", study_table(summary))
     log.info("figures: %s", ", ".join(f for f in figures if f.endswith(".png")))
     log.info("results: %s", os.path.join(folder, "results.json"))

@@ -44,6 +44,7 @@ from stbias.studies.vos_study import (
     variant,
 )
 from stbias.tasks.dataset_setup import base_dataset, build_dataset
+from stbias.tasks.loggers import publish, record_config, row_table
 from stbias.tasks.model_setup import build_model, require_one_model
 from stbias.tasks.record import joined, write_results
 from stbias.tasks.run_config import output_dir, plain
@@ -138,6 +139,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figures = draw_study(folder)
+    publish(
+        cfg.get("logger"),
+        folder,
+        "vos_moca",
+        "twostream_seg",
+        name,
+        config=record_config(summary),
+        tables={"vos_moca/results": row_table(rows)},
+        images={"vos_moca/figures": [f for f in figures if f.endswith(".png")]},
+    )
     log.info("%s", moca_table(summary))
     log.info("figures: %s", ", ".join(f for f in figures if f.endswith(".png")))
     log.info("results: %s", os.path.join(folder, "results.json"))

@@ -60,14 +60,7 @@ from stbias.studies import base
 from stbias.studies.base import label_of, read_run, run_dirs, train_run
 from stbias.tasks.center_bias import center_bias
 from stbias.tasks.dataset_setup import build_dataset
-from stbias.tasks.loggers import (
-    build_logger,
-    finish_logger,
-    log_run,
-    record_config,
-    run_files,
-    run_identity,
-)
+from stbias.tasks.loggers import publish, record_config, row_table
 from stbias.tasks.model_setup import build_model, require_one_model
 from stbias.tasks.probe import probe as probe_layers
 from stbias.tasks.probe import summary_table
@@ -342,18 +335,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         rows += layer_rows(r["layers"], meta)
     io.write_csv(os.path.join(folder, "results.csv"), rows)
     figures = draw_study(folder)
-    logger = build_logger(
-        cfg.get("logger"), folder, **run_identity("vos_study", "twostream_seg", "vos")
-    )
-    columns = list(rows[0]) if rows else []
-    log_run(
-        logger,
+    publish(
+        cfg.get("logger"),
+        folder,
+        "vos_study",
+        "twostream_seg",
+        "vos",
         config=record_config(summary, "stylization", "lam"),
-        tables={"vos_study/results": (columns, [[r.get(c) for c in columns] for r in rows])},
+        tables={"vos_study/results": row_table(rows)},
         images={"vos_study/figures": [f for f in figures if f.endswith(".png")]},
-        files=run_files(folder),
     )
-    finish_logger(logger)
     log.info("%s", study_table(summary))
     log.info("figures: %s", ", ".join(f for f in figures if f.endswith(".png")))
     log.info("results: %s", os.path.join(folder, "results.json"))

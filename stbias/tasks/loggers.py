@@ -218,6 +218,31 @@ def log_run(
         log.warning("could not log to %s (%s: %s)", type(logger).__name__, type(err).__name__, err)
 
 
+def row_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Records (one dict each, the first one's keys as columns) as ``log_run``'s table."""
+    columns = list(rows[0]) if rows else []
+    return columns, [[r.get(c) for c in columns] for r in rows]
+
+
+def publish(
+    logger_cfg: Any,
+    folder: str,
+    task: str,
+    model: str,
+    dataset: str,
+    **what: Any,
+) -> None:
+    """Log a finished run of ``task`` from its folder and close the logger.
+
+    The logger ``logger_cfg`` names (:func:`build_logger`, named by :func:`run_identity`) gets
+    ``what`` (``config``, ``summary``, ``tables``, ``images``: see :func:`log_run`) and the
+    run folder's files (:func:`run_files`).
+    """
+    logger = build_logger(logger_cfg, folder, **run_identity(task, model, dataset))
+    log_run(logger, files=run_files(folder), **what)
+    finish_logger(logger)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
