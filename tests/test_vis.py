@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -71,6 +70,30 @@ def test_vistr_outputs_per_instance_logits_boxes_and_masks():
         model(x[:, :, :4])
 
 
+def test_dot_mask_head_masks_are_query_embeddings_dotted_with_pixel_features():
+    torch.manual_seed(0)
+    model = create("vistr_tiny").eval()
+    head = model.dot_mask_head
+    assert not hasattr(model, "mask_head")  # the released head is the real variants'
+    x = _clip(model)
+    seen = {}
+    hooks = [
+        model.transformer.decoder.register_forward_hook(lambda m, a, o: seen.update(hs=o)),
+        head.fuse.register_forward_hook(lambda m, a, o: seen.update(pixel=o)),
+    ]
+    with torch.no_grad():
+        out = model(x)
+    for hook in hooks:
+        hook.remove()
+    embed = head.mask_embed(seen["hs"]).reshape(2, 8, 3, -1)  # query t * N + i
+    pixel = seen["pixel"].reshape(2, 8, -1, 16, 16)
+    b, i, t = 1, 2, 5
+    expected = (embed[b, t, i][:, None, None] * pixel[b, t]).sum(0)
+    torch.testing.assert_close(out["pred_masks"][b, i, t], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(StbiasError, match="unknown VisTR mask_head 'fpn'; valid: vistr, dot"):
+        VisTR(backbone="tiny", mask_head="fpn")
+
+
 def test_vistr_r50_has_the_released_architecture():
     """Shapes the released vistr_r50.pth holds (hidden 384, 360 queries, 41 + 1 classes, the
     mask head's 384 + 8 -> 24 channels), under the released key names."""
@@ -104,7 +127,8 @@ def test_vistr_r50_has_the_released_architecture():
 
 def test_released_checkpoint_loads_through_model_checkpoint(tmp_path):
     torch.manual_seed(0)
-    ours = create("vistr_tiny").state_dict()
+    # the released mask head (vistr_tiny's own is the dot-product head) at tiny size
+    ours = create("vistr_tiny", mask_head="vistr").state_dict()
     g = torch.Generator().manual_seed(1)
     state = {
         k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else v + 3)
@@ -112,7 +136,7 @@ def test_released_checkpoint_loads_through_model_checkpoint(tmp_path):
     }
     path = tmp_path / "vistr_tiny.pth"
     torch.save({"model": state, "epoch": 17}, path)  # the released files' container
-    model = create("vistr_tiny", checkpoint=str(path))
+    model = create("vistr_tiny", mask_head="vistr", checkpoint=str(path))
     loaded = model.state_dict()
     assert len(loaded) == len(state)
     for key, value in released_vistr_state(loaded).items():
@@ -121,7 +145,7 @@ def test_released_checkpoint_loads_through_model_checkpoint(tmp_path):
     state.pop("mask_head.dcn.weight")
     torch.save({"model": state}, path)
     with pytest.raises(StbiasError, match=r"missing key.*mask_head\.dcn\.weight"):
-        create("vistr_tiny", checkpoint=str(path))
+        create("vistr_tiny", mask_head="vistr", checkpoint=str(path))
 
 
 def test_without_temporal_encoding_pooled_features_ignore_frame_order():

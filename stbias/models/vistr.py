@@ -378,6 +378,41 @@ def _instance_head(channels: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Conv3d(mid, 1, 1))
 
 
+class DotMaskHead(nn.Module):
+    """A MaskFormer-style mask head: each query's embedding dotted with per-pixel features.
+
+    The pixel features sum 1x1 projections of the frame's encoder memory and its res4, res3 and
+    res2 features, upsampled to res2's size, then one 3x3 convolution; an MLP maps each decoded
+    query to a mask embedding of the same width. Fewer layers between the queries and the masks
+    than VisTR's head, so a small model learns to segment in a few hundred steps.
+    """
+
+    def __init__(self, dim: int, fpn_dims: Sequence[int]) -> None:
+        super().__init__()
+        self.memory_proj = nn.Conv2d(dim, dim, 1)
+        self.adapters = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in fpn_dims)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1), _group_norm(dim), nn.ReLU(), nn.Conv2d(dim, dim, 1)
+        )
+        self.mask_embed = MLP(dim, dim, dim, 3)
+
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, fpns: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """``queries`` ``(B, T, N, C)``, ``memory`` ``(B, T, C, h, w)``, ``fpns`` res4, res3, res2
+        ``(B, T, C_k, h_k, w_k)`` -> mask logits ``(B, N, T, H/4, W/4)``."""
+        size = fpns[-1].shape[-2:]
+        pixel = F.interpolate(self.memory_proj(memory.flatten(0, 1)), size=size, mode="bilinear")
+        for adapter, feat in zip(self.adapters, fpns, strict=True):
+            skip = adapter(feat.flatten(0, 1))
+            pixel = pixel + F.interpolate(skip, size=size, mode="bilinear")
+        pixel = self.fuse(pixel).unflatten(0, queries.shape[:2])  # (B, T, C, H/4, W/4)
+        return torch.einsum("btnc,btchw->bnthw", self.mask_embed(queries), pixel)
+
+
+MASK_HEADS = ("vistr", "dot")
+
+
 class VisTR(nn.Module):
     """VisTR with its mask head; see the module docstring for inputs, outputs and taps.
 
@@ -395,6 +430,8 @@ class VisTR(nn.Module):
         temporal_encoding: False drops the t part of the positional encoding.
         tiny_channels: the tiny backbone's stage widths.
         in_channels: input channels (the tiny backbone; ResNets take 3).
+        mask_head: ``vistr`` (the released head, which released checkpoints load into) or
+            ``dot`` (:class:`DotMaskHead`, for small models trained from scratch).
     """
 
     def __init__(
@@ -413,10 +450,15 @@ class VisTR(nn.Module):
         temporal_encoding: bool = True,
         tiny_channels: Sequence[int] = (16, 32, 64, 128),
         in_channels: int = 3,
+        mask_head: str = "vistr",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise StbiasError(f"unknown VisTR backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+        if mask_head not in MASK_HEADS:
+            raise StbiasError(
+                f"unknown VisTR mask_head {mask_head!r}; valid: {', '.join(MASK_HEADS)}"
+            )
         for key, value in (("num_frames", num_frames), ("num_instances", num_instances)):
             if int(value) < 1:
                 raise StbiasError(f"VisTR {key}={value}; give a positive count")
@@ -441,6 +483,10 @@ class VisTR(nn.Module):
         self.query_embed = nn.Embedding(self.num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.mask_head_kind = mask_head
+        if mask_head == "dot":
+            self.dot_mask_head = DotMaskHead(hidden_dim, [channels[2], channels[1], channels[0]])
+            return
         self.bbox_attention = MHAttentionMap(hidden_dim, nheads)
         self.mask_head = MaskHeadSmallConv(
             hidden_dim + nheads, [channels[2], channels[1], channels[0]], hidden_dim
@@ -472,6 +518,9 @@ class VisTR(nn.Module):
         memory = memory.reshape(b, t, h, w, d).permute(0, 1, 4, 2, 3)  # (B, T, D, h, w)
         queries = hs.unflatten(1, (t, n))
         fpn = [f.unflatten(0, (b, t)) for f in features[:3]]
+        if self.mask_head_kind == "dot":
+            masks = self.dot_mask_head(queries, memory, [fpn[2], fpn[1], fpn[0]])
+            return {"pred_logits": logits, "pred_boxes": boxes, "pred_masks": masks}
         per_frame = []
         for i in range(t):
             attention = self.bbox_attention(queries[:, i], memory[:, i])
