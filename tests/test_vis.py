@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -275,6 +276,21 @@ def test_vis_synthetic_is_deterministic_per_seed_split_and_index():
         SyntheticVIS("dev")
     with pytest.raises(StbiasError, match="max_instances=2 is below"):
         SyntheticVIS(max_instances=2)
+
+
+def test_vis_synthetic_stroke_thickens_each_digit_around_its_own_strokes():
+    thin = SyntheticVIS("train", num_frames=4, size=48, num_samples=4)
+    thick = SyntheticVIS("train", num_frames=4, size=48, num_samples=4, stroke=1)
+    a, b = thin[1], thick[1]
+    torch.testing.assert_close(a["instance_labels"], b["instance_labels"])  # the same draws
+    # the last digit is drawn on top: its thick mask is its thin mask dilated by 3x3
+    n = int((a["instance_labels"] >= 0).sum()) - 1
+    for t in range(4):
+        m = a["instance_masks"][n, t].numpy().astype(np.uint8)
+        dilated = cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0
+        np.testing.assert_array_equal(b["instance_masks"][n, t].numpy(), dilated)
+    with pytest.raises(StbiasError, match="stroke must be a whole number of pixels >= 0; got -1"):
+        SyntheticVIS(stroke=-1)
 
 
 # ---- youtube_vis -----------------------------------------------------------------------------
