@@ -345,7 +345,16 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         }
     if rank_zero_only.rank != 0:
         return {}, {}
-    return write_tables(folder, dataset, runs, cfg), {"dir": folder}
+    record = write_tables(folder, dataset, runs, cfg)
+    publish(
+        cfg.get("logger"),
+        folder,
+        "manttari",
+        record["model"],
+        dataset,
+        config=record_config(record),
+    )
+    return record, {"dir": folder}
 
 
 def write_tables(
@@ -399,14 +408,6 @@ def write_tables(
         },
     }
     write_results(folder, record, cfg)
-    publish(
-        cfg.get("logger"),
-        folder,
-        "manttari",
-        record["model"],
-        dataset,
-        config=record_config(record),
-    )
     log.info("%s", format_tables(record))
     log.info("results: %s", os.path.join(folder, "results.json"))
     return record
