@@ -418,6 +418,8 @@ class SceneLinearProbe:
     size: int | None = None
     batch_size: int = 32
     c: float = 1.0
+    tol: float = 1e-8
+    max_iter: int = 10000
     models: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -391,12 +391,62 @@ def test_the_linear_probe_learns_separable_features_and_repeats_itself():
     train_y, test_y = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
     train_x = centres[train_y] + rng.normal(size=(60, 8))
     test_x = centres[test_y] + rng.normal(size=(30, 8))
-    predictions, acc = linear_probe(train_x, train_y, test_x, test_y, seed=3)
-    assert acc > 0.9 and acc == (predictions == test_y).mean()
-    again, acc_again = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    predictions, acc, _, converged = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    assert converged and acc > 0.9 and acc == (predictions == test_y).mean()
+    again, acc_again, _, _ = linear_probe(train_x, train_y, test_x, test_y, seed=3)
     assert acc_again == acc and (again == predictions).all()
     # shuffled labels: nothing to learn, chance-level accuracy
-    _, chance = linear_probe(train_x, rng.permutation(train_y), test_x, test_y, seed=3)
+    chance = linear_probe(train_x, rng.permutation(train_y), test_x, test_y, seed=3).accuracy
     assert chance < 0.7
     with pytest.raises(StbiasError, match="one width"):
         linear_probe(train_x, train_y, test_x[:, :4], test_y)
+    with pytest.raises(StbiasError, match="tol > 0"):
+        linear_probe(train_x, train_y, test_x, test_y, tol=0.0)
+    # a fit stopped by max_iter says so
+    assert not linear_probe(train_x, train_y, test_x, test_y, max_iter=2).converged
+
+
+def test_the_linear_probe_is_the_regularised_optimum_scipy_finds():
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    from stbias.metrics.scene import linear_probe
+
+    # 18 classes of correlated, rectified features (as pooled CNN features are): a fit stopped
+    # at scikit-learn's default tolerance (1e-4) predicts one test row otherwise than the optimum
+    rng = np.random.default_rng(0)
+    classes, width, rank = 18, 128, 16
+    basis, centres = rng.normal(size=(rank, width)), rng.normal(size=(classes, rank))
+
+    def draw(per_class):
+        y = np.repeat(np.arange(classes), per_class)
+        z = centres[y] + rng.normal(size=(len(y), rank))
+        x = np.maximum(z @ basis, 0) * 0.05 + 0.01 * rng.normal(size=(len(y), width))
+        return x.astype(np.float32), y
+
+    (train_x, train_y), (test_x, test_y) = draw(32), draw(16)
+    fit = linear_probe(train_x, train_y, test_x, test_y)
+    assert fit.converged
+
+    # the reference: the L2-regularised multinomial log-loss (sum over images + |W|^2 / 2C, C=1,
+    # bias free), on the same standardisation, minimised by scipy to a gradient of 1e-10
+    mean, std = train_x.mean(0, dtype=np.float64), train_x.std(0, dtype=np.float64)
+    x, target = (train_x - mean) / std, np.eye(classes)[train_y]
+
+    def loss(w):
+        weights, bias = w[:-classes].reshape(width, classes), w[-classes:]
+        log_p = x @ weights + bias
+        log_p = log_p - logsumexp(log_p, axis=1, keepdims=True)
+        residual = np.exp(log_p) - target
+        value = -(target * log_p).sum() + 0.5 * (weights**2).sum()
+        return value, np.concatenate([(x.T @ residual + weights).ravel(), residual.sum(0)])
+
+    w = minimize(
+        loss,
+        np.zeros(width * classes + classes),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-10, "ftol": 0.0, "maxiter": 50000},
+    ).x
+    scores = ((test_x - mean) / std) @ w[:-classes].reshape(width, classes) + w[-classes:]
+    assert (fit.predictions == scores.argmax(1)).all()

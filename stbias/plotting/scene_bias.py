@@ -60,7 +60,7 @@ def table_a4_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
             str(r["kind"]),
             str(r.get("pretraining") or "–"),
             "yes" if r.get("fixed_weights", True) else "no",
-            _pct(r["top1"]),
+            _pct(r["top1"]) + ("" if r.get("probe_converged", True) else " (not converged)"),
         ]
         for r in rows
     ]
