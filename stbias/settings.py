@@ -410,6 +410,29 @@ class ScenePlaces:
 
 
 @dataclass
+class SceneProbeModel:
+    """One entry of ``task.linear_probe.models`` (one row of Table A.4)."""
+
+    label: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    image_arch: str | None = None
+    weights: str | None = None
+    frames: int | None = None
+    inflate: int | None = None
+    layer: str | None = None
+    pretraining: str | None = None
+    fixed_weights: bool = True
+
+
+@dataclass
+class SceneFineTune:
+    epochs: int = 3
+    lr: float = 0.001
+    batch_size: int = 32
+
+
+@dataclass
 class SceneLinearProbe:
     places_root: str | None = None
     num_places: int = 18
@@ -420,7 +443,8 @@ class SceneLinearProbe:
     c: float = 1.0
     tol: float = 1e-8
     max_iter: int = 10000
-    models: list[dict[str, Any]] = field(default_factory=list)
+    fine_tune: SceneFineTune = field(default_factory=SceneFineTune)
+    models: list[SceneProbeModel] = field(default_factory=list)
 
 
 @dataclass
@@ -712,6 +736,14 @@ def _node_fields(group: str, node: Any, path: str) -> tuple[dict[str, Any] | Non
     return None, path
 
 
+def _dataclass_items(ann: Any) -> Any:
+    """The dataclass of ``list[<dataclass>]`` (None for any other annotation)."""
+    args = typing.get_args(ann)
+    if typing.get_origin(ann) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
 def _check_value(key: str, value: Any, ann: Any) -> None:
     if not _accepts(value, ann):
         raise StbiasError(f"{key}={value!r} is not valid; {key} takes {describe(ann)}")
@@ -724,6 +756,10 @@ def _check_value(key: str, value: Any, ann: Any) -> None:
             _check_node(key, value, _node_fields("", value, key))
     elif isinstance(ann, type) and dataclasses.is_dataclass(ann):
         _check_node(key, value, (_schema_fields(ann), key))
+    elif _dataclass_items(ann) is not None and isinstance(value, list):
+        for index, item in enumerate(value):  # a list of nodes of one schema: each checked
+            name = f"{key}[{index}]"
+            _check_node(name, item, (_schema_fields(_dataclass_items(ann)), name))
     elif isinstance(value, dict) and value.get("_target_"):
         _check_node(key, value, _node_fields("", value, key))
 

@@ -263,6 +263,12 @@ CHECKS: dict[str, Check] = {
     "task.train.val_clips": integer(1),
     "task.train.max_epochs": integer(1),
     "task.train.batch_size": integer(1),
+    "task.linear_probe.c": positive,
+    "task.linear_probe.tol": positive,
+    "task.linear_probe.max_iter": integer(1),
+    "task.linear_probe.fine_tune.epochs": integer(1),
+    "task.linear_probe.fine_tune.lr": positive,
+    "task.linear_probe.fine_tune.batch_size": integer(1),
 }
 
 

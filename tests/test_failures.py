@@ -118,6 +118,12 @@ def _rows(files):
         (["task=train", "model=i3d_tiny", "train.batch_size=0"], "train.batch_size=0"),
         (["task=train", "model=i3d_tiny", "train.resume=http://127.0.0.1:9/x.ckpt"], "is a URL"),
         (["model.checkpoint=/x.ckpt"], "task=quickstart trains its models from initialisation"),
+        (["task=scene_bias", "task.linear_probe.fine_tune.lr=0"], "fine_tune.lr=0 is not valid"),
+        (
+            ["task=scene_bias", "task.linear_probe.models=[{model: c2d_tiny, inflat: 3}]"],
+            "task.linear_probe.models[0].inflat is not a setting; task.linear_probe.models[0] "
+            "takes label, model, checkpoint,",
+        ),
     ]
 
 
@@ -125,7 +131,7 @@ def test_the_table_has_enough_rows(files):
     assert len(_rows(files)) >= 25
 
 
-@pytest.mark.parametrize("row", range(36))
+@pytest.mark.parametrize("row", range(38))
 def test_bad_input_stops_with_one_line_and_exit_2(row, files, tmp_path, monkeypatch, capsys):
     args, message = _rows(files)[row]
     code, err = run_cli([*args, *QUIET], tmp_path, monkeypatch, capsys)

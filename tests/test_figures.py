@@ -271,10 +271,15 @@ def test_embedded_byvshev_appendix_a_shows_the_studys_tables(embedded):
         common["videos"] + rare["videos"] == len((run / "videos.csv").read_text().splitlines()) - 1
     )
     # the known answer: the inflated c2d_tiny on static clips probes as c2d_tiny on the image
-    flat, inflated, own = tables["table_a4"]
+    flat, inflated, own, flat_tuned, own_tuned = tables["table_a4"]
     assert (flat["kind"], inflated["kind"], own["kind"]) == ("2D", "3D (inflated)", "3D")
     assert inflated["predictions"] == flat["predictions"] and inflated["top1"] == flat["top1"]
-    assert all(row["probe_converged"] for row in tables["table_a4"])
+    assert all(row["probe_converged"] for row in (flat, inflated, own))
+    # the paper's second regime: the same networks with every weight trained
+    assert [r["fixed_weights"] for r in tables["table_a4"]] == [True, True, True, False, False]
+    assert (flat_tuned["kind"], own_tuned["kind"]) == ("2D", "3D")
+    assert flat_tuned["features"] == flat["features"] and own_tuned["features"] == own["features"]
+    assert "fine-tuned" in " ".join(record["texts"])
     texts = " ".join(record["texts"])
     assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny inflated\n(3D)" in texts
     shares = [p["share"] for p in tables["fig_a12"]]

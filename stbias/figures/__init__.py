@@ -290,7 +290,7 @@ FIGURES: dict[str, Figure] = {
         checks=(
             "(a) Fig. A.12, common place score",
             "(b) Table A.3, common vs rare places",
-            "(c) Table A.4, linear probe on static clips",
+            "(c) Table A.4, places on static clips",
             "videos with score ≥ x (%)",
             "paper",
         ),
@@ -305,7 +305,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "byvshev-table-a4": Figure(
         title="Byvshev et al. CVIU'22, Table A.4",
-        about="top-1 of a linear probe on frozen features: static clips against the 2D model",
+        about="places top-1: video models on static clips against 2D models, fixed or fine-tuned",
         plot=scene_bias.table_a4_target,
         experiments=("byvshev_appendix_a",),
         embedded=("byvshev_appendix_a_embedded",),

@@ -7,9 +7,10 @@
 * **Table A.3**: the action model's accuracy on videos of common places (the most frequent
   dominant places that together hold more than half of the videos) and of the other, rare ones,
   with the count of videos and places of each group.
-* **Table A.4**: a linear classifier trained on frozen features of place images, for every model
-  of ``task.linear_probe.models``: video models see static clips (the image repeated in time),
-  their 2D counterparts the image itself; top-1 on held-out images.
+* **Table A.4**: a linear classifier trained on frozen features of place images (fixed weights),
+  or trained with every weight of the network (``fixed_weights: false``, :func:`fine_tune_probe`),
+  for every model of ``task.linear_probe.models``: video models see static clips (the image
+  repeated in time), their 2D counterparts the image itself; top-1 on held-out images.
 
 The place classifier is a released Places365 CNN (``task.places.arch`` and ``weights``) or, on the
 embedded data (``arch: tiny``), a small 2D CNN trained once on crops of the embedded place
@@ -55,7 +56,7 @@ from stbias.models.places import (
     places365,
 )
 from stbias.models.registry import model_info
-from stbias.models.taps import pooled_features
+from stbias.models.taps import LayerTap, pool_outputs
 from stbias.plotting import save_figure
 from stbias.plotting.scene_bias import (
     appendix_a_figure,
@@ -351,33 +352,93 @@ def fig_a12(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # Table A.4 ------------------------------------------------------------------------------------
 
 
+def _features(entry: Mapping[str, Any], model: nn.Module, part: torch.Tensor, detach: bool = True):
+    """Pooled features ``(B, C)`` of uint8 images ``part`` ``(B, H, W, 3)`` (on the model's
+    device): a video model's at ``entry['layer']`` on static clips of ``entry['frames']`` frames
+    (the model's clip length when null), an image model's on the images; ``detach=False`` keeps
+    the graph (fine-tuning)."""
+    info = model_info(model)
+    if info is None:  # a torchvision image backbone (fc removed)
+        x = part.permute(0, 3, 1, 2).float() / 255.0
+        mean = torch.tensor(PLACES365_MEAN, device=part.device).view(1, 3, 1, 1)
+        std = torch.tensor(PLACES365_STD, device=part.device).view(1, 3, 1, 1)
+        return model((x - mean) / std).flatten(1)
+    frames = entry.get("frames") or info.spec.frames
+    inputs = pack_inputs(_as_clips(part, int(frames), int(info.spec.size)), info.spec)
+    layer = str(entry.get("layer") or list(info.layers)[-1])
+    if layer not in info.layers:
+        raise StbiasError(
+            f"task.linear_probe: unknown layer {layer!r} of {info.name}; layers: "
+            f"{', '.join(info.layers)}"
+        )
+    tap = LayerTap(model, {layer: info.layers[layer]}, detach=detach, stop_early=True).attach()
+    try:
+        outputs = tap.run(inputs)
+    finally:
+        tap.remove()
+    return pool_outputs(outputs, info.layout)[layer]
+
+
 @torch.no_grad()
 def probe_features(entry: Mapping[str, Any], model: nn.Module, images: torch.Tensor, batch: int):
-    """Pooled features ``(N, C)`` of ``images`` uint8 ``(N, H, W, 3)``: a video model's at
-    ``entry['layer']`` on static clips of ``entry['frames']`` frames (the model's clip length
-    when null), an image model's on the images."""
-    out = []
-    info = model_info(model)
+    """Pooled features ``(N, C)`` of ``images`` uint8 ``(N, H, W, 3)`` (see :func:`_features`),
+    ``batch`` images at a time, as float64 numpy."""
     device = next(model.parameters()).device
-    for start in range(0, len(images), batch):
-        part = images[start : start + batch].to(device)
-        if info is None:  # a torchvision image backbone (fc removed)
-            x = part.permute(0, 3, 1, 2).float() / 255.0
-            mean = torch.tensor(PLACES365_MEAN, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(PLACES365_STD, device=device).view(1, 3, 1, 1)
-            out.append(model((x - mean) / std).flatten(1))
-            continue
-        frames = entry.get("frames") or info.spec.frames
-        inputs = pack_inputs(_as_clips(part, int(frames), int(info.spec.size)), info.spec)
-        layer = str(entry.get("layer") or list(info.layers)[-1])
-        if layer not in info.layers:
-            raise StbiasError(
-                f"task.linear_probe: unknown layer {layer!r} of {info.name}; layers: "
-                f"{', '.join(info.layers)}"
-            )
-        pooled = pooled_features(model, {layer: info.layers[layer]}, inputs, info.layout)
-        out.append(pooled[layer])
+    out = [
+        _features(entry, model, images[start : start + batch].to(device))
+        for start in range(0, len(images), batch)
+    ]
     return torch.cat(out).double().cpu().numpy()
+
+
+def fine_tune_probe(
+    entry: Mapping[str, Any],
+    model: nn.Module,
+    train: tuple[torch.Tensor, np.ndarray],
+    test: tuple[torch.Tensor, np.ndarray],
+    settings: Any,
+    seed: int,
+) -> tuple[np.ndarray, float, int]:
+    """Table A.4's non-fixed regime: every weight of ``model`` trained, with a linear layer on its
+    pooled features (standardised by the training images' statistics under the initial weights,
+    as the fixed regime's), by Adam on cross-entropy for ``settings.epochs`` epochs of
+    ``settings.batch_size`` images (seeded order and head); returns the predictions on the test
+    images, their top-1 and the feature width. The network stays in eval mode: every weight is
+    trained (batch-norm scales and shifts included) while batch-norm keeps the running statistics
+    it came with, as fine-tuning with small batches does, and dropout stays off. ``model`` is
+    changed in place."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    device = next(model.parameters()).device
+    batch = int(settings.batch_size)
+    model.eval()
+    with torch.no_grad():
+        initial = torch.from_numpy(probe_features(entry, model, train_x, batch)).float()
+    mean, std = initial.mean(0).to(device), initial.std(0, unbiased=False).to(device)
+    std = torch.where(std < 1e-8, torch.ones_like(std), std)
+    generator = torch.Generator().manual_seed(int(seed))
+    head = nn.Linear(initial.shape[1], int(max(train_y.max(), test_y.max())) + 1)
+    with torch.no_grad():  # seeded initialisation (nn.Linear's, from the generator)
+        bound = 1.0 / float(initial.shape[1]) ** 0.5
+        head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
+        head.bias.copy_(torch.rand(head.bias.shape, generator=generator) * 2 * bound - bound)
+    head = head.to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.Adam(params, lr=float(settings.lr))
+    labels = torch.as_tensor(train_y, dtype=torch.long)
+    for _ in range(int(settings.epochs)):
+        for idx in torch.randperm(len(train_x), generator=generator).split(batch):
+            features = _features(entry, model, train_x[idx].to(device), detach=False)
+            loss = F.cross_entropy(head((features - mean) / std), labels[idx].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        scores = [
+            head((_features(entry, model, test_x[i : i + batch].to(device)) - mean) / std)
+            for i in range(0, len(test_x), batch)
+        ]
+    predictions = torch.cat(scores).argmax(1).cpu().numpy()
+    return predictions, float((predictions == np.asarray(test_y)).mean()), int(initial.shape[1])
 
 
 def probe_model(cfg: Any, entry: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -402,6 +463,11 @@ def probe_model(cfg: Any, entry: Mapping[str, Any]) -> tuple[nn.Module, dict[str
     return model, {"kind": kind, "weights": f"file:{node.checkpoint}", **trained}
 
 
+def a4_key(row: Mapping[str, Any]) -> str:
+    """A Table A.4 row's name in the logged values: the model, and the regime when fine-tuned."""
+    return str(row["model"]) + ("" if row.get("fixed_weights", True) else " fine-tuned")
+
+
 def table_a4(cfg: Any) -> list[dict[str, Any]]:
     """Table A.4: top-1 of a linear classifier on frozen features of held-out place images, one
     row per ``task.linear_probe.models`` entry (the same images, probe and seed for every one)."""
@@ -416,39 +482,48 @@ def table_a4(cfg: Any) -> list[dict[str, Any]]:
         model, about = probe_model(cfg, entry)
         model = model.to(device_of(cfg))
         batch = int(lp.batch_size)
-        features = [probe_features(entry, model, t, batch) for t in (train_t, test_t)]
-        fit = linear_probe(
-            features[0],
-            train_y,
-            features[1],
-            test_y,
-            seed=int(cfg.seed),
-            c=float(lp.c),
-            tol=float(lp.tol),
-            max_iter=int(lp.max_iter),
-        )
-        rows.append(
-            {
-                "model": str(entry.get("label") or entry.get("model") or entry.get("image_arch")),
-                "kind": about["kind"],
-                "pretraining": str(entry.get("pretraining") or ""),
-                "fixed_weights": True,
-                "features": int(features[0].shape[1]),
-                "train_images": int(len(train_y)),
-                "test_images": int(len(test_y)),
-                "top1": fit.accuracy,
-                "probe_iterations": fit.iterations,
-                "probe_converged": fit.converged,
-                "predictions": [int(p) for p in fit.predictions],
-            }
-        )
-        log.info("Table A.4: %s (%s): top-1 %.3f", rows[-1]["model"], about["kind"], fit.accuracy)
-        if not fit.converged:
+        fixed = entry.get("fixed_weights", True) is not False
+        row = {
+            "model": str(entry.get("label") or entry.get("model") or entry.get("image_arch")),
+            "kind": about["kind"],
+            "pretraining": str(entry.get("pretraining") or ""),
+            "fixed_weights": fixed,
+            "train_images": int(len(train_y)),
+            "test_images": int(len(test_y)),
+        }
+        if fixed:
+            features = [probe_features(entry, model, t, batch) for t in (train_t, test_t)]
+            fit = linear_probe(
+                features[0],
+                train_y,
+                features[1],
+                test_y,
+                seed=int(cfg.seed),
+                c=float(lp.c),
+                tol=float(lp.tol),
+                max_iter=int(lp.max_iter),
+            )
+            predictions, acc = fit.predictions, fit.accuracy
+            row.update(
+                features=int(features[0].shape[1]),
+                probe_iterations=fit.iterations,
+                probe_converged=fit.converged,
+            )
+        else:
+            predictions, acc, width = fine_tune_probe(
+                entry, model, (train_t, train_y), (test_t, test_y), lp.fine_tune, int(cfg.seed)
+            )
+            row.update(features=width, fine_tune_epochs=int(lp.fine_tune.epochs))
+        row.update(top1=acc, predictions=[int(p) for p in predictions])
+        rows.append(row)
+        regime = "fixed weights" if fixed else "fine-tuned"
+        log.info("Table A.4: %s (%s, %s): top-1 %.3f", row["model"], about["kind"], regime, acc)
+        if fixed and not row["probe_converged"]:
             log.warning(
                 "Table A.4: the linear probe of %s did not converge in task.linear_probe.max_iter="
                 "%d iterations (gradient above tol=%g): its top-1 depends on the optimizer's "
                 "path; raise max_iter",
-                rows[-1]["model"],
+                row["model"],
                 int(lp.max_iter),
                 float(lp.tol),
             )
@@ -501,7 +576,7 @@ def run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     title = f"Scene bias, {model_name} on {dataset_name}"
     figures = save_figure(appendix_a_figure(curve, a3, a4, title), os.path.join(folder, "scene"))
     values = {f"scene/acc/{r['group']}": r["accuracy"] for r in a3 if r["accuracy"] is not None}
-    values.update({f"scene/top1/{r['model']}": r["top1"] for r in a4})
+    values.update({f"scene/top1/{a4_key(r)}": r["top1"] for r in a4})
     publish(
         cfg.get("logger"),
         folder,
