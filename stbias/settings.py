@@ -428,7 +428,7 @@ class SceneProbeModel:
 @dataclass
 class SceneFineTune:
     epochs: int = 3
-    lr: float = 0.001
+    lr: float = 1e-4
     batch_size: int = 32
 
 

@@ -279,6 +279,8 @@ def test_embedded_byvshev_appendix_a_shows_the_studys_tables(embedded):
     assert [r["fixed_weights"] for r in tables["table_a4"]] == [True, True, True, False, False]
     assert (flat_tuned["kind"], own_tuned["kind"]) == ("2D", "3D")
     assert flat_tuned["features"] == flat["features"] and own_tuned["features"] == own["features"]
+    # each starts from the fixed regime's classifier of the same network
+    assert flat_tuned["fixed_top1"] == flat["top1"] and own_tuned["fixed_top1"] == own["top1"]
     assert "fine-tuned" in " ".join(record["texts"])
     texts = " ".join(record["texts"])
     assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny inflated\n(3D)" in texts

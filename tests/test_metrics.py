@@ -391,10 +391,19 @@ def test_the_linear_probe_learns_separable_features_and_repeats_itself():
     train_y, test_y = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
     train_x = centres[train_y] + rng.normal(size=(60, 8))
     test_x = centres[test_y] + rng.normal(size=(30, 8))
-    predictions, acc, _, converged = linear_probe(train_x, train_y, test_x, test_y, seed=3)
-    assert converged and acc > 0.9 and acc == (predictions == test_y).mean()
-    again, acc_again, _, _ = linear_probe(train_x, train_y, test_x, test_y, seed=3)
-    assert acc_again == acc and (again == predictions).all()
+    fit = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    predictions, acc = fit.predictions, fit.accuracy
+    assert fit.converged and acc > 0.9 and acc == (predictions == test_y).mean()
+    # the classifier it returns gives its predictions
+    logits = (test_x - fit.mean) / fit.std @ fit.weight.T + fit.bias
+    assert (logits.argmax(1) == predictions).all()
+    again = linear_probe(train_x, train_y, test_x, test_y, seed=3)
+    assert again.accuracy == acc and (again.predictions == predictions).all()
+    # two classes (scikit-learn fits one logit) and a class with no training row
+    two = linear_probe(train_x[train_y != 1], train_y[train_y != 1], test_x, test_y)
+    assert two.weight.shape == (3, 8) and two.bias[1] == -np.inf
+    logits = (test_x - two.mean) / two.std @ two.weight.T + two.bias
+    assert (logits.argmax(1) == two.predictions).all() and set(two.predictions) == {0, 2}
     # shuffled labels: nothing to learn, chance-level accuracy
     chance = linear_probe(train_x, rng.permutation(train_y), test_x, test_y, seed=3).accuracy
     assert chance < 0.7

@@ -142,11 +142,12 @@ def test_a_static_clips_linear_probe_equals_the_2d_models_when_the_3d_model_is_i
     assert not np.allclose(own[0], flat[0], atol=1e-3)
 
 
-def test_table_a4s_fine_tuned_regime_trains_every_weight_and_repeats_itself():
+def test_table_a4s_fine_tuned_regime_starts_from_the_fixed_probe_and_trains_every_weight():
     import torch
     from omegaconf import OmegaConf
 
     from stbias.data.sources import place_crops
+    from stbias.metrics.scene import linear_probe
     from stbias.models import create
     from stbias.studies.scene_bias import fine_tune_probe, probe_features
 
@@ -154,23 +155,29 @@ def test_table_a4s_fine_tuned_regime_trains_every_weight_and_repeats_itself():
     test_x, test_y = place_crops(None, 6, 6, 32, 11)
     train = (torch.from_numpy(train_x), train_y)
     test = (torch.from_numpy(test_x), test_y)
-    settings = OmegaConf.create({"epochs": 3, "lr": 1e-3, "batch_size": 16})
 
-    def tuned():
+    def tuned(epochs):
         torch.manual_seed(0)
         model = create("c2d_tiny", num_classes=4, frames=6, size=32).eval()
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        return model, before, fine_tune_probe({}, model, train, test, settings, seed=3)
+        feats = [probe_features({}, model, x, 16) for x, _ in (train, test)]
+        start = linear_probe(feats[0], train_y, feats[1], test_y)
+        settings = OmegaConf.create({"epochs": epochs, "lr": 1e-3, "batch_size": 16})
+        return model, before, start, fine_tune_probe({}, model, train, test, start, settings, 3)
 
-    model, before, (predictions, acc, width) = tuned()
+    # no step taken: the network and the fixed regime's classifier, prediction for prediction
+    model, before, start, (predictions, acc) = tuned(0)
+    assert (predictions == start.predictions).all() and acc == start.accuracy
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    model, before, start, (predictions, acc) = tuned(3)
     # every convolution moved (the classifier after the probed layer gets no gradient)
     moved = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 5]
     assert convs and set(convs) <= set(moved)
-    assert width == probe_features({}, model, test[0][:2], 2).shape[1]
     assert acc == (predictions == test_y).mean() and acc > 3 / 6  # chance: 1/6
     # the same seed: the same weights and predictions
-    again, _, (predictions_again, acc_again, _) = tuned()
+    again, _, _, (predictions_again, acc_again) = tuned(3)
     assert (predictions_again == predictions).all() and acc_again == acc
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key

@@ -71,6 +71,10 @@ class LinearProbe(NamedTuple):
     accuracy: float  # their top-1 accuracy
     iterations: int  # L-BFGS iterations the fit took
     converged: bool  # whether the gradient fell below ``tol`` within ``max_iter`` iterations
+    weight: np.ndarray  # (classes, D) on standardised features; class k is row k
+    bias: np.ndarray  # (classes,); a class with no training row never wins (-inf)
+    mean: np.ndarray  # (D,) the standardisation: (x - mean) / std
+    std: np.ndarray  # (D,)
 
 
 def linear_probe(
@@ -95,8 +99,9 @@ def linear_probe(
     ``1e-4`` left logits 0.7 apart for two such feature sets, and flipped predictions).
 
     Returns:
-        The predictions on ``test_x``, their top-1 accuracy, the iterations taken and whether the
-        fit converged (a fit that did not is still returned; the caller reports it).
+        The predictions on ``test_x``, their top-1 accuracy, the iterations taken, whether the
+        fit converged (a fit that did not is still returned; the caller reports it), and the
+        classifier itself: logits ``((x - mean) / std) @ weight.T + bias``.
     """
     train_x = np.asarray(train_x, dtype=np.float64)
     test_x = np.asarray(test_x, dtype=np.float64)
@@ -124,9 +129,20 @@ def linear_probe(
         classifier.fit((train_x - mean) / std, train_y)
     predictions = classifier.predict((test_x - mean) / std)
     iterations = int(np.max(classifier.n_iter_))
+    classes = classifier.classes_.astype(np.int64)
+    coef, intercept = classifier.coef_, classifier.intercept_
+    if len(classes) == 2:  # scikit-learn's binary fit: one logit z for the second class
+        coef, intercept = np.stack([np.zeros_like(coef[0]), coef[0]]), np.array([0.0, *intercept])
+    weight = np.zeros((int(classes.max()) + 1, train_x.shape[1]))
+    bias = np.full(int(classes.max()) + 1, -np.inf)
+    weight[classes], bias[classes] = coef, intercept
     return LinearProbe(
         predictions,
         float((predictions == test_y).mean()),
         iterations,
         iterations < int(max_iter),
+        weight,
+        bias,
+        mean,
+        std,
     )

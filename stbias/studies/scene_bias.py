@@ -45,7 +45,13 @@ from stbias.config import option_node
 from stbias.data.loading import loader_kwargs, split_loader_options
 from stbias.data.sources import EMBEDDED_PLACES, place_crops
 from stbias.errors import StbiasError
-from stbias.metrics.scene import common_place, common_places, linear_probe, score_curve
+from stbias.metrics.scene import (
+    LinearProbe,
+    common_place,
+    common_places,
+    linear_probe,
+    score_curve,
+)
 from stbias.models.inflate import inflate
 from stbias.models.inputs import pack_inputs
 from stbias.models.places import (
@@ -396,35 +402,32 @@ def fine_tune_probe(
     model: nn.Module,
     train: tuple[torch.Tensor, np.ndarray],
     test: tuple[torch.Tensor, np.ndarray],
+    start: LinearProbe,
     settings: Any,
     seed: int,
-) -> tuple[np.ndarray, float, int]:
-    """Table A.4's non-fixed regime: every weight of ``model`` trained, with a linear layer on its
-    pooled features (standardised by the training images' statistics under the initial weights,
-    as the fixed regime's), by Adam on cross-entropy for ``settings.epochs`` epochs of
-    ``settings.batch_size`` images (seeded order and head); returns the predictions on the test
-    images, their top-1 and the feature width. The network stays in eval mode: every weight is
-    trained (batch-norm scales and shifts included) while batch-norm keeps the running statistics
-    it came with, as fine-tuning with small batches does, and dropout stays off. ``model`` is
-    changed in place."""
+) -> tuple[np.ndarray, float]:
+    """Table A.4's non-fixed regime: every weight of ``model`` trained together with the linear
+    layer on its pooled features, which starts as ``start`` (the fixed regime's classifier on the
+    same network: its standardisation and weights; a linear probe, then fine-tuning), by Adam on
+    cross-entropy for ``settings.epochs`` epochs of ``settings.batch_size`` images (seeded order).
+    Returns the predictions on the test images and their top-1. The network stays in eval mode:
+    every weight is trained (batch-norm scales and shifts included) while batch-norm keeps the
+    running statistics it came with, as fine-tuning with small batches does, and dropout stays
+    off. ``model`` is changed in place."""
     (train_x, train_y), (test_x, test_y) = train, test
     device = next(model.parameters()).device
     batch = int(settings.batch_size)
     model.eval()
-    with torch.no_grad():
-        initial = torch.from_numpy(probe_features(entry, model, train_x, batch)).float()
-    mean, std = initial.mean(0).to(device), initial.std(0, unbiased=False).to(device)
-    std = torch.where(std < 1e-8, torch.ones_like(std), std)
-    generator = torch.Generator().manual_seed(int(seed))
-    head = nn.Linear(initial.shape[1], int(max(train_y.max(), test_y.max())) + 1)
-    with torch.no_grad():  # seeded initialisation (nn.Linear's, from the generator)
-        bound = 1.0 / float(initial.shape[1]) ** 0.5
-        head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
-        head.bias.copy_(torch.rand(head.bias.shape, generator=generator) * 2 * bound - bound)
-    head = head.to(device)
+    mean = torch.as_tensor(start.mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(start.std, dtype=torch.float32, device=device)
+    head = nn.Linear(start.weight.shape[1], start.weight.shape[0]).to(device)
+    with torch.no_grad():  # a class with no training image keeps a logit that never wins
+        head.weight.copy_(torch.as_tensor(start.weight, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(np.maximum(start.bias, -1e4), dtype=torch.float32))
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=float(settings.lr))
     labels = torch.as_tensor(train_y, dtype=torch.long)
+    generator = torch.Generator().manual_seed(int(seed))
     for _ in range(int(settings.epochs)):
         for idx in torch.randperm(len(train_x), generator=generator).split(batch):
             features = _features(entry, model, train_x[idx].to(device), detach=False)
@@ -438,7 +441,7 @@ def fine_tune_probe(
             for i in range(0, len(test_x), batch)
         ]
     predictions = torch.cat(scores).argmax(1).cpu().numpy()
-    return predictions, float((predictions == np.asarray(test_y)).mean()), int(initial.shape[1])
+    return predictions, float((predictions == np.asarray(test_y)).mean())
 
 
 def probe_model(cfg: Any, entry: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -469,8 +472,10 @@ def a4_key(row: Mapping[str, Any]) -> str:
 
 
 def table_a4(cfg: Any) -> list[dict[str, Any]]:
-    """Table A.4: top-1 of a linear classifier on frozen features of held-out place images, one
-    row per ``task.linear_probe.models`` entry (the same images, probe and seed for every one)."""
+    """Table A.4: top-1 on held-out place images, one row per ``task.linear_probe.models`` entry
+    (the same images, probe and seed for every one): a linear classifier on frozen features, or
+    for ``fixed_weights: false`` that classifier and the network trained on (its top-1 with fixed
+    weights kept as ``fixed_top1``)."""
     lp = cfg.task.linear_probe
     root = lp.get("places_root") or None
     size = int(lp.size or cfg.model.input.size)
@@ -491,34 +496,33 @@ def table_a4(cfg: Any) -> list[dict[str, Any]]:
             "train_images": int(len(train_y)),
             "test_images": int(len(test_y)),
         }
-        if fixed:
-            features = [probe_features(entry, model, t, batch) for t in (train_t, test_t)]
-            fit = linear_probe(
-                features[0],
-                train_y,
-                features[1],
-                test_y,
-                seed=int(cfg.seed),
-                c=float(lp.c),
-                tol=float(lp.tol),
-                max_iter=int(lp.max_iter),
+        features = [probe_features(entry, model, t, batch) for t in (train_t, test_t)]
+        fit = linear_probe(
+            features[0],
+            train_y,
+            features[1],
+            test_y,
+            seed=int(cfg.seed),
+            c=float(lp.c),
+            tol=float(lp.tol),
+            max_iter=int(lp.max_iter),
+        )
+        row.update(
+            features=int(features[0].shape[1]),
+            probe_iterations=fit.iterations,
+            probe_converged=fit.converged,
+        )
+        predictions, acc = fit.predictions, fit.accuracy
+        if not fixed:  # from the fixed regime's classifier, every weight trained
+            predictions, acc = fine_tune_probe(
+                entry, model, (train_t, train_y), (test_t, test_y), fit, lp.fine_tune, int(cfg.seed)
             )
-            predictions, acc = fit.predictions, fit.accuracy
-            row.update(
-                features=int(features[0].shape[1]),
-                probe_iterations=fit.iterations,
-                probe_converged=fit.converged,
-            )
-        else:
-            predictions, acc, width = fine_tune_probe(
-                entry, model, (train_t, train_y), (test_t, test_y), lp.fine_tune, int(cfg.seed)
-            )
-            row.update(features=width, fine_tune_epochs=int(lp.fine_tune.epochs))
+            row.update(fixed_top1=fit.accuracy, fine_tune_epochs=int(lp.fine_tune.epochs))
         row.update(top1=acc, predictions=[int(p) for p in predictions])
         rows.append(row)
         regime = "fixed weights" if fixed else "fine-tuned"
         log.info("Table A.4: %s (%s, %s): top-1 %.3f", row["model"], about["kind"], regime, acc)
-        if fixed and not row["probe_converged"]:
+        if not fit.converged:
             log.warning(
                 "Table A.4: the linear probe of %s did not converge in task.linear_probe.max_iter="
                 "%d iterations (gradient above tol=%g): its top-1 depends on the optimizer's "
