@@ -3,6 +3,7 @@ tables (:mod:`stbias.studies.scene_bias`), beside the paper's numbers."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -125,7 +126,7 @@ def _bars(ax: Any, labels: Sequence[str], ours: Sequence[Any], paper: Sequence[A
 
 def _a4_label(name: str, fixed: bool) -> str:
     """A Table A.4 bar's label: the name over its input kind, and the regime when fine-tuned."""
-    return name.replace(" (", "\n(") + ("" if fixed else "\nfine-tuned")
+    return textwrap.fill(name, 12) + ("" if fixed else "\nfine-tuned")
 
 
 def appendix_a_figure(
@@ -137,7 +138,7 @@ def appendix_a_figure(
     """(a) Fig. A.12: share of videos whose common place score is at least x, with the paper's
     quoted point; (b) Table A.3's accuracies, common vs rare places; (c) Table A.4's top-1 per
     model; the paper's numbers hatched beside stbias's."""
-    fig, axes = paper_subplots(1, 3, figsize=(15, 3.8), width_ratios=[1, 1, 1.4])
+    fig, axes = paper_subplots(1, 3, figsize=(18, 4.2), width_ratios=[1, 1, 2.1])
     ax = axes[0]
     xs = [float(p["score"]) for p in curve]
     ax.plot(xs, [100 * float(p["share"]) for p in curve], marker="o", ms=3, label="stbias")
