@@ -283,7 +283,7 @@ def test_embedded_byvshev_appendix_a_shows_the_studys_tables(embedded):
     assert flat_tuned["fixed_top1"] == flat["top1"] and own_tuned["fixed_top1"] == own["top1"]
     assert "fine-tuned" in " ".join(record["texts"])
     texts = " ".join(record["texts"])
-    assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny\ninflated (3D)" in texts
+    assert f"{100 * flat['top1']:.1f}" in texts and "c2d_tiny\ninflated\n(3D)" in texts
     shares = [p["share"] for p in tables["fig_a12"]]
     assert shares[0] == 1.0 and shares == sorted(shares, reverse=True)
 

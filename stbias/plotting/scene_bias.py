@@ -170,6 +170,7 @@ def appendix_a_figure(
         [r["top1"] for r in table_a4] + [None] * len(PAPER_TABLE_A4),
         [None] * len(table_a4) + [acc for *_, acc in PAPER_TABLE_A4],
     )
+    ax.legend(fontsize=7, loc="upper right")  # the paper's bars, on the right, are lower
     ax.set_ylabel("top-1 (%)")
     ax.set_title("(c) Table A.4, places on static clips", fontsize=10)
     if title:
